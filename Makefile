@@ -1,0 +1,43 @@
+# Two commands for a fresh machine:  make demo   and   make test
+# Everything else here is what those two need.
+
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+DEMO_ENV := DEBUG=true
+PG_URL ?= postgres://postgres@127.0.0.1:5432
+
+.PHONY: demo test install test-sqlite test-postgres lint clean
+
+$(VENV)/.installed: pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python 3.11 is required)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+## demo: set up and run the portal with demo data on SQLite + django-q2 at http://127.0.0.1:8000
+demo: install
+	@bash scripts/demo.sh
+
+## test: lint, then the whole suite on SQLite and on PostgreSQL
+test: install lint test-sqlite test-postgres
+
+lint:
+	$(PY) -m ruff check .
+	$(DEMO_ENV) $(PY) manage.py makemigrations --check --dry-run
+
+test-sqlite:
+	@echo "== test suite on SQLite =="
+	DATABASE_URL=sqlite:///var/test.sqlite3 $(PY) -m pytest -q
+
+test-postgres:
+	@echo "== test suite on PostgreSQL =="
+	@$(PY) scripts/require_postgres.py "$(PG_URL)/postgres"
+	DATABASE_URL=$(PG_URL)/bp_ci_$$$$ $(PY) -m pytest -q --create-db
+
+clean:
+	rm -rf $(VENV) var/*.sqlite3*

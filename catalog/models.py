@@ -1,0 +1,644 @@
+"""The catalog: what is protected, where, how, and every backup ever taken."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import timedelta
+
+from croniter import croniter
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator, RegexValidator
+from django.db import models
+from django.db.models import Q
+from django.db.models.functions import Length
+from django.db.models.lookups import Exact
+from django.utils import timezone
+
+from catalog.choices import (
+    AgentStatus,
+    AlertKind,
+    AlertSeverity,
+    BackupStatus,
+    ClientStatus,
+    Compression,
+    ErrorClass,
+    JobKind,
+    JobState,
+    JobTrigger,
+    Plugin,
+    StorageKind,
+    Verification,
+)
+from catalog.tenancy import TenantQuerySet, owned_application_ids
+
+hostname_validator = RegexValidator(
+    r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$",
+    "Enter a valid host name (letters, digits, hyphens and dots, e.g. db01.example.com).",
+)
+
+
+def hash_token(token: str) -> str:
+    """Tokens are stored as SHA-256: they are long and random, so no salt or slow hash is needed."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def validate_cron(value: str) -> None:
+    if not croniter.is_valid(value):
+        raise ValidationError(
+            "%(value)s is not a valid cron schedule (five fields, e.g. '0 2 * * *').",
+            params={"value": value},
+        )
+
+
+# --- Querysets (tenancy) ---------------------------------------------------------
+
+
+class CostCenterQuerySet(TenantQuerySet):
+    def visible_to(self, user):
+        from catalog.tenancy import is_backup_team
+
+        if is_backup_team(user):
+            return self
+        if not user or not user.is_authenticated:
+            return self.none()
+        owned = Application.objects.filter(pk__in=owned_application_ids(user))
+        return self.filter(pk__in=owned.values("cost_center_id"))
+
+
+class ApplicationQuerySet(TenantQuerySet):
+    application_path = "pk"
+
+
+class AgentQuerySet(TenantQuerySet):
+    def visible_to(self, user):
+        from catalog.tenancy import is_backup_team
+
+        if is_backup_team(user):
+            return self
+        if not user or not user.is_authenticated:
+            return self.none()
+        # Through the M2M table as a subquery: a join would repeat an agent
+        # serving two of the user's applications.
+        serving = Agent.applications.through.objects.filter(
+            application_id__in=owned_application_ids(user)
+        )
+        return self.filter(pk__in=serving.values("agent_id"))
+
+    def authenticate(self, token: str) -> Agent | None:
+        return self.filter(token_hash=hash_token(token), revoked_at__isnull=True).first()
+
+
+class StorageTargetQuerySet(TenantQuerySet):
+    """Storage is the backup team's business: owners see it only through their backups."""
+
+
+class ProtectionPolicyQuerySet(TenantQuerySet):
+    # Policies are the published service tiers: every signed-in owner picks from them.
+    shared_with_owners = True
+
+
+class BackupClientQuerySet(TenantQuerySet):
+    application_path = "application"
+
+
+class JobQuerySet(TenantQuerySet):
+    application_path = "client__application"
+
+
+class BackupQuerySet(TenantQuerySet):
+    application_path = "client__application"
+
+
+class EnrolmentTokenQuerySet(TenantQuerySet):
+    application_path = "application"
+
+
+class AlertQuerySet(TenantQuerySet):
+    application_path = "application"
+
+    def open(self):
+        return self.filter(resolved_at__isnull=True)
+
+
+# --- Models -----------------------------------------------------------------------
+
+
+class CostCenter(models.Model):
+    """A budget that pays for protection; chargeback is per cost centre."""
+
+    code = models.CharField(max_length=32, unique=True)
+    name = models.CharField(max_length=200)
+    owner_email = models.EmailField(help_text="Receives the monthly chargeback report.")
+
+    objects = CostCenterQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["code"]
+
+    def __str__(self) -> str:
+        return f"{self.code} — {self.name}"
+
+
+class Application(models.Model):
+    """A business application: the tenancy boundary for clients, backups and requests."""
+
+    slug = models.SlugField(max_length=64, unique=True)
+    name = models.CharField(max_length=200)
+    cost_center = models.ForeignKey(
+        CostCenter, on_delete=models.PROTECT, related_name="applications"
+    )
+    owners = models.ManyToManyField(
+        settings.AUTH_USER_MODEL, blank=True, related_name="owned_applications"
+    )
+    owner_group = models.ForeignKey(
+        "auth.Group",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="owned_applications",
+        help_text="Members of this group own the application too.",
+    )
+    description = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = ApplicationQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Agent(models.Model):
+    """The backup agent on one application server; authenticates with a hashed token."""
+
+    hostname = models.CharField(max_length=253, unique=True, validators=[hostname_validator])
+    applications = models.ManyToManyField(Application, blank=True, related_name="agents")
+    token_hash = models.CharField(max_length=64, unique=True, null=True, blank=True, editable=False)
+    version = models.CharField(max_length=32, blank=True)
+    plugins = models.JSONField(default=list, blank=True, help_text="Plugins the agent reported.")
+    enrolled_at = models.DateTimeField(null=True, blank=True)
+    last_seen_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    objects = AgentQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["hostname"]
+        indexes = [
+            # The silent-agent watch: enrolled agents by last poll.
+            models.Index(
+                fields=["last_seen_at"],
+                name="agent_live_seen_idx",
+                condition=Q(revoked_at__isnull=True),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.hostname
+
+    @property
+    def status(self) -> str:
+        if self.revoked_at:
+            return AgentStatus.REVOKED
+        if not self.last_seen_at:
+            return AgentStatus.NEVER_SEEN
+        silent_after = timedelta(seconds=settings.PORTAL_AGENT_SILENT_AFTER)
+        if timezone.now() - self.last_seen_at > silent_after:
+            return AgentStatus.SILENT
+        return AgentStatus.ONLINE
+
+    def issue_token(self) -> str:
+        """Give the agent a new long-lived token; only its hash is kept."""
+        token = new_token()
+        self.token_hash = hash_token(token)
+        self.revoked_at = None
+        return token
+
+
+class StorageTarget(models.Model):
+    """Protection storage the agents write to directly; the portal never touches the data."""
+
+    name = models.CharField(max_length=100, unique=True)
+    kind = models.CharField(max_length=16, choices=StorageKind, default=StorageKind.FILESYSTEM)
+    location = models.CharField(
+        max_length=500, help_text="Path as mounted on the agents, or the bucket name."
+    )
+    capacity_bytes = models.BigIntegerField(validators=[MinValueValidator(1)])
+    used_bytes = models.BigIntegerField(default=0, validators=[MinValueValidator(0)])
+    compression = models.CharField(max_length=8, choices=Compression, default=Compression.NONE)
+    keep_uncompressed = models.BooleanField(
+        default=True,
+        help_text="A deduplicating appliance loses its ratio on compressed data: keep it raw.",
+    )
+
+    objects = StorageTargetQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(capacity_bytes__gt=0), name="storagetarget_capacity_positive"
+            ),
+            models.CheckConstraint(condition=Q(used_bytes__gte=0), name="storagetarget_used_gte_0"),
+            models.CheckConstraint(
+                condition=~Q(keep_uncompressed=True, compression=Compression.GZIP),
+                name="storagetarget_uncompressed_means_no_gzip",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def used_fraction(self) -> float:
+        return self.used_bytes / self.capacity_bytes if self.capacity_bytes else 0.0
+
+
+class ProtectionPolicy(models.Model):
+    """An SLA tier: when to back up, how long to keep, how fresh, where, and at what price."""
+
+    name = models.CharField(max_length=64, unique=True)
+    description = models.CharField(max_length=300, blank=True)
+    schedule = models.CharField(
+        max_length=100, validators=[validate_cron], help_text="Cron, in UTC (e.g. '0 2 * * *')."
+    )
+    retention_days = models.PositiveIntegerField()
+    rpo_hours = models.PositiveIntegerField(help_text="Maximum age of the last good backup.")
+    storage_target = models.ForeignKey(
+        StorageTarget, on_delete=models.PROTECT, related_name="policies"
+    )
+    restore_test_interval_days = models.PositiveIntegerField(default=30)
+    max_retries = models.PositiveSmallIntegerField(
+        default=3, help_text="Automatic retries of a failed backup before a person is alerted."
+    )
+    price_per_gb_month = models.DecimalField(max_digits=10, decimal_places=4)
+    auto_approve_clients = models.BooleanField(
+        default=False, help_text="New clients on this policy are approved by the system."
+    )
+
+    objects = ProtectionPolicyQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name_plural = "protection policies"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(retention_days__gt=0), name="policy_retention_positive"
+            ),
+            models.CheckConstraint(condition=Q(rpo_hours__gt=0), name="policy_rpo_positive"),
+            models.CheckConstraint(
+                condition=Q(restore_test_interval_days__gt=0),
+                name="policy_restore_test_interval_positive",
+            ),
+            models.CheckConstraint(
+                condition=Q(price_per_gb_month__gte=0), name="policy_price_gte_0"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def next_run_after(self, moment):
+        return croniter(self.schedule, moment).get_next(type(moment))
+
+
+class BackupClient(models.Model):
+    """One protected workload (a folder set, a database, a command) on one agent.
+
+    pending_enrolment → active ⇄ paused → retired
+    """
+
+    application = models.ForeignKey(
+        Application, on_delete=models.PROTECT, related_name="clients"
+    )
+    agent = models.ForeignKey(
+        Agent, on_delete=models.PROTECT, related_name="clients", null=True, blank=True
+    )
+    name = models.SlugField(max_length=100, help_text="Unique within the application.")
+    hostname = models.CharField(max_length=253, validators=[hostname_validator])
+    plugin = models.CharField(max_length=16, choices=Plugin)
+    options = models.JSONField(default=dict, blank=True)
+    policy = models.ForeignKey(
+        ProtectionPolicy, on_delete=models.PROTECT, related_name="clients"
+    )
+    status = models.CharField(
+        max_length=20, choices=ClientStatus, default=ClientStatus.PENDING_ENROLMENT
+    )
+    next_backup_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = BackupClientQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["application__name", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["application", "name"], name="client_unique_name"),
+            models.CheckConstraint(
+                condition=~Q(status=ClientStatus.ACTIVE) | Q(agent__isnull=False),
+                name="client_active_has_agent",
+            ),
+        ]
+        indexes = [
+            # The scheduler: active clients whose next backup is due.
+            models.Index(
+                fields=["next_backup_at"],
+                name="client_due_idx",
+                condition=Q(status=ClientStatus.ACTIVE),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.application.slug}/{self.name}"
+
+    def clean(self) -> None:
+        from catalog.plugin_options import validate_options
+
+        validate_options(self.plugin, self.options)
+
+
+class Job(models.Model):
+    """One execution of a backup, restore, restore test or expiry by an agent.
+
+    queued → running → succeeded | failed | cancelled
+    A running job holds a lease the agent extends by reporting progress; an
+    expired lease fails the attempt, and failed backups are retried as new jobs.
+    """
+
+    kind = models.CharField(max_length=16, choices=JobKind)
+    client = models.ForeignKey(BackupClient, on_delete=models.PROTECT, related_name="jobs")
+    agent = models.ForeignKey(
+        Agent,
+        on_delete=models.PROTECT,
+        related_name="jobs",
+        help_text="The agent that runs it (for a restore: the target agent).",
+    )
+    backup = models.ForeignKey(
+        "Backup",
+        on_delete=models.PROTECT,
+        related_name="jobs",
+        null=True,
+        blank=True,
+        help_text="The recovery point a restore, restore test or expiry acts on.",
+    )
+    state = models.CharField(max_length=16, choices=JobState, default=JobState.QUEUED)
+    trigger = models.CharField(max_length=16, choices=JobTrigger, default=JobTrigger.SCHEDULE)
+    attempt = models.PositiveSmallIntegerField(default=1)
+    retry_of = models.ForeignKey(
+        "self", on_delete=models.PROTECT, related_name="retries", null=True, blank=True
+    )
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        null=True,
+        blank=True,
+    )
+    target_location = models.CharField(max_length=1000, blank=True)
+    overwrite = models.BooleanField(default=False)
+    created_at = models.DateTimeField(default=timezone.now)
+    not_before = models.DateTimeField(
+        default=timezone.now, help_text="Not handed to an agent before this time (retry backoff)."
+    )
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    bytes_done = models.BigIntegerField(default=0)
+    bytes_total = models.BigIntegerField(null=True, blank=True)
+    log_tail = models.TextField(blank=True)
+    error_class = models.CharField(max_length=24, choices=ErrorClass, blank=True)
+    error_message = models.TextField(blank=True)
+
+    objects = JobQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(condition=Q(attempt__gte=1), name="job_attempt_gte_1"),
+            models.CheckConstraint(condition=Q(bytes_done__gte=0), name="job_bytes_done_gte_0"),
+            models.CheckConstraint(
+                condition=Q(bytes_total__isnull=True) | Q(bytes_total__gte=0),
+                name="job_bytes_total_gte_0",
+            ),
+            models.CheckConstraint(
+                condition=Q(kind=JobKind.BACKUP) | Q(backup__isnull=False),
+                name="job_non_backup_names_backup",
+            ),
+            models.CheckConstraint(
+                condition=~Q(state=JobState.RUNNING) | Q(lease_expires_at__isnull=False),
+                name="job_running_has_lease",
+            ),
+        ]
+        indexes = [
+            # Agent poll: this agent's queued jobs, oldest first.
+            models.Index(
+                fields=["agent", "not_before"],
+                name="job_queued_by_agent_idx",
+                condition=Q(state=JobState.QUEUED),
+            ),
+            # Lease reaper: running jobs by lease expiry.
+            models.Index(
+                fields=["lease_expires_at"],
+                name="job_running_lease_idx",
+                condition=Q(state=JobState.RUNNING),
+            ),
+            # Lists and reports: jobs by state and time.
+            models.Index(fields=["state", "created_at"], name="job_state_created_idx"),
+            models.Index(fields=["client", "-created_at"], name="job_client_recent_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} #{self.pk} of {self.client_id}"
+
+    @property
+    def duration(self) -> timedelta | None:
+        if self.started_at and self.finished_at:
+            return self.finished_at - self.started_at
+        return None
+
+
+class Backup(models.Model):
+    """A recovery point in protection storage, recorded once its job succeeded.
+
+    available → expired (retention reached, removal queued) → deleted
+    """
+
+    client = models.ForeignKey(BackupClient, on_delete=models.PROTECT, related_name="backups")
+    job = models.OneToOneField(Job, on_delete=models.PROTECT, related_name="produced_backup")
+    storage_target = models.ForeignKey(
+        StorageTarget, on_delete=models.PROTECT, related_name="backups"
+    )
+    taken_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+    size_bytes = models.BigIntegerField(help_text="Front-end size: what the plugin read.")
+    stored_size_bytes = models.BigIntegerField(help_text="What the storage holds.")
+    location = models.CharField(max_length=1000, help_text="Relative to the target's root.")
+    sha256 = models.CharField(max_length=64)
+    compression = models.CharField(max_length=8, choices=Compression, default=Compression.NONE)
+    manifest = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=16, choices=BackupStatus, default=BackupStatus.AVAILABLE)
+    verified_at = models.DateTimeField(null=True, blank=True)
+    verification = models.CharField(max_length=8, choices=Verification, blank=True)
+    legal_hold = models.BooleanField(default=False)
+    legal_hold_reason = models.CharField(max_length=500, blank=True)
+    deleted_at = models.DateTimeField(null=True, blank=True)
+
+    objects = BackupQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-taken_at"]
+        get_latest_by = "taken_at"
+        constraints = [
+            models.CheckConstraint(condition=Q(size_bytes__gte=0), name="backup_size_gte_0"),
+            models.CheckConstraint(
+                condition=Q(stored_size_bytes__gte=0), name="backup_stored_size_gte_0"
+            ),
+            models.CheckConstraint(
+                condition=Q(expires_at__gt=models.F("taken_at")),
+                name="backup_expires_after_taken",
+            ),
+            models.CheckConstraint(
+                condition=Q(legal_hold=False) | ~Q(legal_hold_reason=""),
+                name="backup_legal_hold_has_reason",
+            ),
+            models.CheckConstraint(
+                condition=Exact(Length("sha256"), 64), name="backup_sha256_length"
+            ),
+        ]
+        indexes = [
+            # Client page and RPO: a client's recovery points, newest first.
+            models.Index(fields=["client", "-taken_at"], name="backup_client_recent_idx"),
+            # Retention: available backups by expiry.
+            models.Index(
+                fields=["expires_at"],
+                name="backup_available_expiry_idx",
+                condition=Q(status=BackupStatus.AVAILABLE),
+            ),
+            # Monthly reports: backups by time.
+            models.Index(fields=["taken_at"], name="backup_taken_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.client} @ {self.taken_at:%Y-%m-%d %H:%M}"
+
+
+class Alert(models.Model):
+    """Something a person should know about; open until resolved, acknowledged by a person.
+
+    ``key`` names the condition (e.g. ``rpo_breached:client:5``): at most one
+    open alert per key, so a watch that runs every minute raises one alert per
+    breach, not one per run.
+    """
+
+    kind = models.CharField(max_length=24, choices=AlertKind)
+    severity = models.CharField(max_length=8, choices=AlertSeverity)
+    key = models.CharField(max_length=200)
+    application = models.ForeignKey(
+        Application, on_delete=models.PROTECT, related_name="alerts", null=True, blank=True
+    )
+    client = models.ForeignKey(
+        BackupClient, on_delete=models.PROTECT, related_name="alerts", null=True, blank=True
+    )
+    agent = models.ForeignKey(
+        Agent, on_delete=models.PROTECT, related_name="alerts", null=True, blank=True
+    )
+    storage_target = models.ForeignKey(
+        StorageTarget, on_delete=models.PROTECT, related_name="alerts", null=True, blank=True
+    )
+    job = models.ForeignKey(
+        Job, on_delete=models.PROTECT, related_name="alerts", null=True, blank=True
+    )
+    message = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+    acknowledged_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        related_name="acknowledged_alerts",
+        null=True,
+        blank=True,
+    )
+
+    objects = AlertQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["key"],
+                condition=Q(resolved_at__isnull=True),
+                name="alert_one_open_per_key",
+            ),
+            models.CheckConstraint(
+                condition=Q(acknowledged_at__isnull=True, acknowledged_by__isnull=True)
+                | Q(acknowledged_at__isnull=False, acknowledged_by__isnull=False),
+                name="alert_ack_has_who_and_when",
+            ),
+        ]
+        indexes = [
+            # Alert lists and digests: unacknowledged alerts, newest first.
+            models.Index(
+                fields=["-created_at"],
+                name="alert_unacked_idx",
+                condition=Q(acknowledged_at__isnull=True),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_severity_display()}: {self.message[:60]}"
+
+
+class EnrolmentToken(models.Model):
+    """A one-time secret that lets a new agent enrol; only its hash is kept."""
+
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    application = models.ForeignKey(
+        Application, on_delete=models.PROTECT, related_name="enrolment_tokens"
+    )
+    hostname = models.CharField(
+        max_length=253, validators=[hostname_validator], help_text="The host allowed to enrol."
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)
+    agent = models.ForeignKey(
+        Agent, on_delete=models.PROTECT, related_name="enrolments", null=True, blank=True
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+
+    objects = EnrolmentTokenQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(used_at__isnull=True) | Q(agent__isnull=False),
+                name="enrolmenttoken_used_names_agent",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Enrolment of {self.hostname} for {self.application_id}"
+
+    @classmethod
+    def issue(cls, *, application: Application, hostname: str, created_by=None, valid_for=None):
+        """Create a token; the clear text is returned once and never stored."""
+        token = new_token()
+        record = cls.objects.create(
+            token_hash=hash_token(token),
+            application=application,
+            hostname=hostname,
+            created_by=created_by,
+            expires_at=timezone.now() + (valid_for or timedelta(days=7)),
+        )
+        return record, token
