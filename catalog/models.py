@@ -60,13 +60,7 @@ def validate_cron(value: str) -> None:
 
 
 class CostCenterQuerySet(TenantQuerySet):
-    def visible_to(self, user):
-        from catalog.tenancy import is_backup_team
-
-        if is_backup_team(user):
-            return self
-        if not user or not user.is_authenticated:
-            return self.none()
+    def owned_by(self, user):
         owned = Application.objects.filter(pk__in=owned_application_ids(user))
         return self.filter(pk__in=owned.values("cost_center_id"))
 
@@ -76,13 +70,7 @@ class ApplicationQuerySet(TenantQuerySet):
 
 
 class AgentQuerySet(TenantQuerySet):
-    def visible_to(self, user):
-        from catalog.tenancy import is_backup_team
-
-        if is_backup_team(user):
-            return self
-        if not user or not user.is_authenticated:
-            return self.none()
+    def owned_by(self, user):
         # Through the M2M table as a subquery: a join would repeat an agent
         # serving two of the user's applications.
         serving = Agent.applications.through.objects.filter(
@@ -410,6 +398,7 @@ class Job(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
     bytes_done = models.BigIntegerField(default=0)
     bytes_total = models.BigIntegerField(null=True, blank=True)
     log_tail = models.TextField(blank=True)

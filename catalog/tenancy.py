@@ -46,6 +46,10 @@ class TenantQuerySet(models.QuerySet):
             return self
         if not user or not user.is_authenticated or not user.is_active:
             return self.none()
+        return self.owned_by(user)
+
+    def owned_by(self, user) -> TenantQuerySet:
+        """Rows an application owner may see; subclasses with other paths override this."""
         if self.shared_with_owners:
             return self
         if not self.application_path:

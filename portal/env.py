@@ -78,7 +78,7 @@ def parse_database_url(url: str, *, base_dir: Path) -> dict:
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme == "sqlite":
-        raw_path = unquote(url[len("sqlite://"):])
+        raw_path = unquote(url[len("sqlite://") :])
         if raw_path in ("", "/", "/:memory:"):
             return {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}
         # sqlite:///relative/path and sqlite:////absolute/path, as dj-database-url reads them.
@@ -100,6 +100,4 @@ def parse_database_url(url: str, *, base_dir: Path) -> dict:
             "PORT": str(parts.port or ""),
             "OPTIONS": options,
         }
-    raise ConfigError(
-        f"DATABASE_URL scheme {scheme!r} is not supported (use sqlite:/// or postgres://)"
-    )
+    raise ConfigError(f"DATABASE_URL scheme {scheme!r} is not supported (use sqlite:/// or postgres://)")

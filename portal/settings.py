@@ -133,6 +133,12 @@ PORTAL_BACKUP_TEAM_GROUP = "backup-admins"
 PORTAL_BACKUP_TEAM_EMAIL = env.get_str("PORTAL_BACKUP_TEAM_EMAIL", "backup-team@localhost")
 # An agent that has not polled for this long is "silent" (3 missed polls at the default 60 s).
 PORTAL_AGENT_SILENT_AFTER = env.get_int("PORTAL_AGENT_SILENT_AFTER", 180, minimum=30)
+# How often agents poll, and how long a claimed job stays theirs without a progress report.
+PORTAL_AGENT_POLL_SECONDS = env.get_int("PORTAL_AGENT_POLL_SECONDS", 30, minimum=1)
+PORTAL_JOB_LEASE_SECONDS = env.get_int("PORTAL_JOB_LEASE_SECONDS", 120, minimum=10)
+# First retry of a failed backup after this long, doubling each attempt (5, 10, 20 min…).
+PORTAL_RETRY_BASE_SECONDS = env.get_int("PORTAL_RETRY_BASE_SECONDS", 300, minimum=0)
+PORTAL_ENROLMENT_TOKEN_DAYS = env.get_int("PORTAL_ENROLMENT_TOKEN_DAYS", 7, minimum=1)
 
 # --- Task queue ---------------------------------------------------------------
 PORTAL_TASK_BACKEND = env.get_choice("PORTAL_TASK_BACKEND", "django_q", ("django_q", "celery"))
@@ -170,6 +176,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "EXCEPTION_HANDLER": "portal.api_errors.exception_handler",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
 }

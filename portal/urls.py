@@ -1,7 +1,7 @@
 """Root URLs."""
 
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 
 from portal import views
 
@@ -12,5 +12,6 @@ admin.site.index_title = "Backup team"
 urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("admin/", admin.site.urls),
+    path("api/agent/v1/", include("catalog.api.urls")),
     path("", views.home, name="home"),
 ]

@@ -1,0 +1,21 @@
+"""Domain errors the catalog raises; the API layers map them to HTTP."""
+
+
+class CatalogError(Exception):
+    code = "error"
+
+
+class InvalidTransition(CatalogError):
+    """The object is not in a state that allows this action."""
+
+    code = "invalid_transition"
+
+
+class LeaseLost(CatalogError):
+    """The job is no longer this agent's to report on (its lease expired and it moved on)."""
+
+    code = "lease_lost"
+
+
+class InvalidEnrolment(CatalogError):
+    code = "invalid_token"

@@ -1,0 +1,40 @@
+"""Classify a failed job from the agent's error and log tail.
+
+The patterns are the messages the tools really print (tar, pg_dump, mysqldump,
+the shell's exec, the kernel's errno strings), checked in order: the first
+match wins, so more specific classes come first.
+"""
+
+from __future__ import annotations
+
+import re
+
+from catalog.choices import ErrorClass
+
+_PATTERNS: list[tuple[str, re.Pattern[str]]] = [
+    (ErrorClass.CHECKSUM_MISMATCH, re.compile(r"checksum mismatch|sha-?256 mismatch", re.I)),
+    (ErrorClass.DISK_FULL, re.compile(r"no space left on device|disk full|ENOSPC|quota exceeded", re.I)),
+    (ErrorClass.PERMISSION_DENIED, re.compile(r"permission denied|EACCES|operation not permitted", re.I)),
+    (
+        ErrorClass.COMMAND_NOT_FOUND,
+        re.compile(r"command not found|no such file or directory: '[^']+'|executable not found", re.I),
+    ),
+    (
+        ErrorClass.DATABASE_UNREACHABLE,
+        re.compile(
+            r"connection refused|could not connect|can't connect to (local )?mysql|"
+            r"connection to server .* failed|unknown database|database .* does not exist|"
+            r"access denied for user|password authentication failed",
+            re.I,
+        ),
+    ),
+    (ErrorClass.TIMEOUT, re.compile(r"timed out|timeout", re.I)),
+]
+
+
+def classify(error: str, log_tail: str = "") -> str:
+    text = f"{error}\n{log_tail}"
+    for error_class, pattern in _PATTERNS:
+        if pattern.search(text):
+            return error_class
+    return ErrorClass.UNKNOWN

@@ -1,0 +1,39 @@
+"""Raising and resolving alerts: one open alert per condition, however often a watch runs."""
+
+from __future__ import annotations
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from catalog.models import Alert
+from catalog.signals import alert_raised
+
+
+def raise_alert(*, kind: str, severity: str, key: str, message: str, **links) -> Alert | None:
+    """Open an alert for ``key`` unless one is already open; return the new alert or None.
+
+    The partial unique constraint ``alert_one_open_per_key`` is the real guard:
+    two watchers racing both try to insert and one of them gets IntegrityError.
+    """
+    if Alert.objects.filter(key=key, resolved_at__isnull=True).exists():
+        return None
+    try:
+        with transaction.atomic():
+            alert = Alert.objects.create(kind=kind, severity=severity, key=key, message=message, **links)
+    except IntegrityError:
+        return None
+    transaction.on_commit(lambda: alert_raised.send(sender=Alert, alert_id=alert.pk))
+    return alert
+
+
+def resolve_alerts(key: str) -> int:
+    """Close the open alert for ``key`` (the condition has cleared); returns how many closed."""
+    return Alert.objects.filter(key=key, resolved_at__isnull=True).update(resolved_at=timezone.now())
+
+
+def client_key(kind: str, client_id: int) -> str:
+    return f"{kind}:client:{client_id}"
+
+
+def agent_key(kind: str, agent_id: int) -> str:
+    return f"{kind}:agent:{agent_id}"

@@ -1,0 +1,48 @@
+"""One error shape for every API: ``{"code": ..., "detail": ..., "errors": {...}}``.
+
+Integrations branch on ``code``; people read ``detail``; ``errors`` carries
+field messages on a 400.
+"""
+
+from __future__ import annotations
+
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.http import Http404
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from catalog.errors import CatalogError, InvalidEnrolment, InvalidTransition, LeaseLost
+
+_DOMAIN_STATUS = {
+    InvalidTransition: status.HTTP_409_CONFLICT,
+    LeaseLost: status.HTTP_409_CONFLICT,
+    InvalidEnrolment: status.HTTP_400_BAD_REQUEST,
+}
+
+
+def exception_handler(exc, context):
+    if isinstance(exc, CatalogError):
+        code = _DOMAIN_STATUS.get(type(exc), status.HTTP_409_CONFLICT)
+        return Response({"code": exc.code, "detail": str(exc)}, status=code)
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = exceptions.PermissionDenied()
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    if isinstance(exc, exceptions.ValidationError):
+        response.data = {
+            "code": "invalid",
+            "detail": "The request has invalid fields; see errors.",
+            "errors": exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail},
+        }
+    else:
+        detail = exc.detail if isinstance(exc, exceptions.APIException) else str(exc)
+        codes = exc.get_codes() if isinstance(exc, exceptions.APIException) else "error"
+        response.data = {
+            "code": codes if isinstance(codes, str) else "error",
+            "detail": str(detail),
+        }
+    return response
