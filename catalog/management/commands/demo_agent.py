@@ -1,0 +1,93 @@
+"""Prepare the demo's real agent: a folder to protect, a client waiting for it, a token.
+
+``make demo`` runs ``demo_agent --prepare`` (prints an enrolment token, nothing
+else, on stdout), enrols ``backup-agent`` with it, then ``demo_agent
+--backup-now`` so the first real backup lands in the catalog within seconds.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from catalog.choices import ClientStatus, JobTrigger, Plugin
+from catalog.models import Application, BackupClient, EnrolmentToken, ProtectionPolicy, StorageTarget
+from catalog.services import jobs
+
+HOSTNAME = "demo-agent.local"
+CLIENT_NAME = "demo-files"
+APPLICATION = "webshop"
+
+
+def demo_data_dir() -> Path:
+    return Path(settings.VAR_DIR) / "demo-data" / APPLICATION
+
+
+def write_demo_files(root: Path) -> None:
+    """A small but real tree: nested folders, an empty one, a symlink, a binary file."""
+    (root / "media" / "products").mkdir(parents=True, exist_ok=True)
+    (root / "cache").mkdir(exist_ok=True)
+    (root / "config.ini").write_text("[shop]\ncurrency = EUR\n")
+    for n in range(20):
+        (root / "media" / "products" / f"item-{n:03d}.txt").write_text(f"product {n}\n" * (n + 1) * 50)
+    (root / "media" / "logo.bin").write_bytes(bytes(range(256)) * 64)
+    link = root / "current-config"
+    if not link.is_symlink():
+        link.symlink_to("config.ini")
+
+
+class Command(BaseCommand):
+    help = "Prepare (or kick) the local demo agent."
+
+    def add_arguments(self, parser) -> None:
+        group = parser.add_mutually_exclusive_group(required=True)
+        group.add_argument("--prepare", action="store_true", help="print an enrolment token")
+        group.add_argument("--backup-now", action="store_true", help="queue a backup of the demo client")
+
+    def handle(self, *args, prepare: bool, backup_now: bool, **options) -> None:
+        try:
+            application = Application.objects.get(slug=APPLICATION)
+        except Application.DoesNotExist as exc:
+            raise CommandError("Run seed_demo first.") from exc
+        if prepare:
+            self._prepare(application)
+        else:
+            client = BackupClient.objects.get(application=application, name=CLIENT_NAME)
+            job = jobs.queue_backup(client, trigger=JobTrigger.USER)
+            self.stderr.write(f"Queued backup job {job.pk} of {client}.")
+
+    def _prepare(self, application: Application) -> None:
+        data = demo_data_dir()
+        write_demo_files(data)
+        target = StorageTarget.objects.order_by("pk").first()
+        if target is None:
+            raise CommandError("Run seed_demo first: there is no storage target.")
+        policy, _ = ProtectionPolicy.objects.get_or_create(
+            name="Demo (every 5 minutes)",
+            defaults={
+                "description": "Shows the scheduler at work during the demo.",
+                "schedule": "*/5 * * * *",
+                "retention_days": 2,
+                "rpo_hours": 1,
+                "storage_target": target,
+                "restore_test_interval_days": 1,
+                "price_per_gb_month": Decimal("0.10"),
+                "auto_approve_clients": True,
+            },
+        )
+        BackupClient.objects.get_or_create(
+            application=application,
+            name=CLIENT_NAME,
+            defaults={
+                "hostname": HOSTNAME,
+                "plugin": Plugin.FILES,
+                "options": {"paths": [str(data.resolve())]},
+                "policy": policy,
+                "status": ClientStatus.PENDING_ENROLMENT,
+            },
+        )
+        _, token = EnrolmentToken.issue(application=application, hostname=HOSTNAME)
+        self.stdout.write(token)
