@@ -13,10 +13,13 @@ def human_size(num_bytes: int | None) -> str:
     if num_bytes is None:
         return "—"
     size = float(num_bytes)
-    for unit in _UNITS:
-        if abs(size) < 1024 or unit == _UNITS[-1]:
-            return f"{int(size)} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+    if abs(size) < 1024:
+        return f"{int(size)} B"
+    for unit in _UNITS[1:]:
         size /= 1024
+        # Compare the rounded value, or 1048575 B would read "1024.0 KiB".
+        if round(abs(size), 1) < 1024 or unit == _UNITS[-1]:
+            return f"{size:.1f} {unit}"
     raise AssertionError("unreachable")
 
 
@@ -38,4 +41,5 @@ def human_duration(delta: timedelta | None) -> str:
 def human_age(moment: datetime | None, now: datetime | None = None) -> str:
     if moment is None:
         return "never"
-    return human_duration((now or timezone.now()) - moment) + " ago"
+    text = human_duration((now or timezone.now()) - moment)
+    return text if text == "in the future" else f"{text} ago"

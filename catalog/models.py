@@ -34,7 +34,7 @@ from catalog.choices import (
 from catalog.tenancy import TenantQuerySet, owned_application_ids
 
 hostname_validator = RegexValidator(
-    r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$",
+    r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\Z",
     "Enter a valid host name (letters, digits, hyphens and dots, e.g. db01.example.com).",
 )
 

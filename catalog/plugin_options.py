@@ -59,17 +59,17 @@ def _validate_files(options: dict) -> None:
 
 def _validate_database(options: dict) -> None:
     _check_keys(options, {"database", "host", "port", "user"}, {"database"})
-    if not isinstance(options["database"], str) or not DATABASE_NAME.match(options["database"]):
+    if not isinstance(options["database"], str) or not DATABASE_NAME.fullmatch(options["database"]):
         raise ValidationError(
             {"database": "Use letters, digits, _, $ or - (at most 63 characters) for the database name."}
         )
-    if "host" in options and not (isinstance(options["host"], str) and HOST.match(options["host"])):
+    if "host" in options and not (isinstance(options["host"], str) and HOST.fullmatch(options["host"])):
         raise ValidationError({"host": "Enter a host name or IP address."})
     if "port" in options:
         port = options["port"]
         if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
             raise ValidationError({"port": "The port must be a number from 1 to 65535."})
-    if "user" in options and not (isinstance(options["user"], str) and DB_USER.match(options["user"])):
+    if "user" in options and not (isinstance(options["user"], str) and DB_USER.fullmatch(options["user"])):
         raise ValidationError({"user": "Use letters, digits, _, ., @ or - for the database user."})
 
 
@@ -87,6 +87,12 @@ def _validate_argv(argv: object, *, field: str) -> None:
             raise ValidationError(
                 {field: f"Unknown placeholder(s) {sorted(unknown)}; use {sorted(COMMAND_PLACEHOLDERS)}."}
             )
+        # A trial run catches what parsing lets through ("{target!x}", nested specs):
+        # the agent formats each argument the same way, and must never fail there.
+        try:
+            arg.format(**dict.fromkeys(COMMAND_PLACEHOLDERS, "x"))
+        except (KeyError, IndexError, ValueError, AttributeError) as exc:
+            raise ValidationError({field: f"{arg!r} is not a valid argument template: {exc}"}) from exc
 
 
 def _validate_command(options: dict) -> None:

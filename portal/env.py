@@ -79,7 +79,7 @@ def parse_database_url(url: str, *, base_dir: Path) -> dict:
     scheme = parts.scheme.lower()
     if scheme == "sqlite":
         raw_path = unquote(url[len("sqlite://") :])
-        if raw_path in ("", "/", "/:memory:"):
+        if raw_path in ("", "/", ":memory:", "/:memory:"):
             return {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}
         # sqlite:///relative/path and sqlite:////absolute/path, as dj-database-url reads them.
         path = Path(raw_path[1:]) if raw_path.startswith("/") else Path(raw_path)
@@ -91,13 +91,17 @@ def parse_database_url(url: str, *, base_dir: Path) -> dict:
         if not name:
             raise ConfigError("DATABASE_URL for PostgreSQL must name a database")
         options = {key: values[-1] for key, values in parse_qs(parts.query).items()}
+        try:
+            port = parts.port
+        except ValueError as exc:
+            raise ConfigError(f"DATABASE_URL has an invalid port: {exc}") from exc
         return {
             "ENGINE": "django.db.backends.postgresql",
             "NAME": name,
             "USER": unquote(parts.username or ""),
             "PASSWORD": unquote(parts.password or ""),
             "HOST": parts.hostname or "",
-            "PORT": str(parts.port or ""),
+            "PORT": str(port or ""),
             "OPTIONS": options,
         }
     raise ConfigError(f"DATABASE_URL scheme {scheme!r} is not supported (use sqlite:/// or postgres://)")

@@ -92,7 +92,9 @@ def test_enrol_refuses_token_issued_for_another_host(db, app):
 
 
 def test_enrol_rejects_malformed_payload_with_field_errors(db):
-    response = APIClient().post("/api/agent/v1/enrol", {"hostname": "bad host!", "plugins": ["ftp"]}, format="json")
+    response = APIClient().post(
+        "/api/agent/v1/enrol", {"hostname": "bad host!", "plugins": ["ftp"]}, format="json"
+    )
     assert response.status_code == 400
     errors = response.json()["errors"]
     assert set(errors) >= {"token", "hostname", "plugins"}
@@ -211,10 +213,14 @@ def test_unknown_job_is_404(backup_job):
 def test_progress_records_bytes_and_extends_the_lease(backup_job):
     api, _ = agent_client(backup_job.agent)
     jobs.claim(backup_job.agent)
-    Job.objects.filter(pk=backup_job.pk).update(lease_expires_at=timezone.now() + timezone.timedelta(seconds=5))
+    Job.objects.filter(pk=backup_job.pk).update(
+        lease_expires_at=timezone.now() + timezone.timedelta(seconds=5)
+    )
 
     response = api.post(
-        f"/api/agent/v1/jobs/{backup_job.pk}/progress", {"bytes_done": 500, "bytes_total": 1000}, format="json"
+        f"/api/agent/v1/jobs/{backup_job.pk}/progress",
+        {"bytes_done": 500, "bytes_total": 1000},
+        format="json",
     )
 
     assert response.status_code == 200
@@ -244,7 +250,9 @@ def test_complete_records_one_backup_and_a_repeat_creates_nothing(backup_job):
     assert first.json()["backup"] == second.json()["backup"]
     backup = Backup.objects.get()
     assert (backup.job_id, backup.sha256, backup.size_bytes) == (backup_job.pk, SHA, 4)
-    assert backup.expires_at - backup.taken_at == timezone.timedelta(days=backup_job.client.policy.retention_days)
+    assert backup.expires_at - backup.taken_at == timezone.timedelta(
+        days=backup_job.client.policy.retention_days
+    )
     backup_job.refresh_from_db()
     assert backup_job.state == JobState.SUCCEEDED
 

@@ -45,7 +45,11 @@ def test_failed_backup_is_retried_with_exponential_backoff_then_alerts_once(runn
 
     assert not Job.objects.filter(retry_of=retry2).exists()  # retries exhausted
     alert = Alert.objects.get()
-    assert (alert.kind, alert.severity, alert.client_id) == (AlertKind.JOB_FAILED, "critical", first.client_id)
+    assert (alert.kind, alert.severity, alert.client_id) == (
+        AlertKind.JOB_FAILED,
+        "critical",
+        first.client_id,
+    )
     assert "3 times" in alert.message
 
 
@@ -133,7 +137,10 @@ def test_restore_of_a_deleted_backup_is_refused(db):
     [
         ("tar: /srv/x: Cannot open: Permission denied", ErrorClass.PERMISSION_DENIED),
         ("write error: No space left on device", ErrorClass.DISK_FULL),
-        ("pg_dump: error: connection to server at \"db\" failed: Connection refused", ErrorClass.DATABASE_UNREACHABLE),
+        (
+            'pg_dump: error: connection to server at "db" failed: Connection refused',
+            ErrorClass.DATABASE_UNREACHABLE,
+        ),
         ("mysqldump: Got error: 2002: Can't connect to local MySQL server", ErrorClass.DATABASE_UNREACHABLE),
         ("command not found: /opt/tool/backup", ErrorClass.COMMAND_NOT_FOUND),
         ("[Errno 2] No such file or directory: 'pg_dump'", ErrorClass.COMMAND_NOT_FOUND),

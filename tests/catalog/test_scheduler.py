@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-from datetime import timezone as dt_timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.core.management import call_command
@@ -15,7 +14,7 @@ from catalog.models import BackupClient, Job
 from catalog.services.scheduler import schedule_due_backups
 from tests import factories
 
-NOW = datetime(2026, 11, 26, 2, 0, 30, tzinfo=dt_timezone.utc)
+NOW = datetime(2026, 11, 26, 2, 0, 30, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -40,7 +39,7 @@ def test_due_clients_get_one_job_each_and_move_to_their_next_run(policy):
     assert sorted(queued.values_list("client_id", flat=True)) == sorted(c.pk for c in due)
     for client in due:
         client.refresh_from_db()
-        assert client.next_backup_at == datetime(2026, 11, 27, 2, 0, tzinfo=dt_timezone.utc)
+        assert client.next_backup_at == datetime(2026, 11, 27, 2, 0, tzinfo=UTC)
     assert schedule_due_backups(now=NOW) == 0  # running again queues nothing more
 
 
@@ -63,7 +62,7 @@ def test_new_active_clients_get_a_first_run_time(policy):
     assert client.next_backup_at is None
     schedule_due_backups(now=NOW)
     client.refresh_from_db()
-    assert client.next_backup_at == datetime(2026, 11, 27, 2, 0, tzinfo=dt_timezone.utc)
+    assert client.next_backup_at == datetime(2026, 11, 27, 2, 0, tzinfo=UTC)
 
 
 def test_query_count_does_not_grow_with_due_clients(policy):
