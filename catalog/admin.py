@@ -1,0 +1,598 @@
+"""The Django admin for the backup team: the whole catalog, built to stay fast at millions of rows.
+
+Rules every ModelAdmin here follows:
+
+- rows come from ``Model.objects.visible_to(user)`` (tenancy lives in the queryset);
+- a changelist costs the same number of queries whatever the row count: foreign
+  keys shown in a column are in ``list_select_related``, many-to-many columns are
+  prefetched, "last backup" is a correlated subquery;
+- foreign keys to big tables (agents, clients, jobs, backups) are autocomplete
+  or read-only, never a <select> of every row;
+- lifecycle fields (job state, backup status, alert resolution) are read-only:
+  the services own the transitions.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django import forms
+from django.conf import settings
+from django.contrib import admin, messages
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
+from django.db.models import Count, F, OuterRef, Prefetch, Subquery
+from django.db.models.deletion import PROTECT
+from django.utils import timezone
+from django.utils.text import Truncator
+
+from catalog.choices import AgentStatus, BackupStatus
+from catalog.formatting import human_age, human_duration, human_size
+from catalog.models import (
+    Agent,
+    Alert,
+    Application,
+    Backup,
+    BackupClient,
+    CostCenter,
+    EnrolmentToken,
+    Job,
+    ProtectionPolicy,
+    StorageTarget,
+)
+from catalog.tenancy import is_backup_team
+
+#: How many protected dependents a delete page probes for before it stops counting.
+PROTECTED_SAMPLE = 10
+
+
+def _all_field_names(model) -> tuple[str, ...]:
+    return tuple(f.name for f in model._meta.get_fields() if f.concrete and not f.auto_created)
+
+
+def _nowrap(text: str) -> str:
+    """Keep "7.0 GiB" and "1d 2h ago" on one line in narrow columns."""
+    return text.replace(" ", "\N{NO-BREAK SPACE}")
+
+
+class CatalogAdmin(admin.ModelAdmin):
+    """Tenancy, backup-team permissions and scale-safe delete pages for every catalog admin."""
+
+    def get_queryset(self, request):
+        # No select_related() here or in subclasses: the changelist applies
+        # list_select_related only to a queryset that has none yet.
+        qs = self.model.objects.visible_to(request.user)
+        ordering = self.get_ordering(request)
+        if ordering:
+            qs = qs.order_by(*ordering)
+        return qs
+
+    def get_field_queryset(self, db, db_field, request):
+        # Choices and autocomplete validation obey tenancy too, in the related admin's order.
+        related = db_field.remote_field.model
+        if not hasattr(related._default_manager, "visible_to"):
+            return super().get_field_queryset(db, db_field, request)
+        qs = related._default_manager.using(db).visible_to(request.user)
+        if self.admin_site.is_registered(related):
+            ordering = self.admin_site.get_model_admin(related).get_ordering(request)
+            if ordering:
+                qs = qs.order_by(*ordering)
+        return qs
+
+    # The backup team is defined once, in catalog.tenancy; Django's model
+    # permissions still work for anybody else (an auditor with view rights).
+    def has_module_permission(self, request):
+        return is_backup_team(request.user) or super().has_module_permission(request)
+
+    def has_view_permission(self, request, obj=None):
+        return is_backup_team(request.user) or super().has_view_permission(request, obj)
+
+    def has_add_permission(self, request):
+        return is_backup_team(request.user) or super().has_add_permission(request)
+
+    def has_change_permission(self, request, obj=None):
+        return is_backup_team(request.user) or super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return is_backup_team(request.user) or super().has_delete_permission(request, obj)
+
+    def get_deleted_objects(self, objs, request):
+        # Django's delete page loads and prints every protected dependent: for a
+        # storage target that is millions of backups. Probe each protected
+        # relation with a LIMIT instead and refuse early.
+        protected = self._protected_dependents(objs)
+        if protected:
+            return [], {}, set(), protected
+        return super().get_deleted_objects(objs, request)
+
+    def _protected_dependents(self, objs) -> list[str]:
+        found = []
+        pks = [obj.pk for obj in objs]  # one object, or the selected page of a changelist
+        for rel in self.model._meta.related_objects:
+            if rel.many_to_many or rel.on_delete is not PROTECT:
+                continue
+            dependents = rel.related_model._base_manager.filter(**{f"{rel.field.name}__in": pks})
+            n = len(dependents.values_list("pk", flat=True)[: PROTECTED_SAMPLE + 1])
+            if n:
+                count = f"more than {PROTECTED_SAMPLE}" if n > PROTECTED_SAMPLE else str(n)
+                found.append(f"{count} {rel.related_model._meta.verbose_name_plural} ({rel.field.name})")
+        return found
+
+
+class NullFilter(admin.SimpleListFilter):
+    """Yes/no filter on whether a timestamp is set ("acknowledged", "resolved")."""
+
+    field: str = ""
+    set_label = "Yes"
+    null_label = "No"
+
+    def lookups(self, request, model_admin):
+        return (("no", self.null_label), ("yes", self.set_label))
+
+    def queryset(self, request, queryset):
+        if self.value() in ("yes", "no"):
+            return queryset.filter(**{f"{self.field}__isnull": self.value() == "no"})
+        return queryset
+
+
+# --- Reference data ----------------------------------------------------------------
+
+
+@admin.register(CostCenter)
+class CostCenterAdmin(CatalogAdmin):
+    list_display = ("code", "name", "owner_email", "application_count")
+    search_fields = ("code", "name", "owner_email")
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(application_count=Count("applications"))
+
+    @admin.display(description="applications", ordering="application_count")
+    def application_count(self, obj):
+        return obj.application_count
+
+
+@admin.register(Application)
+class ApplicationAdmin(CatalogAdmin):
+    list_display = ("slug", "name", "cost_center", "owner_list", "owner_group", "created_at")
+    list_filter = ("cost_center",)
+    list_select_related = ("cost_center", "owner_group")
+    search_fields = ("slug", "name", "cost_center__code")
+    autocomplete_fields = ("owners",)
+    readonly_fields = ("created_at",)
+
+    def get_queryset(self, request):
+        from django.contrib.auth import get_user_model
+
+        owners = get_user_model().objects.only("pk", "username").order_by("username")
+        return super().get_queryset(request).prefetch_related(Prefetch("owners", queryset=owners))
+
+    @admin.display(description="owners")
+    def owner_list(self, obj):
+        return ", ".join(user.username for user in obj.owners.all()) or "—"
+
+
+@admin.register(StorageTarget)
+class StorageTargetAdmin(CatalogAdmin):
+    list_display = (
+        "name",
+        "kind",
+        "location",
+        "capacity",
+        "used",
+        "used_percent",
+        "compression",
+        "keep_uncompressed",
+    )
+    list_filter = ("kind", "compression", "keep_uncompressed")
+    search_fields = ("name", "location")
+
+    @admin.display(description="capacity", ordering="capacity_bytes")
+    def capacity(self, obj):
+        return _nowrap(human_size(obj.capacity_bytes))
+
+    @admin.display(description="used", ordering="used_bytes")
+    def used(self, obj):
+        return _nowrap(human_size(obj.used_bytes))
+
+    @admin.display(description="used %")
+    def used_percent(self, obj):
+        return f"{obj.used_fraction:.0%}"
+
+
+@admin.register(ProtectionPolicy)
+class ProtectionPolicyAdmin(CatalogAdmin):
+    list_display = (
+        "name",
+        "schedule",
+        "retention_days",
+        "rpo_hours",
+        "storage_target",
+        "restore_test_interval_days",
+        "max_retries",
+        "price_per_gb_month",
+        "auto_approve_clients",
+    )
+    list_filter = ("auto_approve_clients", "storage_target")
+    list_select_related = ("storage_target",)
+    search_fields = ("name", "description")
+
+
+# --- Agents ------------------------------------------------------------------------
+
+
+class AgentStatusFilter(admin.SimpleListFilter):
+    # Mirrors Agent.status (a Python property) as SQL.
+    title = "status"
+    parameter_name = "status"
+
+    def lookups(self, request, model_admin):
+        return AgentStatus.choices
+
+    def queryset(self, request, queryset):
+        silent_since = timezone.now() - timedelta(seconds=settings.PORTAL_AGENT_SILENT_AFTER)
+        live = queryset.filter(revoked_at__isnull=True)
+        match self.value():
+            case AgentStatus.REVOKED:
+                return queryset.filter(revoked_at__isnull=False)
+            case AgentStatus.NEVER_SEEN:
+                return live.filter(last_seen_at__isnull=True)
+            case AgentStatus.SILENT:
+                return live.filter(last_seen_at__lt=silent_since)
+            case AgentStatus.ONLINE:
+                return live.filter(last_seen_at__gte=silent_since)
+        return queryset
+
+
+@admin.register(Agent)
+class AgentAdmin(CatalogAdmin):
+    list_display = (
+        "hostname",
+        "status_display",
+        "application_list",
+        "version",
+        "last_seen",
+        "enrolled_at",
+        "revoked_at",
+    )
+    list_filter = (AgentStatusFilter, "version")
+    search_fields = ("hostname",)
+    autocomplete_fields = ("applications",)
+    # token_hash is not editable on the model, so it is in no form; it is in no list either.
+    readonly_fields = ("status_display", "version", "plugins", "enrolled_at", "last_seen_at", "revoked_at")
+    fields = ("hostname", "applications", *readonly_fields)
+    actions = ("revoke_token",)
+
+    def get_queryset(self, request):
+        applications = Application.objects.only("pk", "slug").order_by("slug")
+        return super().get_queryset(request).prefetch_related(
+            Prefetch("applications", queryset=applications)
+        )
+
+    @admin.display(description="status")
+    def status_display(self, obj):
+        return AgentStatus(obj.status).label
+
+    @admin.display(description="applications")
+    def application_list(self, obj):
+        return ", ".join(app.slug for app in obj.applications.all()) or "—"
+
+    @admin.display(description="last seen", ordering="last_seen_at")
+    def last_seen(self, obj):
+        return _nowrap(human_age(obj.last_seen_at))
+
+    @admin.action(description="Revoke token", permissions=["change"])
+    def revoke_token(self, request, queryset):
+        # Conditional update: an agent already revoked keeps its original revocation time.
+        revoked = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        self.message_user(
+            request,
+            f"Revoked the token of {revoked} agent(s); they can no longer poll or report.",
+            messages.SUCCESS,
+        )
+
+
+class UsedFilter(NullFilter):
+    title = "used"
+    parameter_name = "used"
+    field = "used_at"
+
+
+@admin.register(EnrolmentToken)
+class EnrolmentTokenAdmin(CatalogAdmin):
+    """Tokens are issued by code (EnrolmentToken.issue) because the clear text is shown once."""
+
+    list_display = (
+        "hostname",
+        "application",
+        "state",
+        "created_at",
+        "expires_at",
+        "used_at",
+        "agent",
+        "created_by",
+    )
+    list_filter = (UsedFilter,)
+    list_select_related = ("application", "agent", "created_by")
+    search_fields = ("hostname", "application__slug")
+    date_hierarchy = "created_at"
+    readonly_fields = ("application", "state", "created_at", "created_by", "used_at", "agent")
+    fields = ("hostname", "expires_at", *readonly_fields)
+
+    def has_add_permission(self, request):
+        return False
+
+    @admin.display(description="state")
+    def state(self, obj):
+        if obj.used_at:
+            return "used"
+        return "expired" if obj.expires_at <= timezone.now() else "waiting"
+
+
+# --- Clients -----------------------------------------------------------------------
+
+OPTIONS_HELP = (
+    'A JSON object, checked against the plugin. files: {"paths": ["/srv/app"], "exclude": ["*.tmp"]}; '
+    'postgresql / mysql: {"database": "orders", "host": "db01", "port": 5432, "user": "backup"}; '
+    'command: {"backup_argv": ["/usr/local/bin/dump", "{target}"], "restore_argv": [...]}.'
+)
+
+
+class BackupClientAdminForm(forms.ModelForm):
+    class Meta:
+        model = BackupClient
+        fields = ("application", "name", "hostname", "agent", "plugin", "options", "policy", "status")
+        help_texts = {"options": OPTIONS_HELP}
+
+    def add_error(self, field, error):
+        # BackupClient.clean() names the offending option ("paths", "database"):
+        # keys inside the JSON, not form fields. Django raises "has no field
+        # named" for those, so they are reported on the options field instead.
+        if field is None and isinstance(error, ValidationError) and hasattr(error, "error_dict"):
+            error = ValidationError(self._fold_option_errors(error.error_dict))
+        super().add_error(field, error)
+
+    def _fold_option_errors(self, error_dict):
+        folded = {}
+        options_key = "options" if "options" in self.fields else NON_FIELD_ERRORS
+        for key, errors in error_dict.items():
+            if key == NON_FIELD_ERRORS or key in self.fields:
+                folded.setdefault(key, []).extend(errors)
+                continue
+            for message in ValidationError(errors).messages:
+                folded.setdefault(options_key, []).append(ValidationError(f"{key}: {message}"))
+        return folded
+
+
+@admin.register(BackupClient)
+class BackupClientAdmin(CatalogAdmin):
+    form = BackupClientAdminForm
+    list_display = (
+        "__str__",
+        "hostname",
+        "agent",
+        "plugin",
+        "policy",
+        "status",
+        "last_backup",
+        "next_backup_at",
+    )
+    list_filter = ("status", "plugin", "policy")
+    list_select_related = ("application", "agent", "policy")
+    search_fields = ("name", "hostname", "application__slug", "agent__hostname")
+    autocomplete_fields = ("application", "agent")
+
+    def get_queryset(self, request):
+        # A correlated subquery on backup_client_recent_idx, evaluated for the
+        # page's rows only; a Max() join would aggregate every backup per page.
+        last_available = (
+            Backup.objects.filter(client=OuterRef("pk"), status=BackupStatus.AVAILABLE)
+            .order_by("-taken_at")
+            .values("taken_at")[:1]
+        )
+        return super().get_queryset(request).annotate(last_backup_at=Subquery(last_available))
+
+    def get_readonly_fields(self, request, obj=None):
+        # Creating a client sets its first status; after that only the services move it.
+        if obj is None:
+            return ("next_backup_at", "created_at")
+        return ("status", "last_backup", "next_backup_at", "created_at")
+
+    @admin.display(description="last backup", ordering=F("last_backup_at").asc(nulls_first=True))
+    def last_backup(self, obj):
+        return _nowrap(human_age(getattr(obj, "last_backup_at", None)))
+
+
+# --- Jobs and backups (the catalog proper: read-only, millions of rows) -----------------
+
+
+@admin.register(Job)
+class JobAdmin(CatalogAdmin):
+    list_display = (
+        "id",
+        "kind",
+        "client",
+        "agent",
+        "state",
+        "attempt",
+        "trigger",
+        "created",
+        "duration_display",
+        "bytes_done_display",
+        "error_class",
+    )
+    list_filter = ("state", "kind", "trigger", "error_class")
+    list_select_related = ("client__application", "agent")
+    search_fields = ("client__name", "=client__application__slug", "agent__hostname")
+    search_help_text = "Client name, application slug (exact) or agent host name."
+    date_hierarchy = "created_at"
+    show_full_result_count = False
+    fieldsets = (
+        (None, {"fields": ("kind", "state", "trigger", "attempt", "retry_of", "requested_by")}),
+        ("Where", {"fields": ("client", "agent", "backup", "target_location", "overwrite")}),
+        ("When", {"fields": ("created_at", "not_before", "started_at", "finished_at",
+                             "duration_display", "lease_expires_at", "cancel_requested_at")}),
+        ("Progress", {"fields": ("bytes_done", "bytes_done_display", "bytes_total")}),
+        ("Failure", {"fields": ("error_class", "error_message", "log_tail")}),
+    )
+    readonly_fields = (*_all_field_names(Job), "duration_display", "bytes_done_display")
+
+    # The lifecycle belongs to catalog.services.jobs: nothing here sets a state.
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, obj):
+        return _nowrap(human_age(obj.created_at))
+
+    @admin.display(description="duration")
+    def duration_display(self, obj):
+        return _nowrap(human_duration(obj.duration))
+
+    @admin.display(description="bytes done", ordering="bytes_done")
+    def bytes_done_display(self, obj):
+        return _nowrap(human_size(obj.bytes_done))
+
+
+class BackupAdminForm(forms.ModelForm):
+    class Meta:
+        model = Backup
+        fields = ("legal_hold", "legal_hold_reason")
+
+    def clean(self):
+        cleaned = super().clean()
+        # Says what backup_legal_hold_has_reason would refuse, next to the field.
+        if cleaned.get("legal_hold") and not cleaned.get("legal_hold_reason", "").strip():
+            self.add_error("legal_hold_reason", "Say why the backup is on legal hold.")
+        return cleaned
+
+
+@admin.register(Backup)
+class BackupAdmin(CatalogAdmin):
+    form = BackupAdminForm
+    list_display = (
+        "taken_at",
+        "client",
+        "status",
+        "size",
+        "stored_size",
+        "storage_target",
+        "expires",
+        "verification",
+        "legal_hold",
+    )
+    list_filter = ("status", "verification", "legal_hold", "storage_target", "compression")
+    list_select_related = ("client__application", "storage_target")
+    search_fields = ("client__name", "=client__application__slug", "=sha256")
+    search_help_text = "Client name, application slug (exact) or SHA-256 (exact)."
+    date_hierarchy = "taken_at"
+    show_full_result_count = False
+    fieldsets = (
+        (None, {"fields": ("client", "job", "status", "taken_at", "expires_at", "deleted_at")}),
+        ("Legal hold", {"fields": ("legal_hold", "legal_hold_reason")}),
+        ("Storage", {"fields": ("storage_target", "location", "size_bytes", "size", "stored_size_bytes",
+                                "stored_size", "compression", "sha256", "manifest")}),
+        ("Verification", {"fields": ("verified_at", "verification")}),
+    )
+    readonly_fields = (
+        *(name for name in _all_field_names(Backup) if name not in BackupAdminForm.Meta.fields),
+        "size",
+        "stored_size",
+    )
+
+    # Nothing is removed before expiry: the retention flow owns deletion.
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="size", ordering="size_bytes")
+    def size(self, obj):
+        return _nowrap(human_size(obj.size_bytes))
+
+    @admin.display(description="stored", ordering="stored_size_bytes")
+    def stored_size(self, obj):
+        return _nowrap(human_size(obj.stored_size_bytes))
+
+    @admin.display(description="expires", ordering="expires_at")
+    def expires(self, obj):
+        return obj.expires_at.date()
+
+
+# --- Alerts ------------------------------------------------------------------------
+
+
+class AcknowledgedFilter(NullFilter):
+    title = "acknowledged"
+    parameter_name = "acknowledged"
+    field = "acknowledged_at"
+
+
+class ResolvedFilter(NullFilter):
+    title = "open or resolved"
+    parameter_name = "resolved"
+    field = "resolved_at"
+    set_label = "Resolved"
+    null_label = "Open"
+
+
+@admin.register(Alert)
+class AlertAdmin(CatalogAdmin):
+    list_display = ("age", "severity", "kind", "summary", "subject", "is_open", "acknowledged")
+    list_filter = (AcknowledgedFilter, ResolvedFilter, "severity", "kind")
+    list_select_related = ("application", "client__application", "agent", "storage_target", "acknowledged_by")
+    search_fields = ("message", "key")
+    date_hierarchy = "created_at"
+    show_full_result_count = False
+    # Unacknowledged first (NULL sorts first), then the most recently acknowledged.
+    ordering = (F("acknowledged_at").desc(nulls_first=True), "-created_at")
+    readonly_fields = _all_field_names(Alert)
+    actions = ("acknowledge",)
+
+    # Alerts are raised and resolved by the watches; people only acknowledge them.
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def has_acknowledge_permission(self, request):
+        return super().has_change_permission(request)
+
+    @admin.display(description="message")
+    def summary(self, obj):
+        return Truncator(obj.message).chars(80)
+
+    @admin.display(description="raised", ordering="created_at")
+    def age(self, obj):
+        return _nowrap(human_age(obj.created_at))
+
+    @admin.display(description="about")
+    def subject(self, obj):
+        return obj.client or obj.agent or obj.storage_target or obj.application or "—"
+
+    @admin.display(description="open", boolean=True, ordering="resolved_at")
+    def is_open(self, obj):
+        return obj.resolved_at is None
+
+    @admin.display(description="acknowledged", ordering="acknowledged_at")
+    def acknowledged(self, obj):
+        if obj.acknowledged_at is None:
+            return "—"
+        return f"{obj.acknowledged_by} ({human_age(obj.acknowledged_at)})"
+
+    @admin.action(description="Acknowledge", permissions=["acknowledge"])
+    def acknowledge(self, request, queryset):
+        # Conditional update: an alert keeps whoever acknowledged it first.
+        acknowledged = queryset.filter(acknowledged_at__isnull=True).update(
+            acknowledged_at=timezone.now(), acknowledged_by=request.user
+        )
+        self.message_user(request, f"Acknowledged {acknowledged} alert(s).", messages.SUCCESS)

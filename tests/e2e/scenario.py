@@ -1,0 +1,83 @@
+"""Shared set-up of the end-to-end tests: an application, a storage folder, a client waiting for its agent."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from catalog.choices import ClientStatus, Plugin
+from catalog.models import Application, Backup, BackupClient, EnrolmentToken
+from tests import factories
+
+HOSTNAME = "e2e-agent.local"
+
+
+@dataclass
+class Scenario:
+    application: Application
+    client: BackupClient
+    storage: Path
+    source: Path
+    token: str
+
+
+def make_source_tree(root: Path) -> Path:
+    (root / "docs" / "empty").mkdir(parents=True)
+    (root / "docs" / "readme.txt").write_text("hello\n")
+    (root / "data.bin").write_bytes(os.urandom(300_000))
+    (root / "script.sh").write_text("#!/bin/sh\necho hi\n")
+    (root / "script.sh").chmod(0o750)
+    (root / "link").symlink_to("docs/readme.txt")
+    (root / os.fsdecode(b"caf\xe9-latin1.txt")).write_text("non-UTF-8 name\n")
+    return root
+
+
+def build(tmp_path: Path, *, plugin: str = Plugin.FILES, options: dict | None = None) -> Scenario:
+    storage = tmp_path / "storage"
+    storage.mkdir()
+    source = make_source_tree(tmp_path / "source")
+    application = factories.ApplicationFactory(slug="shop")
+    target = factories.StorageTargetFactory(location=str(storage))
+    policy = factories.ProtectionPolicyFactory(storage_target=target, schedule="0 3 * * *", max_retries=2)
+    client = BackupClient.objects.create(
+        application=application,
+        name="files",
+        hostname=HOSTNAME,
+        plugin=plugin,
+        options=options or {"paths": [str(source)]},
+        policy=policy,
+        status=ClientStatus.PENDING_ENROLMENT,
+    )
+    _, token = EnrolmentToken.issue(application=application, hostname=HOSTNAME)
+    return Scenario(application, client, storage, source, token)
+
+
+def stored_data_file(storage: Path, backup: Backup) -> Path:
+    folder = storage / backup.location
+    data = [p for p in folder.iterdir() if p.name.startswith("data")]
+    assert len(data) == 1, list(folder.iterdir())
+    return data[0]
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def tree(root: Path) -> dict[str, tuple]:
+    """Everything that must survive a backup and restore: contents, modes, link targets."""
+    result = {}
+    for path in sorted(root.rglob("*")):
+        rel = os.fsencode(path.relative_to(root))
+        if path.is_symlink():
+            result[rel] = ("link", os.readlink(path))
+        elif path.is_dir():
+            result[rel] = ("dir", path.stat().st_mode & 0o7777)
+        else:
+            result[rel] = ("file", path.stat().st_mode & 0o7777, path.read_bytes())
+    return result
