@@ -14,18 +14,15 @@ Rules every ModelAdmin here follows:
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from django import forms
-from django.conf import settings
 from django.contrib import admin, messages
-from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db.models import Count, F, OuterRef, Prefetch, Subquery
 from django.db.models.deletion import PROTECT
 from django.utils import timezone
 from django.utils.text import Truncator
 
-from catalog.choices import AgentStatus, BackupStatus
+from catalog.choices import AgentStatus, BackupStatus, JobTrigger
+from catalog.errors import InvalidTransition
 from catalog.formatting import human_age, human_duration, human_size
 from catalog.models import (
     Agent,
@@ -39,6 +36,7 @@ from catalog.models import (
     ProtectionPolicy,
     StorageTarget,
 )
+from catalog.services import agents, alerts, jobs
 from catalog.tenancy import is_backup_team
 
 #: How many protected dependents a delete page probes for before it stops counting.
@@ -228,18 +226,7 @@ class AgentStatusFilter(admin.SimpleListFilter):
         return AgentStatus.choices
 
     def queryset(self, request, queryset):
-        silent_since = timezone.now() - timedelta(seconds=settings.PORTAL_AGENT_SILENT_AFTER)
-        live = queryset.filter(revoked_at__isnull=True)
-        match self.value():
-            case AgentStatus.REVOKED:
-                return queryset.filter(revoked_at__isnull=False)
-            case AgentStatus.NEVER_SEEN:
-                return live.filter(last_seen_at__isnull=True)
-            case AgentStatus.SILENT:
-                return live.filter(last_seen_at__lt=silent_since)
-            case AgentStatus.ONLINE:
-                return live.filter(last_seen_at__gte=silent_since)
-        return queryset
+        return queryset.with_status(self.value()) if self.value() else queryset
 
 
 @admin.register(Agent)
@@ -281,8 +268,7 @@ class AgentAdmin(CatalogAdmin):
 
     @admin.action(description="Revoke token", permissions=["change"])
     def revoke_token(self, request, queryset):
-        # Conditional update: an agent already revoked keeps its original revocation time.
-        revoked = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        revoked = agents.revoke(queryset)
         self.message_user(
             request,
             f"Revoked the token of {revoked} agent(s); they can no longer poll or report.",
@@ -342,25 +328,6 @@ class BackupClientAdminForm(forms.ModelForm):
         fields = ("application", "name", "hostname", "agent", "plugin", "options", "policy", "status")
         help_texts = {"options": OPTIONS_HELP}
 
-    def add_error(self, field, error):
-        # BackupClient.clean() names the offending option ("paths", "database"):
-        # keys inside the JSON, not form fields. Django raises "has no field
-        # named" for those, so they are reported on the options field instead.
-        if field is None and isinstance(error, ValidationError) and hasattr(error, "error_dict"):
-            error = ValidationError(self._fold_option_errors(error.error_dict))
-        super().add_error(field, error)
-
-    def _fold_option_errors(self, error_dict):
-        folded = {}
-        options_key = "options" if "options" in self.fields else NON_FIELD_ERRORS
-        for key, errors in error_dict.items():
-            if key == NON_FIELD_ERRORS or key in self.fields:
-                folded.setdefault(key, []).extend(errors)
-                continue
-            for message in ValidationError(errors).messages:
-                folded.setdefault(options_key, []).append(ValidationError(f"{key}: {message}"))
-        return folded
-
 
 @admin.register(BackupClient)
 class BackupClientAdmin(CatalogAdmin):
@@ -379,6 +346,21 @@ class BackupClientAdmin(CatalogAdmin):
     list_select_related = ("application", "agent", "policy")
     search_fields = ("name", "hostname", "application__slug", "agent__hostname")
     autocomplete_fields = ("application", "agent")
+    actions = ("backup_now",)
+
+    @admin.action(description="Back up now")
+    def backup_now(self, request, queryset):
+        queued, refused = 0, []
+        for client in queryset.select_related("application"):
+            try:
+                jobs.queue_backup(client, trigger=JobTrigger.USER, requested_by=request.user)
+                queued += 1
+            except InvalidTransition as exc:
+                refused.append(str(exc))
+        if queued:
+            self.message_user(request, f"Queued a backup of {queued} client(s).", messages.SUCCESS)
+        for reason in refused:
+            self.message_user(request, reason, messages.WARNING)
 
     def get_queryset(self, request):
         # A correlated subquery on backup_client_recent_idx, evaluated for the
@@ -591,8 +573,5 @@ class AlertAdmin(CatalogAdmin):
 
     @admin.action(description="Acknowledge", permissions=["acknowledge"])
     def acknowledge(self, request, queryset):
-        # Conditional update: an alert keeps whoever acknowledged it first.
-        acknowledged = queryset.filter(acknowledged_at__isnull=True).update(
-            acknowledged_at=timezone.now(), acknowledged_by=request.user
-        )
+        acknowledged = alerts.acknowledge(queryset, by=request.user)
         self.message_user(request, f"Acknowledged {acknowledged} alert(s).", messages.SUCCESS)

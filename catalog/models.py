@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from croniter import croniter
 from django.conf import settings
@@ -69,7 +69,27 @@ class ApplicationQuerySet(TenantQuerySet):
     application_path = "pk"
 
 
+def agent_silent_cutoff(now: datetime | None = None) -> datetime:
+    """Agents whose last poll is older than this are silent."""
+    return (now or timezone.now()) - timedelta(seconds=settings.PORTAL_AGENT_SILENT_AFTER)
+
+
 class AgentQuerySet(TenantQuerySet):
+    def with_status(self, status: str, now: datetime | None = None):
+        """The SQL twin of ``Agent.status``."""
+        cutoff = agent_silent_cutoff(now)
+        live = self.filter(revoked_at__isnull=True)
+        match status:
+            case AgentStatus.REVOKED:
+                return self.filter(revoked_at__isnull=False)
+            case AgentStatus.NEVER_SEEN:
+                return live.filter(last_seen_at__isnull=True)
+            case AgentStatus.SILENT:
+                return live.filter(last_seen_at__lt=cutoff)
+            case AgentStatus.ONLINE:
+                return live.filter(last_seen_at__gte=cutoff)
+        raise ValueError(f"unknown agent status {status!r}")
+
     def owned_by(self, user):
         # Through the M2M table as a subquery: a join would repeat an agent
         # serving two of the user's applications.
@@ -198,8 +218,7 @@ class Agent(models.Model):
             return AgentStatus.REVOKED
         if not self.last_seen_at:
             return AgentStatus.NEVER_SEEN
-        silent_after = timedelta(seconds=settings.PORTAL_AGENT_SILENT_AFTER)
-        if timezone.now() - self.last_seen_at > silent_after:
+        if self.last_seen_at < agent_silent_cutoff():
             return AgentStatus.SILENT
         return AgentStatus.ONLINE
 
@@ -349,7 +368,18 @@ class BackupClient(models.Model):
     def clean(self) -> None:
         from catalog.plugin_options import validate_options
 
-        validate_options(self.plugin, self.options)
+        try:
+            validate_options(self.plugin, self.options)
+        except ValidationError as exc:
+            # Option rules name keys inside the JSON ("paths", "database"); on the
+            # model they all belong to the ``options`` field.
+            messages = [
+                message if key in ("options", "plugin") else f"{key}: {message}"
+                for key, errors in exc.message_dict.items()
+                for message in errors
+            ]
+            field = "plugin" if "plugin" in exc.message_dict else "options"
+            raise ValidationError({field: messages}) from exc
 
 
 class Job(models.Model):
@@ -440,11 +470,13 @@ class Job(models.Model):
             ),
             # Lists and reports: jobs by state and time.
             models.Index(fields=["state", "created_at"], name="job_state_created_idx"),
+            # The admin's and API's default order, newest first.
+            models.Index(fields=["-created_at"], name="job_created_idx"),
             models.Index(fields=["client", "-created_at"], name="job_client_recent_idx"),
         ]
 
     def __str__(self) -> str:
-        return f"{self.get_kind_display()} #{self.pk} of {self.client_id}"
+        return f"{self.get_kind_display()} #{self.pk}"
 
     @property
     def duration(self) -> timedelta | None:
@@ -579,6 +611,8 @@ class Alert(models.Model):
                 name="alert_unacked_idx",
                 condition=Q(acknowledged_at__isnull=True),
             ),
+            # The full alert list, newest first.
+            models.Index(fields=["-created_at"], name="alert_created_idx"),
         ]
 
     def __str__(self) -> str:

@@ -11,7 +11,7 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from catalog import models
-from catalog.choices import BackupStatus, ClientStatus, JobKind, JobState, Plugin
+from catalog.choices import AlertKind, AlertSeverity, BackupStatus, ClientStatus, JobKind, JobState, Plugin
 
 
 class UserFactory(factory.django.DjangoModelFactory):
@@ -142,8 +142,8 @@ class AlertFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = models.Alert
 
-    kind = "job_failed"
-    severity = "warning"
+    kind = AlertKind.JOB_FAILED
+    severity = AlertSeverity.WARNING
     key = factory.Sequence(lambda n: f"test:{n}")
     client = factory.SubFactory(BackupClientFactory)
     application = factory.SelfAttribute("client.application")

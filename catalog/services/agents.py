@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from django.conf import settings
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
-from catalog.choices import AlertKind, AlertSeverity, ClientStatus
+from catalog.choices import AgentStatus, AlertKind, AlertSeverity, ClientStatus
 from catalog.errors import InvalidEnrolment
 from catalog.models import Agent, Alert, BackupClient, EnrolmentToken, hash_token
 from catalog.services import alerts
@@ -68,11 +68,10 @@ def heartbeat(agent: Agent, *, version: str, plugins: list[str], now: datetime |
 def watch_silent_agents(*, now: datetime | None = None) -> int:
     """Alert once per silence for agents that stopped polling; returns alerts raised."""
     now = now or timezone.now()
-    cutoff = now - timedelta(seconds=settings.PORTAL_AGENT_SILENT_AFTER)
     raised = 0
     already_alerted = Alert.objects.open().filter(kind=AlertKind.AGENT_SILENT).values("agent_id")
     silent = (
-        Agent.objects.filter(revoked_at__isnull=True, last_seen_at__lt=cutoff)
+        Agent.objects.with_status(AgentStatus.SILENT, now)
         .exclude(pk__in=already_alerted)
         .prefetch_related("applications")
     )
@@ -88,3 +87,9 @@ def watch_silent_agents(*, now: datetime | None = None) -> int:
         )
         raised += alert is not None
     return raised
+
+
+def revoke(agents: QuerySet[Agent]) -> int:
+    """Revoke the tokens of ``agents``; their next poll gets 401. Returns how many were revoked."""
+    # Conditional update: an agent already revoked keeps its original revocation time.
+    return agents.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.db import IntegrityError, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from catalog.models import Alert
@@ -29,6 +30,14 @@ def raise_alert(*, kind: str, severity: str, key: str, message: str, **links) ->
 def resolve_alerts(key: str) -> int:
     """Close the open alert for ``key`` (the condition has cleared); returns how many closed."""
     return Alert.objects.filter(key=key, resolved_at__isnull=True).update(resolved_at=timezone.now())
+
+
+def acknowledge(alerts: QuerySet[Alert], *, by) -> int:
+    """Record who acknowledged ``alerts`` and when; returns how many were newly acknowledged."""
+    # Conditional update: an alert keeps whoever acknowledged it first.
+    return alerts.filter(acknowledged_at__isnull=True).update(
+        acknowledged_at=timezone.now(), acknowledged_by=by
+    )
 
 
 def client_key(kind: str, client_id: int) -> str:

@@ -490,3 +490,20 @@ def test_agent_form_edits_applications_not_the_token(root_client, stack):
     agent = Agent.objects.get(pk=agent.pk)
     assert list(agent.applications.all()) == [other]
     assert agent.token_hash == token_hash
+
+
+def test_backup_now_action_queues_a_backup_per_enrolled_client(client, superuser):
+    enrolled = factories.BackupClientFactory()
+    waiting = factories.BackupClientFactory(agent=None, status=ClientStatus.PENDING_ENROLMENT)
+    client.force_login(superuser)
+
+    response = client.post(
+        reverse("admin:catalog_backupclient_changelist"),
+        {"action": "backup_now", "_selected_action": [enrolled.pk, waiting.pk]},
+        follow=True,
+    )
+
+    assert response.status_code == 200
+    job = Job.objects.get()
+    assert (job.client, job.kind, job.trigger, job.requested_by) == (enrolled, "backup", "user", superuser)
+    assert "no enrolled agent" in response.content.decode()

@@ -243,4 +243,4 @@ def test_client_validation_uses_the_plugin_rules():
     )
     with pytest.raises(ValidationError) as excinfo:
         client.clean()
-    assert excinfo.value.message_dict == {"database": [DATABASE_NAME_HELP]}
+    assert excinfo.value.message_dict == {"options": [f"database: {DATABASE_NAME_HELP}"]}
