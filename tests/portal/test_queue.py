@@ -1,0 +1,63 @@
+"""The task-queue seam: sent after commit, typos caught at the call, one periodic list for both."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import transaction
+
+from portal import queue
+from portal.periodic import PERIODIC_TASKS
+
+
+def test_enqueue_waits_for_the_commit(db, monkeypatch, django_capture_on_commit_callbacks):
+    sent = []
+    monkeypatch.setattr(queue, "_send", lambda path, args, kwargs: sent.append((path, args, kwargs)))
+
+    with django_capture_on_commit_callbacks(execute=True):
+        queue.enqueue("catalog.tasks.schedule_backups")
+        assert sent == []  # a worker must not look for rows that are not committed yet
+    assert sent == [("catalog.tasks.schedule_backups", (), {})]
+
+
+def test_enqueue_in_a_rolled_back_transaction_sends_nothing(db, monkeypatch):
+    sent = []
+    monkeypatch.setattr(queue, "_send", lambda *a: sent.append(a))
+    with pytest.raises(RuntimeError), transaction.atomic():
+        queue.enqueue("catalog.tasks.schedule_backups")
+        raise RuntimeError("the request failed")
+    assert sent == []
+
+
+def test_enqueue_refuses_an_unknown_task_at_the_call(db):
+    with pytest.raises(ImportError):
+        queue.enqueue("catalog.tasks.no_such_task")
+
+
+def test_django_q_backend_puts_the_task_in_the_orm_broker(db, settings, django_capture_on_commit_callbacks):
+    from django_q.models import OrmQ
+
+    settings.PORTAL_TASK_BACKEND = "django_q"
+    with django_capture_on_commit_callbacks(execute=True):
+        queue.enqueue("catalog.tasks.watch_agents")
+    assert OrmQ.objects.count() == 1
+
+
+def test_every_periodic_task_names_an_importable_function_and_a_valid_cron():
+    from croniter import croniter
+    from django.utils.module_loading import import_string
+
+    for task in PERIODIC_TASKS:
+        assert callable(import_string(task.func)), task.func
+        assert croniter.is_valid(task.cron), task.cron
+
+
+def test_celery_beat_runs_the_same_periodic_list():
+    from portal.celery import app
+
+    app.loader.import_default_modules()
+    app.finalize()
+    beat = app.conf.beat_schedule
+    for task in PERIODIC_TASKS:
+        entry = beat[task.name]
+        assert entry["task"] == "portal.run_task"
+        assert entry["args"][0] == task.func
