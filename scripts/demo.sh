@@ -31,7 +31,8 @@ $PY scripts/wait_http.py "$URL/healthz" || { echo "the web server did not start;
 
 # Enrol (again) the local agent: each run issues a fresh one-time token.
 TOKEN=$($PY manage.py demo_agent --prepare)
-$AGENT enrol --server "$URL" --token "$TOKEN" --hostname demo-agent.local --config "$AGENT_CONFIG"
+$AGENT enrol --server "$URL" --token "$TOKEN" --hostname demo-agent.local \
+  --config "$AGENT_CONFIG" --spool-dir var/agent/spool --force
 $PY manage.py demo_agent --backup-now
 $AGENT run --config "$AGENT_CONFIG" >var/log/agent.log 2>&1 & pids+=($!)
 
