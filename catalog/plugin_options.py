@@ -116,3 +116,15 @@ def validate_options(plugin: str, options: object) -> None:
     if not isinstance(options, dict):
         raise ValidationError({"options": "Options must be a JSON object."})
     _VALIDATORS[plugin](options)
+
+
+def validate_restore_target(plugin: str, location: object) -> str:
+    """A restore target: a database name for database plugins, else an absolute path without ``..``."""
+    if plugin in (Plugin.POSTGRESQL, Plugin.MYSQL):
+        if not isinstance(location, str) or not DATABASE_NAME.fullmatch(location):
+            raise ValidationError(
+                {"target_location": "Give the name of the database to restore into "
+                 "(letters, digits, _, $ or -, at most 63 characters)."}
+            )
+        return location
+    return validate_absolute_path(location, field="target_location")

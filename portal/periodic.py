@@ -16,4 +16,7 @@ PERIODIC_TASKS: tuple[PeriodicTask, ...] = (
     PeriodicTask("Queue due backups", "catalog.tasks.schedule_backups", "* * * * *"),
     PeriodicTask("Reap expired job leases", "catalog.tasks.reap_leases", "* * * * *"),
     PeriodicTask("Watch for silent agents", "catalog.tasks.watch_agents", "*/5 * * * *"),
+    PeriodicTask(
+        "Reconcile restore requests with their jobs", "requests_app.tasks.reconcile_requests", "*/5 * * * *"
+    ),
 )

@@ -130,6 +130,8 @@ MEDIA_URL = "media/"
 # Where the demo's filesystem storage target lives; real targets are mounted on the agents.
 PORTAL_STORAGE_ROOT = Path(env.get_str("PORTAL_STORAGE_ROOT") or VAR_DIR / "storage")
 PORTAL_BACKUP_TEAM_GROUP = "backup-admins"
+# How the portal is reached from outside, for links in e-mails.
+PORTAL_BASE_URL = (env.get_str("PORTAL_BASE_URL") or "http://127.0.0.1:8000").rstrip("/")
 PORTAL_BACKUP_TEAM_EMAIL = env.get_str("PORTAL_BACKUP_TEAM_EMAIL", "backup-team@localhost")
 # An agent that has not polled for this long is "silent" (3 missed polls at the default 60 s).
 PORTAL_AGENT_SILENT_AFTER = env.get_int("PORTAL_AGENT_SILENT_AFTER", 180, minimum=30)

@@ -16,3 +16,6 @@ SECURE_SSL_REDIRECT = False
 # threads with their own connections against it, in WAL mode, as production does.
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):  # noqa: F405
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")}  # noqa: F405
+
+# Tasks run in-line, so tests see their effects (mail, webhooks) without a worker.
+Q_CLUSTER = {**Q_CLUSTER, "sync": True}  # noqa: F405

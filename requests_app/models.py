@@ -1,0 +1,208 @@
+"""What people ask for — new clients and restores — and the audit trail of every decision."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import Q
+from django.urls import reverse
+from django.utils import timezone
+
+from catalog.choices import Plugin
+from catalog.models import (
+    Agent,
+    Application,
+    Backup,
+    BackupClient,
+    EnrolmentToken,
+    Job,
+    ProtectionPolicy,
+    hostname_validator,
+)
+from catalog.tenancy import TenantQuerySet
+from requests_app.choices import ActorKind, Channel, RequestStatus
+
+
+class ClientRequestQuerySet(TenantQuerySet):
+    application_path = "application"
+
+
+class RestoreRequestQuerySet(TenantQuerySet):
+    application_path = "backup__client__application"
+
+
+class AuditEventQuerySet(TenantQuerySet):
+    application_path = "application"
+
+    def update(self, **kwargs):
+        raise PermissionError("Audit events are append-only.")
+
+    def delete(self):
+        raise PermissionError("Audit events are append-only.")
+
+
+class RequestBase(models.Model):
+    """What both kinds of request share: who asked, why, through which ticket, and the decision."""
+
+    status = models.CharField(max_length=16, choices=RequestStatus, default=RequestStatus.SUBMITTED)
+    needs_approval = models.BooleanField(
+        default=True, help_text="Set at submission from the approval rules (requests_app/rules.py)."
+    )
+    approval_rule = models.CharField(max_length=300, blank=True, help_text="Why, in words.")
+    requester = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    external_ref = models.CharField(max_length=100, blank=True, help_text="Ticket number, e.g. INC0012345.")
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+", null=True, blank=True
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decision_reason = models.TextField(blank=True)
+    error = models.TextField(blank=True, help_text="Why it failed, for a person.")
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        abstract = True
+        ordering = ["-created_at"]
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in RequestStatus.open()
+
+
+class ClientRequest(RequestBase):
+    """A request to protect a new workload on a server.
+
+    submitted → approved → provisioned (agent enrolled); or rejected / cancelled
+    """
+
+    application = models.ForeignKey(Application, on_delete=models.PROTECT, related_name="client_requests")
+    hostname = models.CharField(max_length=253, validators=[hostname_validator])
+    name = models.SlugField(max_length=100, help_text="Name of the new client within the application.")
+    plugin = models.CharField(max_length=16, choices=Plugin)
+    options = models.JSONField(default=dict)
+    policy = models.ForeignKey(ProtectionPolicy, on_delete=models.PROTECT, related_name="client_requests")
+    justification = models.TextField(blank=True)
+    client = models.OneToOneField(
+        BackupClient, on_delete=models.PROTECT, related_name="request", null=True, blank=True
+    )
+    enrolment = models.OneToOneField(
+        EnrolmentToken, on_delete=models.PROTECT, related_name="client_request", null=True, blank=True
+    )
+    # The one-time token in clear, for the requester only, until the agent has used it
+    # (then wiped). It can enrol only ``hostname`` and expires; see docs/security.md.
+    enrolment_secret = models.CharField(max_length=100, blank=True, editable=False)
+
+    objects = ClientRequestQuerySet.as_manager()
+
+    class Meta(RequestBase.Meta):
+        constraints = [
+            models.UniqueConstraint(
+                fields=["application", "name"],
+                condition=Q(status__in=[RequestStatus.SUBMITTED, RequestStatus.APPROVED]),
+                name="clientrequest_one_open_per_name",
+            ),
+        ]
+        indexes = [
+            # The approval queue: open requests by age.
+            models.Index(fields=["status", "created_at"], name="clientrequest_status_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Client request #{self.pk}: {self.application.slug}/{self.name} on {self.hostname}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("requests:client-request", args=[self.pk])
+
+    kind = "client"
+
+
+class RestoreRequest(RequestBase):
+    """A request to restore a recovery point onto an agent.
+
+    submitted → approved → running → completed | failed; or rejected / cancelled
+    """
+
+    backup = models.ForeignKey(Backup, on_delete=models.PROTECT, related_name="restore_requests")
+    target_agent = models.ForeignKey(Agent, on_delete=models.PROTECT, related_name="restore_requests")
+    target_location = models.CharField(max_length=1000)
+    overwrite = models.BooleanField(default=False)
+    reason = models.TextField(blank=True)
+    job = models.OneToOneField(
+        Job, on_delete=models.PROTECT, related_name="restore_request", null=True, blank=True
+    )
+
+    objects = RestoreRequestQuerySet.as_manager()
+
+    class Meta(RequestBase.Meta):
+        indexes = [
+            # The approval queue: open requests by age.
+            models.Index(fields=["status", "created_at"], name="restorerequest_status_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Restore request #{self.pk}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("requests:restore-request", args=[self.pk])
+
+    kind = "restore"
+
+    @property
+    def application(self) -> Application:
+        return self.backup.client.application
+
+
+class AuditEvent(models.Model):
+    """One thing that happened to a request: who, through which channel, from which state to which.
+
+    Append-only: saving an existing event, updating or deleting raises.
+    """
+
+    occurred_at = models.DateTimeField(default=timezone.now)
+    application = models.ForeignKey(Application, on_delete=models.PROTECT, related_name="audit_events")
+    client_request = models.ForeignKey(
+        ClientRequest, on_delete=models.PROTECT, related_name="events", null=True, blank=True
+    )
+    restore_request = models.ForeignKey(
+        RestoreRequest, on_delete=models.PROTECT, related_name="events", null=True, blank=True
+    )
+    actor_kind = models.CharField(max_length=8, choices=ActorKind)
+    actor_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+", null=True, blank=True
+    )
+    actor_label = models.CharField(
+        max_length=200, help_text="User name, API key name, agent host or 'system'."
+    )
+    channel = models.CharField(max_length=8, choices=Channel)
+    action = models.CharField(max_length=32)
+    from_status = models.CharField(max_length=16, choices=RequestStatus, blank=True)
+    to_status = models.CharField(max_length=16, choices=RequestStatus, blank=True)
+    message = models.TextField(blank=True)
+
+    objects = AuditEventQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["occurred_at", "pk"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(client_request__isnull=True, restore_request__isnull=False)
+                | Q(client_request__isnull=False, restore_request__isnull=True),
+                name="auditevent_names_one_request",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.occurred_at:%Y-%m-%d %H:%M:%S} {self.actor_label}: {self.action}"
+
+    def save(self, *args, **kwargs):
+        if self.pk is not None:
+            raise PermissionError("Audit events are append-only.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise PermissionError("Audit events are append-only.")
+
+    def clean(self) -> None:
+        if self.pk is not None:
+            raise ValidationError("Audit events cannot be changed.")

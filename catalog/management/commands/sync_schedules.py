@@ -1,6 +1,7 @@
 """Register portal.periodic.PERIODIC_TASKS as django-q2 Schedules (idempotent)."""
 
 from django.core.management.base import BaseCommand
+from django.db.models import Q
 from django_q.models import Schedule
 
 from portal.periodic import PERIODIC_TASKS
@@ -22,6 +23,7 @@ class Command(BaseCommand):
             )
             self.stdout.write(f"{'created' if created else 'updated'}: {task.name} ({task.cron})")
         known = [task.name for task in PERIODIC_TASKS]
-        stale, _ = Schedule.objects.filter(func__startswith="catalog.").exclude(name__in=known).delete()
+        ours = Q(func__startswith="catalog.") | Q(func__startswith="requests_app.")
+        stale, _ = Schedule.objects.filter(ours).exclude(name__in=known).delete()
         if stale:
             self.stdout.write(f"removed {stale} schedule(s) no longer in the list")

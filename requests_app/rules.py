@@ -1,0 +1,48 @@
+"""Approval rules: who must approve what. The one place to read and change them.
+
+Each function returns a ``Decision``: whether a person of the backup team must
+approve, and why in words the requester sees before submitting. Everything
+else (the web form's hint, the API's ``needs_approval``, the services) asks
+here.
+
+The rules today:
+
+1. A restore that **overwrites** data in place needs the backup team.
+2. A restore onto an agent that does **not serve the backup's application**
+   needs the backup team (data crossing an application boundary).
+3. Any other restore — a new location, on an agent of the same application —
+   is approved by the system.
+4. A new client is approved by the system when its **policy** says so
+   (``ProtectionPolicy.auto_approve_clients``); otherwise by the backup team.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from catalog.models import Agent, Backup, ProtectionPolicy
+
+
+@dataclass(frozen=True)
+class Decision:
+    needs_approval: bool
+    reason: str
+
+
+def restore_decision(*, backup: Backup, target_agent: Agent, overwrite: bool) -> Decision:
+    if overwrite:
+        return Decision(True, "Overwriting existing data needs the backup team's approval.")
+    serves_application = target_agent.applications.filter(pk=backup.client.application_id).exists()
+    if not serves_application:
+        return Decision(
+            True,
+            f"{target_agent.hostname} does not serve {backup.client.application.name}: "
+            "a restore across applications needs the backup team's approval.",
+        )
+    return Decision(False, "A restore to a new location on your own server is approved automatically.")
+
+
+def client_decision(*, policy: ProtectionPolicy) -> Decision:
+    if policy.auto_approve_clients:
+        return Decision(False, f"New clients on {policy.name} are approved automatically.")
+    return Decision(True, f"New clients on {policy.name} need the backup team's approval.")

@@ -1,0 +1,312 @@
+"""The request workflow: every state transition of a request is one function here.
+
+Each transition locks the request row, checks the from-state, enforces who may
+act (four eyes: nobody approves their own request), saves, writes the
+AuditEvent in the same transaction, and leaves mail and webhooks to
+``transaction.on_commit``. Web views, admin actions, the API and the job
+follower all call these functions; none of them sets a status by hand.
+"""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from catalog.choices import BackupStatus, ClientStatus, JobState, JobTrigger
+from catalog.models import Agent, Backup, BackupClient, EnrolmentToken, ProtectionPolicy
+from catalog.plugin_options import validate_options, validate_restore_target
+from catalog.services import jobs
+from catalog.tenancy import is_backup_team
+from portal.queue import enqueue
+from requests_app import audit, rules
+from requests_app.actors import Actor
+from requests_app.choices import RequestStatus
+from requests_app.errors import (
+    FourEyesViolation,
+    InvalidRequest,
+    InvalidTransition,
+    NotPermitted,
+    ReasonRequired,
+)
+from requests_app.failures import explain
+from requests_app.models import ClientRequest, RestoreRequest
+
+Request = ClientRequest | RestoreRequest
+
+
+def _changed(request: Request, actor: Actor, action: str, previous: str, *, message: str = "") -> None:
+    """Audit a transition and announce it after commit."""
+    audit.record(request, actor, action, from_status=previous, to_status=request.status, message=message)
+    enqueue("requests_app.tasks.announce", request.kind, request.pk, previous, request.status)
+
+
+def _lock(model: type[Request], pk: int) -> Request:
+    return model.objects.select_for_update().get(pk=pk)
+
+
+def _expect(request: Request, action: str, *allowed: str) -> None:
+    if request.status not in allowed:
+        raise InvalidTransition(
+            f"{request} is {request.get_status_display().lower()}; it cannot be {action}."
+        )
+
+
+# --- Submitting -----------------------------------------------------------------------
+
+
+def submit_restore(
+    *,
+    actor: Actor,
+    backup: Backup,
+    target_agent: Agent,
+    target_location: str,
+    overwrite: bool = False,
+    reason: str = "",
+    external_ref: str = "",
+) -> RestoreRequest:
+    """Ask for a restore. The caller has already checked the actor may see backup and agent."""
+    if backup.status != BackupStatus.AVAILABLE:
+        raise InvalidRequest({"backup": f"This backup is {backup.get_status_display().lower()}."})
+    if target_agent.revoked_at:
+        raise InvalidRequest({"target_agent": f"{target_agent.hostname} has been revoked."})
+    try:
+        validate_restore_target(backup.client.plugin, target_location)
+    except ValidationError as exc:
+        raise InvalidRequest({k: " ".join(v) for k, v in exc.message_dict.items()}) from exc
+    decision = rules.restore_decision(backup=backup, target_agent=target_agent, overwrite=overwrite)
+    with transaction.atomic():
+        request = RestoreRequest.objects.create(
+            backup=backup,
+            target_agent=target_agent,
+            target_location=target_location,
+            overwrite=overwrite,
+            reason=reason,
+            external_ref=external_ref,
+            requester=actor.user,
+            needs_approval=decision.needs_approval,
+            approval_rule=decision.reason,
+        )
+        _changed(request, actor, "submitted", "")
+        if not decision.needs_approval:
+            _approve(request, Actor.system(), message=decision.reason)
+    return request
+
+
+def submit_client(
+    *,
+    actor: Actor,
+    application,
+    hostname: str,
+    name: str,
+    plugin: str,
+    options: dict,
+    policy: ProtectionPolicy,
+    justification: str = "",
+    external_ref: str = "",
+) -> ClientRequest:
+    """Ask for a new client. The caller has already checked the actor owns the application."""
+    try:
+        validate_options(plugin, options)
+    except ValidationError as exc:
+        raise InvalidRequest({k: " ".join(v) for k, v in exc.message_dict.items()}) from exc
+    if BackupClient.objects.filter(application=application, name=name).exists():
+        raise InvalidRequest({"name": f"{application.slug} already has a client named {name}."})
+    decision = rules.client_decision(policy=policy)
+    with transaction.atomic():
+        request = ClientRequest.objects.create(
+            application=application,
+            hostname=hostname.lower(),
+            name=name,
+            plugin=plugin,
+            options=options,
+            policy=policy,
+            justification=justification,
+            external_ref=external_ref,
+            requester=actor.user,
+            needs_approval=decision.needs_approval,
+            approval_rule=decision.reason,
+        )
+        _changed(request, actor, "submitted", "")
+        if not decision.needs_approval:
+            _approve(request, Actor.system(), message=decision.reason)
+    return request
+
+
+# --- Deciding ----------------------------------------------------------------------------
+
+
+def approve(model: type[Request], pk: int, *, actor: Actor) -> Request:
+    """A person of the backup team approves a submitted request (never their own)."""
+    if not actor.is_backup_team:
+        raise NotPermitted("Only the backup team approves requests.")
+    with transaction.atomic():
+        request = _lock(model, pk)
+        _expect(request, "approved", RequestStatus.SUBMITTED)
+        if actor.user_id is not None and actor.user_id == request.requester_id:
+            raise FourEyesViolation("Nobody approves their own request: another member of the team must.")
+        _approve(request, actor)
+    return request
+
+
+def _approve(request: Request, actor: Actor, *, message: str = "") -> None:
+    previous = request.status
+    request.status = RequestStatus.APPROVED
+    request.decided_by = actor.user if actor.user_id else None
+    request.decided_at = timezone.now()
+    request.save(update_fields=["status", "decided_by", "decided_at", "updated_at"])
+    _changed(request, actor, "approved", previous, message=message)
+    if isinstance(request, RestoreRequest):
+        _start_restore(request)
+    else:
+        _provision(request)
+
+
+def reject(model: type[Request], pk: int, *, actor: Actor, reason: str) -> Request:
+    if not actor.is_backup_team:
+        raise NotPermitted("Only the backup team rejects requests.")
+    if not reason or not reason.strip():
+        raise ReasonRequired("Say why the request is rejected: the requester reads it.")
+    with transaction.atomic():
+        request = _lock(model, pk)
+        _expect(request, "rejected", RequestStatus.SUBMITTED)
+        previous = request.status
+        request.status = RequestStatus.REJECTED
+        request.decided_by = actor.user if actor.user_id else None
+        request.decided_at = timezone.now()
+        request.decision_reason = reason.strip()
+        request.save(update_fields=["status", "decided_by", "decided_at", "decision_reason", "updated_at"])
+        _changed(request, actor, "rejected", previous, message=request.decision_reason)
+    return request
+
+
+def cancel(model: type[Request], pk: int, *, actor: Actor) -> Request:
+    """The requester (or the backup team) withdraws a request before its work has started."""
+    with transaction.atomic():
+        request = _lock(model, pk)
+        if actor.user_id != request.requester_id and not actor.is_backup_team:
+            raise NotPermitted("Only the requester or the backup team can cancel a request.")
+        _expect(request, "cancelled", RequestStatus.SUBMITTED, RequestStatus.APPROVED)
+        if isinstance(request, RestoreRequest) and request.job_id:
+            job = request.job
+            if job.state != JobState.QUEUED:
+                raise InvalidTransition("The restore has already started; it cannot be cancelled now.")
+            jobs.cancel(job.pk)
+        if isinstance(request, ClientRequest) and request.client_id:
+            _withdraw_provisioning(request)
+        previous = request.status
+        request.status = RequestStatus.CANCELLED
+        request.save(update_fields=["status", "updated_at"])
+        _changed(request, actor, "cancelled", previous)
+    return request
+
+
+# --- What approval does -----------------------------------------------------------------
+
+
+def _start_restore(request: RestoreRequest) -> None:
+    request.job = jobs.queue_restore(
+        request.backup,
+        agent=request.target_agent,
+        target_location=request.target_location,
+        overwrite=request.overwrite,
+        trigger=JobTrigger.REQUEST,
+        requested_by=request.requester,
+    )
+    request.save(update_fields=["job", "updated_at"])
+
+
+def _provision(request: ClientRequest) -> None:
+    """Create the client; attach it to the host's agent, or issue a one-time enrolment token."""
+    agent = Agent.objects.filter(hostname__iexact=request.hostname, revoked_at__isnull=True).first()
+    client = BackupClient.objects.create(
+        application=request.application,
+        agent=agent,
+        name=request.name,
+        hostname=request.hostname,
+        plugin=request.plugin,
+        options=request.options,
+        policy=request.policy,
+        status=ClientStatus.ACTIVE if agent else ClientStatus.PENDING_ENROLMENT,
+        next_backup_at=request.policy.next_run_after(timezone.now()) if agent else None,
+    )
+    request.client = client
+    if agent is not None:
+        agent.applications.add(request.application)
+        previous, request.status = request.status, RequestStatus.PROVISIONED
+        request.save(update_fields=["client", "status", "updated_at"])
+        _changed(
+            request, Actor.system(), "provisioned", previous, message=f"Attached to agent {agent.hostname}."
+        )
+        return
+    enrolment, secret = EnrolmentToken.issue(
+        application=request.application, hostname=request.hostname, created_by=request.requester
+    )
+    request.enrolment, request.enrolment_secret = enrolment, secret
+    request.save(update_fields=["client", "enrolment", "enrolment_secret", "updated_at"])
+
+
+def _withdraw_provisioning(request: ClientRequest) -> None:
+    client = request.client
+    if client.status == ClientStatus.PENDING_ENROLMENT:
+        BackupClient.objects.filter(pk=client.pk).update(status=ClientStatus.RETIRED)
+    if request.enrolment_id:
+        # An unused token must not enrol anything any more.
+        EnrolmentToken.objects.filter(pk=request.enrolment_id, used_at__isnull=True).update(
+            expires_at=timezone.now()
+        )
+    request.enrolment_secret = ""
+    request.save(update_fields=["enrolment_secret", "updated_at"])
+
+
+# --- Following the catalog -----------------------------------------------------------------
+
+
+_JOB_TO_REQUEST = {
+    JobState.RUNNING: RequestStatus.RUNNING,
+    JobState.SUCCEEDED: RequestStatus.COMPLETED,
+    JobState.FAILED: RequestStatus.FAILED,
+    JobState.CANCELLED: RequestStatus.CANCELLED,
+}
+
+
+def follow_job(job_id: int) -> RestoreRequest | None:
+    """Move a restore request along with its job: running, then completed or failed."""
+    with transaction.atomic():
+        request = (
+            RestoreRequest.objects.select_for_update(of=("self",))
+            .select_related("job", "target_agent")
+            .filter(job_id=job_id)
+            .first()
+        )
+        if request is None:
+            return None
+        target = _JOB_TO_REQUEST.get(request.job.state)
+        if target is None or target == request.status or request.status in RequestStatus.terminal():
+            return request
+        previous = request.status
+        request.status = target
+        if target == RequestStatus.FAILED:
+            request.error = explain(request.job)
+        request.save(update_fields=["status", "error", "updated_at"])
+        _changed(request, Actor.agent(request.target_agent.hostname), target, previous, message=request.error)
+    return request
+
+
+def mark_provisioned(enrolment_token_id: int) -> ClientRequest | None:
+    """The agent enrolled with the request's token: the client is live; forget the secret."""
+    with transaction.atomic():
+        request = ClientRequest.objects.select_for_update().filter(enrolment_id=enrolment_token_id).first()
+        if request is None or request.status != RequestStatus.APPROVED:
+            return request
+        previous = request.status
+        request.status = RequestStatus.PROVISIONED
+        request.enrolment_secret = ""
+        request.save(update_fields=["status", "enrolment_secret", "updated_at"])
+        hostname = request.enrolment.agent.hostname if request.enrolment.agent_id else request.hostname
+        _changed(request, Actor.agent(hostname), "provisioned", previous, message="The agent enrolled.")
+    return request
+
+
+def is_decider(user) -> bool:
+    return is_backup_team(user)
