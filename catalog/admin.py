@@ -47,7 +47,7 @@ def _all_field_names(model) -> tuple[str, ...]:
     return tuple(f.name for f in model._meta.get_fields() if f.concrete and not f.auto_created)
 
 
-def _nowrap(text: str) -> str:
+def nowrap(text: str) -> str:
     """Keep "7.0 GiB" and "1d 2h ago" on one line in narrow columns."""
     return text.replace(" ", "\N{NO-BREAK SPACE}")
 
@@ -185,11 +185,11 @@ class StorageTargetAdmin(CatalogAdmin):
 
     @admin.display(description="capacity", ordering="capacity_bytes")
     def capacity(self, obj):
-        return _nowrap(human_size(obj.capacity_bytes))
+        return nowrap(human_size(obj.capacity_bytes))
 
     @admin.display(description="used", ordering="used_bytes")
     def used(self, obj):
-        return _nowrap(human_size(obj.used_bytes))
+        return nowrap(human_size(obj.used_bytes))
 
     @admin.display(description="used %")
     def used_percent(self, obj):
@@ -264,7 +264,7 @@ class AgentAdmin(CatalogAdmin):
 
     @admin.display(description="last seen", ordering="last_seen_at")
     def last_seen(self, obj):
-        return _nowrap(human_age(obj.last_seen_at))
+        return nowrap(human_age(obj.last_seen_at))
 
     @admin.action(description="Revoke token", permissions=["change"])
     def revoke_token(self, request, queryset):
@@ -380,7 +380,7 @@ class BackupClientAdmin(CatalogAdmin):
 
     @admin.display(description="last backup", ordering=F("last_backup_at").asc(nulls_first=True))
     def last_backup(self, obj):
-        return _nowrap(human_age(getattr(obj, "last_backup_at", None)))
+        return nowrap(human_age(getattr(obj, "last_backup_at", None)))
 
 
 # --- Jobs and backups (the catalog proper: read-only, millions of rows) -----------------
@@ -429,15 +429,15 @@ class JobAdmin(CatalogAdmin):
 
     @admin.display(description="created", ordering="created_at")
     def created(self, obj):
-        return _nowrap(human_age(obj.created_at))
+        return nowrap(human_age(obj.created_at))
 
     @admin.display(description="duration")
     def duration_display(self, obj):
-        return _nowrap(human_duration(obj.duration))
+        return nowrap(human_duration(obj.duration))
 
     @admin.display(description="bytes done", ordering="bytes_done")
     def bytes_done_display(self, obj):
-        return _nowrap(human_size(obj.bytes_done))
+        return nowrap(human_size(obj.bytes_done))
 
 
 class BackupAdminForm(forms.ModelForm):
@@ -495,11 +495,11 @@ class BackupAdmin(CatalogAdmin):
 
     @admin.display(description="size", ordering="size_bytes")
     def size(self, obj):
-        return _nowrap(human_size(obj.size_bytes))
+        return nowrap(human_size(obj.size_bytes))
 
     @admin.display(description="stored", ordering="stored_size_bytes")
     def stored_size(self, obj):
-        return _nowrap(human_size(obj.stored_size_bytes))
+        return nowrap(human_size(obj.stored_size_bytes))
 
     @admin.display(description="expires", ordering="expires_at")
     def expires(self, obj):
@@ -555,7 +555,7 @@ class AlertAdmin(CatalogAdmin):
 
     @admin.display(description="raised", ordering="created_at")
     def age(self, obj):
-        return _nowrap(human_age(obj.created_at))
+        return nowrap(human_age(obj.created_at))
 
     @admin.display(description="about")
     def subject(self, obj):

@@ -47,7 +47,7 @@ class RequestBase(models.Model):
 
     status = models.CharField(max_length=16, choices=RequestStatus, default=RequestStatus.SUBMITTED)
     needs_approval = models.BooleanField(
-        default=True, help_text="Set at submission from the approval rules (requests_app/rules.py)."
+        default=True, help_text="Decided at submission by the approval rules."
     )
     approval_rule = models.CharField(max_length=300, blank=True, help_text="Why, in words.")
     requester = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")

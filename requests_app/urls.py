@@ -1,0 +1,18 @@
+"""The owners' request pages and their small JSON endpoints."""
+
+from django.urls import path
+
+from requests_app import views
+
+app_name = "requests"
+
+urlpatterns = [
+    path("backups/<int:pk>/restore/", views.restore_form, name="restore"),
+    path("backups/<int:pk>/restore/decision", views.restore_decision, name="restore-decision"),
+    path("applications/<slug:slug>/protect/", views.protect_form, name="protect"),
+    path("requests/", views.request_list, name="list"),
+    path("requests/client/<int:pk>/", views.client_request_detail, name="client-request"),
+    path("requests/restore/<int:pk>/", views.restore_request_detail, name="restore-request"),
+    path("requests/restore/<int:pk>/progress.json", views.restore_progress, name="restore-progress"),
+    path("requests/<str:kind>/<int:pk>/cancel/", views.cancel_request, name="cancel"),
+]

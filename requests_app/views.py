@@ -1,0 +1,315 @@
+"""The owners' request pages: ask for a restore or a new client, follow and cancel requests.
+
+Views are thin: look the object up through ``visible_to(request.user)`` (anything
+else is a 404), let a form check the input, call one service function, and map
+its domain errors to form errors or messages.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.db import IntegrityError
+from django.db.models import CharField, Value
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_POST
+
+from catalog import formatting
+from catalog.choices import BackupStatus
+from catalog.models import Application, Backup
+from catalog.tenancy import is_backup_team
+from catalog.views import describe_options
+from requests_app import rules, services
+from requests_app.actors import Actor
+from requests_app.choices import Channel, RequestStatus
+from requests_app.errors import InvalidRequest, InvalidTransition, NotPermitted
+from requests_app.forms import (
+    ClientRequestForm,
+    RequestFilterForm,
+    RestoreForm,
+    apply_errors,
+    restore_targets,
+)
+from requests_app.models import ClientRequest, RestoreRequest
+from requests_app.templatetags.request_tags import REQUEST_TONES
+
+REQUESTS_PER_PAGE = 25
+CANCELLABLE = (RequestStatus.SUBMITTED, RequestStatus.APPROVED)
+MODELS = {"client": ClientRequest, "restore": RestoreRequest}
+# What a row of the request list needs, per kind, without a query per row.
+LIST_RELATED = {
+    "client": ("application", "requester", "policy"),
+    "restore": ("backup__client__application", "target_agent", "requester"),
+}
+
+
+def visible_requests(model, user):
+    """Requests ``user`` may see: those of their applications, and their own."""
+    return model.objects.visible_to(user) | model.objects.filter(requester_id=user.pk)
+
+
+def my_open_requests(user, *, limit: int) -> tuple[list, bool]:
+    """The user's own open requests of both kinds, newest first; and whether there are more."""
+    rows = []
+    for kind, model in MODELS.items():
+        qs = model.objects.filter(requester_id=user.pk, status__in=RequestStatus.open())
+        rows += qs.select_related(*LIST_RELATED[kind]).order_by("-created_at")[: limit + 1]
+    rows.sort(key=lambda r: r.created_at, reverse=True)
+    return rows[:limit], len(rows) > limit
+
+
+def _actor(request: HttpRequest) -> Actor:
+    return Actor.person(request.user, Channel.WEB)
+
+
+# --- Restore -----------------------------------------------------------------------------------
+
+
+def _visible_backup(request: HttpRequest, pk: int) -> Backup:
+    return get_object_or_404(
+        Backup.objects.visible_to(request.user).select_related("client__application", "client__agent"), pk=pk
+    )
+
+
+@login_required
+def restore_form(request: HttpRequest, pk: int) -> HttpResponse:
+    backup = _visible_backup(request, pk)
+    if backup.status != BackupStatus.AVAILABLE:
+        messages.error(
+            request, f"This recovery point is {backup.get_status_display().lower()}: it cannot be restored."
+        )
+        return redirect("catalog:client", pk=backup.client_id)
+    form = RestoreForm(request.POST if request.method == "POST" else None, backup=backup, user=request.user)
+    if form.is_bound and form.is_valid():
+        data = form.cleaned_data
+        try:
+            restore = services.submit_restore(
+                actor=_actor(request),
+                backup=backup,
+                target_agent=data["target_agent"],
+                target_location=data["target_location"],
+                overwrite=data["overwrite"],
+                reason=data["reason"],
+                external_ref=data["external_ref"],
+            )
+        except InvalidRequest as exc:
+            apply_errors(form, exc.errors)
+        else:
+            if restore.needs_approval:
+                messages.success(request, f"{restore} is submitted and waits for the backup team.")
+            else:
+                messages.success(request, f"{restore} is approved automatically; the restore is queued.")
+            return redirect(restore)
+    return render(
+        request,
+        "requests_app/restore_form.html",
+        {"backup": backup, "client": backup.client, "form": form, "decision": form.decision()},
+    )
+
+
+@never_cache
+@login_required
+@require_GET
+def restore_decision(request: HttpRequest, pk: int) -> JsonResponse:
+    """The approval rule for a restore of this backup onto ``target_agent``, with ``overwrite`` or not."""
+    backup = _visible_backup(request, pk)
+    try:
+        agent_id = int(request.GET.get("target_agent", ""))
+    except ValueError:
+        return JsonResponse({"error": "target_agent must be an agent id."}, status=400)
+    agent = get_object_or_404(restore_targets(request.user), pk=agent_id)
+    overwrite = request.GET.get("overwrite", "").lower() in ("1", "true", "on", "yes")
+    decision = rules.restore_decision(backup=backup, target_agent=agent, overwrite=overwrite)
+    return JsonResponse({"needs_approval": decision.needs_approval, "reason": decision.reason})
+
+
+# --- Protect a new server -------------------------------------------------------------------------
+
+
+@login_required
+def protect_form(request: HttpRequest, slug: str) -> HttpResponse:
+    application = get_object_or_404(Application.objects.visible_to(request.user), slug=slug)
+    form = ClientRequestForm(
+        request.POST if request.method == "POST" else None, application=application, user=request.user
+    )
+    if form.is_bound and form.is_valid():
+        data = form.cleaned_data
+        try:
+            client_request = services.submit_client(
+                actor=_actor(request),
+                application=application,
+                hostname=data["hostname"],
+                name=data["name"],
+                plugin=data["plugin"],
+                options=form.options,
+                policy=data["policy"],
+                justification=data["justification"],
+                external_ref=data["external_ref"],
+            )
+        except InvalidRequest as exc:
+            apply_errors(form, exc.errors, ClientRequestForm.OPTION_FIELDS)
+        except IntegrityError:
+            # Two submissions of the same name at once: the open-request constraint let one win.
+            form.add_error("name", f"A request for a client named {data['name']} is already open.")
+        else:
+            messages.success(request, _submitted_message(client_request))
+            return redirect(client_request)
+    return render(
+        request,
+        "requests_app/protect_form.html",
+        {"application": application, "form": form, "policies": form.policy_decisions()},
+    )
+
+
+def _submitted_message(client_request: ClientRequest) -> str:
+    if client_request.status == RequestStatus.PROVISIONED:
+        return f"{client_request} is approved; the server's agent was already enrolled, so it is protected."
+    if client_request.status == RequestStatus.APPROVED:
+        return (
+            f"{client_request} is approved. Enrol the agent on {client_request.hostname} "
+            "with the one-time command below."
+        )
+    return f"{client_request} is submitted and waits for the backup team."
+
+
+# --- Following requests ----------------------------------------------------------------------------
+
+
+@login_required
+def request_list(request: HttpRequest) -> HttpResponse:
+    """Both kinds, newest first, in one paginated list: a UNION of (kind, id, created) pages the
+    ids, then one query per kind loads the page's rows — four queries whatever the page."""
+    form = RequestFilterForm(request.GET or None)
+    filters = form.cleaned_data if form.is_valid() else {}
+    kinds = [filters["kind"]] if filters.get("kind") else list(MODELS)
+    keyed = []
+    for kind in kinds:
+        qs = visible_requests(MODELS[kind], request.user)
+        status = filters.get("status")
+        if status == RequestFilterForm.OPEN:
+            qs = qs.filter(status__in=RequestStatus.open())
+        elif status:
+            qs = qs.filter(status=status)
+        if filters.get("application"):
+            path = "application__slug" if kind == "client" else "backup__client__application__slug"
+            qs = qs.filter(**{path: filters["application"]})
+        keyed.append(
+            qs.order_by()
+            .annotate(kind=Value(kind, output_field=CharField()))
+            .values_list("kind", "pk", "created_at")
+        )
+    union = keyed[0].union(*keyed[1:], all=True) if len(keyed) > 1 else keyed[0]
+    page = Paginator(union.order_by("-created_at", "-pk"), REQUESTS_PER_PAGE).get_page(
+        request.GET.get("page")
+    )
+    page.object_list = _load_rows(list(page.object_list))
+    return render(request, "requests_app/request_list.html", {"page": page, "filter_form": form})
+
+
+def _load_rows(keys: list[tuple[str, int, object]]) -> list:
+    loaded = {}
+    for kind, model in MODELS.items():
+        ids = [pk for key_kind, pk, _ in keys if key_kind == kind]
+        if ids:
+            for row in model.objects.filter(pk__in=ids).select_related(*LIST_RELATED[kind]):
+                loaded[kind, row.pk] = row
+    return [loaded[kind, pk] for kind, pk, _ in keys if (kind, pk) in loaded]
+
+
+def _detail_context(request: HttpRequest, obj) -> dict:
+    user = request.user
+    return {
+        "req": obj,
+        "events": obj.events.all(),
+        "can_cancel": obj.status in CANCELLABLE and (obj.requester_id == user.pk or is_backup_team(user)),
+        "show_admin_link": is_backup_team(user) and obj.status == RequestStatus.SUBMITTED,
+    }
+
+
+@login_required
+def client_request_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    obj = get_object_or_404(
+        visible_requests(ClientRequest, request.user).select_related(
+            "application", "policy", "requester", "decided_by", "client"
+        ),
+        pk=pk,
+    )
+    context = _detail_context(request, obj)
+    context["options"] = describe_options(obj.options)
+    # The one-time token is the requester's alone, and only until the agent has used it.
+    if obj.requester_id == request.user.pk and obj.status == RequestStatus.APPROVED and obj.enrolment_secret:
+        context["enrol_command"] = (
+            f"backup-agent enrol --server {settings.PORTAL_BASE_URL} "
+            f"--token {obj.enrolment_secret} --hostname {obj.hostname}"
+        )
+    return render(request, "requests_app/client_request_detail.html", context)
+
+
+def _visible_restore(request: HttpRequest, pk: int) -> RestoreRequest:
+    return get_object_or_404(
+        visible_requests(RestoreRequest, request.user).select_related(
+            "backup__client__application", "target_agent", "requester", "decided_by", "job"
+        ),
+        pk=pk,
+    )
+
+
+@login_required
+def restore_request_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    obj = _visible_restore(request, pk)
+    context = _detail_context(request, obj)
+    context["progress"] = restore_progress_data(obj)
+    return render(request, "requests_app/restore_request_detail.html", context)
+
+
+def restore_progress_data(obj: RestoreRequest) -> dict:
+    job = obj.job
+    done = job.bytes_done if job else 0
+    # Until the agent reports a total, the backup's size is the best estimate of it.
+    total = (job.bytes_total if job and job.bytes_total is not None else None) or obj.backup.size_bytes
+    percent = min(100, round(100 * done / total)) if total else None
+    if obj.status == RequestStatus.COMPLETED:
+        percent = 100
+    return {
+        "status": obj.status,
+        "status_label": obj.get_status_display(),
+        "tone": REQUEST_TONES.get(obj.status, "neutral"),
+        "terminal": obj.status in RequestStatus.terminal(),
+        "job_state": job.state if job else None,
+        "job_state_label": job.get_state_display() if job else "not queued yet",
+        "bytes_done": done,
+        "bytes_total": total,
+        "bytes_done_human": formatting.human_size(done),
+        "bytes_total_human": formatting.human_size(total),
+        "percent": percent,
+        "error": obj.error,
+    }
+
+
+@never_cache
+@login_required
+@require_GET
+def restore_progress(request: HttpRequest, pk: int) -> JsonResponse:
+    return JsonResponse(restore_progress_data(_visible_restore(request, pk)))
+
+
+@login_required
+@require_POST
+def cancel_request(request: HttpRequest, kind: str, pk: int) -> HttpResponse:
+    model = MODELS.get(kind)
+    if model is None:
+        raise Http404
+    obj = get_object_or_404(visible_requests(model, request.user), pk=pk)
+    try:
+        services.cancel(model, obj.pk, actor=_actor(request))
+    except NotPermitted:
+        messages.error(request, "Only the person who asked, or the backup team, can cancel this request.")
+    except InvalidTransition as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"{obj} is cancelled.")
+    return redirect(obj)
