@@ -1,0 +1,8 @@
+"""Backup Portal agent: enrols with the portal, polls for jobs, runs them.
+
+Standard library only, so it installs on any server that has Python 3.11.
+It imports nothing from the portal; the two speak the protocol described in
+docs/agent-protocol.md.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,123 @@
+"""HTTP client for the portal's agent API (/api/agent/v1/), on urllib only.
+
+Every call is one JSON request. The client itself never sleeps between
+retries except in `complete`, where a short in-line retry saves a whole poll
+interval; the run loop owns the long exponential backoff.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import ssl
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+from urllib.parse import urlsplit
+
+from backup_agent import __version__
+from backup_agent.errors import PortalError, PortalUnreachable
+
+log = logging.getLogger(__name__)
+
+API_PREFIX = "/api/agent/v1/"
+
+
+class PortalClient:
+    """Speaks the agent protocol with one portal, as one agent."""
+
+    # First pause of complete()'s in-line retry; doubled for each further try.
+    RETRY_DELAY = 1.0
+
+    def __init__(
+        self,
+        server: str,
+        agent_token: str | None = None,
+        *,
+        timeout: float = 30.0,
+        ca_file: str | None = None,
+    ) -> None:
+        if not server.startswith(("https://", "http://")):
+            # urllib would also open file:// and ftp:// URLs; the portal is HTTP(S) only.
+            raise ValueError(f"portal URL must be http(s): {server!r}")
+        self.base = server.rstrip("/") + API_PREFIX
+        self._token = agent_token
+        self.timeout = timeout
+        self._ssl = ssl.create_default_context(cafile=ca_file) if ca_file else None
+        host = urlsplit(server).hostname or ""
+        if server.startswith("http://") and host not in ("localhost", "127.0.0.1", "::1"):
+            log.warning("portal URL %s is plain HTTP: the agent token travels unencrypted", server)
+
+    def enrol(self, token: str, hostname: str, plugins: list[str]) -> dict[str, Any]:
+        body = {"token": token, "hostname": hostname, "version": __version__, "plugins": plugins}
+        return self._call("enrol", body, authenticated=False)
+
+    def poll(self, plugins: list[str], running: list[int]) -> dict[str, Any]:
+        body = {"version": __version__, "plugins": plugins, "running": running}
+        return self._call("poll", body)
+
+    def progress(self, job_id: int, bytes_done: int, bytes_total: int | None) -> dict[str, Any]:
+        body = {"bytes_done": bytes_done, "bytes_total": bytes_total}
+        return self._call(f"jobs/{int(job_id)}/progress", body)
+
+    def complete(self, job_id: int, report: dict[str, Any], *, tries: int = 3) -> bool:
+        """Send a job's report. True once the portal has it (200) or never will (409).
+
+        409 lease_lost means another attempt owns the job now; keeping the
+        report would only resend it forever, so it counts as acknowledged.
+        Raises PortalError/PortalUnreachable when the report must stay spooled.
+        """
+        delay = self.RETRY_DELAY
+        for attempt in range(1, tries + 1):
+            try:
+                self._call(f"jobs/{int(job_id)}/complete", report)
+                return True
+            except PortalError as exc:
+                if exc.status == 409:
+                    log.warning("job %s: report refused, lease lost (%s)", job_id, exc.detail)
+                    return True
+                if exc.status < 500 or attempt == tries:
+                    raise
+            except PortalUnreachable:
+                if attempt == tries:
+                    raise
+            time.sleep(delay)
+            delay *= 2
+        raise AssertionError("unreachable")  # the loop always returns or raises
+
+    def _call(self, path: str, body: dict[str, Any], *, authenticated: bool = True) -> dict[str, Any]:
+        headers = {
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "User-Agent": f"backup-agent/{__version__}",
+        }
+        if authenticated:
+            headers["Authorization"] = f"Bearer {self._token}"
+        request = urllib.request.Request(  # noqa: S310 - scheme checked in __init__
+            self.base + path, data=json.dumps(body).encode("utf-8"), headers=headers, method="POST"
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout, context=self._ssl) as resp:  # noqa: S310
+                return _decode(resp.read())
+        except urllib.error.HTTPError as exc:
+            payload = _decode(exc.read(), strict=False)
+            raise PortalError(
+                exc.code, str(payload.get("code", "http_error")), str(payload.get("detail", exc.reason))
+            ) from None
+        except (OSError, http.client.HTTPException) as exc:
+            # URLError, refused/reset connections, TLS errors and timeouts all
+            # mean the same thing to the caller: try again later.
+            reason = getattr(exc, "reason", exc)
+            raise PortalUnreachable(f"{self.base}{path}: {reason}") from None
+
+
+def _decode(raw: bytes, *, strict: bool = True) -> dict[str, Any]:
+    try:
+        data = json.loads(raw or b"{}")
+    except json.JSONDecodeError:
+        if strict:
+            raise PortalError(502, "bad_response", "the portal did not answer JSON") from None
+        return {}
+    return data if isinstance(data, dict) else {}

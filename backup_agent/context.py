@@ -1,0 +1,83 @@
+"""What a plugin gets besides its options: cancellation, logging, environment, limits."""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from backup_agent.errors import Cancelled
+
+log = logging.getLogger(__name__)
+
+LOG_TAIL_LINES = 50
+
+
+class LogTail:
+    """The last lines of tool stderr and agent notes, sent to the portal as `log_tail`.
+
+    Bounded, because a chatty tool (pg_restore --verbose, tar warnings) can
+    print millions of lines and the agent's memory must stay flat.
+    """
+
+    def __init__(self, lines: int = LOG_TAIL_LINES) -> None:
+        self._lines: collections.deque[str] = collections.deque(maxlen=lines)
+        self._lock = threading.Lock()
+
+    def add(self, line: str) -> None:
+        line = line.rstrip("\r\n")[:1000]
+        with self._lock:
+            self._lines.append(line)
+
+    def lines(self) -> list[str]:
+        with self._lock:
+            return list(self._lines)
+
+    def text(self) -> str:
+        return "\n".join(self.lines())
+
+
+@dataclass
+class JobContext:
+    """Per-job services handed to a plugin."""
+
+    job_id: int
+    client: str
+    # Environment for the plugin's tools: this process's environment plus the
+    # config's plugin_env section for the plugin (passwords live there).
+    env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    cancel: threading.Event = field(default_factory=threading.Event)
+    cancel_reason: str = "cancelled by the portal"
+    log: LogTail = field(default_factory=LogTail)
+    tool_timeout: float | None = None
+    scratch_dir: str | None = None
+
+    def check_cancelled(self) -> None:
+        if self.cancel.is_set():
+            raise Cancelled(self.cancel_reason)
+
+    def request_cancel(self, reason: str) -> None:
+        if not self.cancel.is_set():
+            self.cancel_reason = reason
+            self.cancel.set()
+
+    def note(self, message: str) -> None:
+        """A line for the job's log tail that comes from the agent, not a tool."""
+        log.info("job %s: %s", self.job_id, message)
+        self.log.add(f"backup-agent: {message}")
+
+
+class Sink(Protocol):
+    """Where a plugin writes its backup stream (the storage writer)."""
+
+    def write(self, data: bytes) -> int: ...
+
+
+class Source(Protocol):
+    """Where a plugin reads the stream to restore (the verified storage reader)."""
+
+    def read(self, n: int = -1) -> bytes: ...

@@ -1,0 +1,180 @@
+"""Runs one job to a report: plugin + storage + checksum, never an exception.
+
+Whatever happens inside, `execute()` returns the body of a `complete` call:
+`succeeded` with the backup's facts, or `failed` with a message the portal
+can classify and the tail of the tools' stderr.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from backup_agent import __version__, plugins
+from backup_agent.config import Config
+from backup_agent.context import JobContext
+from backup_agent.errors import AgentError, describe_os_error
+from backup_agent.jobs import BackupRef, JobSpec, parse, utc_now
+from backup_agent.plugins.base import Facts, Plugin
+from backup_agent.progress import Progress
+from backup_agent.storage import FilesystemStorage
+
+log = logging.getLogger(__name__)
+
+MANIFEST_FORMAT = 1
+Report = dict[str, Any]
+
+
+def new_context(raw: dict[str, Any], config: Config) -> JobContext:
+    """The context for a raw job, built before parsing so even a bad job can be cancelled."""
+    client = raw.get("client") if isinstance(raw.get("client"), dict) else {}
+    plugin_env = config.plugin_env.get(str(client.get("plugin") or ""), {})
+    return JobContext(
+        job_id=int(raw["id"]),
+        client=str(client.get("name") or ""),
+        env={**os.environ, **plugin_env},
+        tool_timeout=config.tool_timeout,
+        scratch_dir=config.scratch_dir,
+    )
+
+
+class Executor:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+
+    def execute(self, raw: dict[str, Any], ctx: JobContext, progress: Progress) -> dict[str, Any]:
+        started = utc_now()
+        try:
+            ctx.check_cancelled()  # stopped while waiting for a free slot
+            spec = parse(raw)
+            handler = {
+                "backup": self._backup,
+                "restore": self._restore,
+                "restore_test": self._restore_test,
+                "expire": self._expire,
+            }[spec.kind]
+            report: dict[str, Any] = {"status": "succeeded", **handler(spec, ctx, progress, started)}
+        except AgentError as exc:
+            report = {"status": "failed", "error": str(exc)}
+        except OSError as exc:
+            report = {"status": "failed", "error": describe_os_error(exc)}
+        except Exception as exc:  # a bug must still end in a report, not a dead thread
+            log.exception("job %s: unexpected error", ctx.job_id)
+            report = {"status": "failed", "error": f"agent error: {type(exc).__name__}: {exc}"}
+        if report["status"] == "failed":
+            log.warning("job %s failed: %s", ctx.job_id, report["error"])
+        report.update(started_at=started, finished_at=utc_now(), log_tail=ctx.log.text())
+        return report
+
+    # --- one method per job kind -------------------------------------------------
+
+    def _backup(self, spec: JobSpec, ctx: JobContext, progress: Progress, started: str) -> Report:
+        plugin = plugins.get(spec.plugin)
+        options = plugin.validate(spec.options)
+        storage = FilesystemStorage.from_job(spec.storage)
+        assert spec.destination is not None  # parse() checked it
+
+        def on_chunk(n: int) -> None:
+            ctx.check_cancelled()
+            progress.add(n)
+
+        with storage.open_writer(spec.destination, plugin.DATA_NAME, on_chunk) as writer:
+            facts = plugin.backup(options, writer, ctx)
+            ctx.check_cancelled()
+            stored = writer.finish()
+            manifest = {
+                "format": MANIFEST_FORMAT,
+                "job_id": spec.id,
+                "attempt": spec.attempt,
+                "client": {"id": spec.client_id, "name": spec.client_name, "application": spec.application},
+                "plugin": spec.plugin,
+                "options": options,
+                "data_file": stored.data_file,
+                "size": stored.size,
+                "stored_size": stored.stored_size,
+                "sha256": stored.sha256,
+                "compression": stored.compression,
+                "started_at": started,
+                "finished_at": utc_now(),
+                "agent": {"hostname": self.config.hostname, "version": __version__},
+                "facts": facts,
+            }
+            writer.commit(manifest)
+        return {
+            "size": stored.size,
+            "stored_size": stored.stored_size,
+            "location": spec.destination,
+            "sha256": stored.sha256,
+            "compression": stored.compression,
+            "manifest": manifest,
+        }
+
+    def _restore(self, spec: JobSpec, ctx: JobContext, progress: Progress, started: str) -> Report:
+        plugin = plugins.get(spec.plugin)
+        options = plugin.validate(spec.options)
+        assert spec.backup is not None and spec.target is not None
+        facts = self._verified_restore(
+            spec.backup, plugin, options, spec, spec.target, spec.overwrite, ctx, progress
+        )
+        return {"manifest": {"restored_to": spec.target, "sha256": spec.backup.sha256, "facts": facts}}
+
+    def _restore_test(self, spec: JobSpec, ctx: JobContext, progress: Progress, started: str) -> Report:
+        """Restore into a throw-away target and compare with what the backup recorded."""
+        plugin = plugins.get(spec.plugin)
+        options = plugin.validate(spec.options)
+        assert spec.backup is not None
+        # The portal's copy of the manifest first: it came with the report, so
+        # whoever can write the storage cannot also rewrite what we expect.
+        manifest = spec.backup.manifest or FilesystemStorage.from_job(spec.storage).read_manifest(
+            spec.backup.location
+        )
+        expected = manifest.get("facts")
+        with plugin.scratch_target(options, ctx) as scratch:
+            facts = self._verified_restore(spec.backup, plugin, options, spec, scratch, False, ctx, progress)
+        if not expected:
+            ctx.note("the backup has no manifest facts: checksum and restore verified, contents not compared")
+            differences = []
+        else:
+            differences = plugin.compare(expected, facts)
+        if differences:
+            raise AgentError("restore test mismatch: " + "; ".join(differences[:10]))
+        return {"manifest": {"sha256": spec.backup.sha256, "facts": facts, "compared": bool(expected)}}
+
+    def _expire(self, spec: JobSpec, ctx: JobContext, progress: Progress, started: str) -> Report:
+        assert spec.backup is not None
+        existed = FilesystemStorage.from_job(spec.storage).expire(spec.backup.location)
+        if not existed:
+            ctx.note(f"{spec.backup.location} was already gone")
+        return {"manifest": {"expired": spec.backup.location, "existed": existed}}
+
+    @staticmethod
+    def _verified_restore(
+        backup: BackupRef,
+        plugin: Plugin,
+        options: dict[str, Any],
+        spec: JobSpec,
+        target: str,
+        overwrite: bool,
+        ctx: JobContext,
+        progress: Progress,
+    ) -> Facts:
+        """Verify the stored file's SHA-256 end to end, then (second pass) restore it.
+
+        The target is not touched until the first pass has matched, so a
+        damaged backup never half-overwrites anything.
+        """
+        storage = FilesystemStorage.from_job(spec.storage)
+
+        def on_chunk(n: int) -> None:
+            ctx.check_cancelled()
+            progress.add(n)
+
+        progress.phase(backup.stored_size)
+        path, compression = storage.verify(backup.location, backup.sha256, on_chunk)
+        ctx.note(f"checksum verified: {backup.location}")
+        progress.phase(backup.size)
+        with storage.open_reader(path, compression, backup.sha256, on_chunk) as reader:
+            facts = plugin.restore(options, reader, target, overwrite, ctx)
+            reader.finish()
+        return facts

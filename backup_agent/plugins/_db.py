@@ -1,0 +1,51 @@
+"""Option checks shared by the database plugins."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from backup_agent.errors import InvalidOptions
+from backup_agent.plugins.base import reject_unknown, require_mapping
+
+# Strict on purpose, and the same alphabets the portal accepts
+# (catalog/plugin_options.py): these names end up in argv and, quoted, in SQL.
+# A name matching them needs no escaping anywhere: no quotes, backticks or
+# spaces, no '=' that libpq would read as a connection string, no leading '-'.
+NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_$-]{0,62}$")
+USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,62}$")
+_HOST = re.compile(
+    r"^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?"  # a host name or IPv4 address
+    r"|\[?[0-9A-Fa-f:.]+\]?"  # an IPv6 address
+    r"|/[A-Za-z0-9_./-]+)$"  # a Unix socket directory
+)
+
+
+def check_name(value: Any, what: str, pattern: re.Pattern[str] = NAME) -> str:
+    if not isinstance(value, str) or not pattern.match(value):
+        raise InvalidOptions(f"{what} {value!r} must match {pattern.pattern}")
+    return value
+
+
+def validate_connection(options: Mapping[str, Any], plugin: str) -> dict[str, Any]:
+    """{"database", "host"?, "port"?, "user"?}: checked and normalised."""
+    options = require_mapping(options)
+    reject_unknown(options, {"database", "host", "port", "user"})
+    result: dict[str, Any] = {"database": check_name(options.get("database"), f"{plugin}: database")}
+    host = options.get("host")
+    if host is not None:
+        if not isinstance(host, str) or not _HOST.match(host):
+            raise InvalidOptions(f"{plugin}: host {host!r} is not a host name, IP address or socket folder")
+        result["host"] = host
+    port = options.get("port")
+    if port is not None:
+        if isinstance(port, str) and port.isdigit():
+            port = int(port)
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+            raise InvalidOptions(f"{plugin}: port {options.get('port')!r} is not a TCP port")
+        result["port"] = port
+    user = options.get("user")
+    if user is not None:
+        result["user"] = check_name(user, f"{plugin}: user", USER)
+    return result

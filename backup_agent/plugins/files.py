@@ -1,0 +1,329 @@
+"""The `files` plugin: a PAX tar stream of some paths, restorable with plain `tar -xf`.
+
+Options: {"paths": ["/srv/app", ...], "exclude": ["*.tmp", "/srv/app/cache/*"]}.
+
+Members are stored relative to `/` ("srv/app/data/x"), so a restore into
+/restore-here yields /restore-here/srv/app/data/x. Permissions, mtimes,
+ownership, symlinks (as symlinks), hard links and empty directories are kept;
+names that are not UTF-8 survive byte for byte (surrogateescape + PAX).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import fnmatch
+import os
+import secrets
+import shutil
+import stat
+import tarfile
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+from typing import Any
+
+from backup_agent.context import JobContext, Sink, Source
+from backup_agent.errors import AgentError, InvalidOptions, TargetNotEmpty, UnsafeArchive, describe_os_error
+from backup_agent.plugins.base import Facts, reject_unknown, require_mapping
+
+NAME = "files"
+DATA_NAME = "data.tar"
+CHUNK = 1 << 20
+# Extraction filters (PEP 706) arrived in Python 3.11.4, and Debian 12 ships
+# 3.11.2: _safe_member's checks are complete without them. Where the stdlib
+# has its "data" filter it runs as a second opinion, and extractall is told
+# the members are already vetted (which also keeps 3.12+ from warning and
+# 3.14+ from stripping the permissions we restore on purpose).
+_STDLIB_DATA_FILTER = getattr(tarfile, "data_filter", None)
+_EXTRACT_KWARGS: dict[str, Any] = {"filter": "fully_trusted"} if _STDLIB_DATA_FILTER else {}
+_TAR_ARGS: dict[str, Any] = {
+    # surrogateescape round-trips file names that are not valid UTF-8.
+    "encoding": "utf-8",
+    "errors": "surrogateescape",
+    "bufsize": CHUNK,
+    "copybufsize": CHUNK,
+}
+
+
+def available(env: Mapping[str, str]) -> bool:
+    return True  # pure Python
+
+
+def validate(options: Mapping[str, Any]) -> dict[str, Any]:
+    options = require_mapping(options)
+    reject_unknown(options, {"paths", "exclude"})
+    paths = options.get("paths")
+    if not isinstance(paths, list) or not paths or not all(isinstance(p, str) and p for p in paths):
+        raise InvalidOptions("files: 'paths' must be a non-empty list of absolute paths")
+    normalised: list[str] = []
+    for raw in paths:
+        if not os.path.isabs(raw) or "\0" in raw:
+            raise InvalidOptions(f"files: path {raw!r} is not absolute")
+        normalised.append(os.path.normpath(raw))
+    exclude = options.get("exclude", [])
+    if not isinstance(exclude, list) or not all(isinstance(p, str) and p for p in exclude):
+        raise InvalidOptions("files: 'exclude' must be a list of glob patterns")
+    return {"paths": _outermost(normalised), "exclude": list(exclude)}
+
+
+def _outermost(paths: list[str]) -> list[str]:
+    """Drop paths inside another configured path, so nothing is archived twice."""
+    kept: list[str] = []
+    for path in sorted(set(paths)):
+        if not any(path == k or path.startswith(k.rstrip("/") + "/") for k in kept):
+            kept.append(path)
+    return kept
+
+
+def _excluded(path: str, patterns: list[str]) -> bool:
+    # A pattern with a slash is matched against the absolute path, one without
+    # against the entry's name, like rsync's and tar's everyday use.
+    name = os.path.basename(path)
+    return any(fnmatch.fnmatchcase(path if "/" in p else name, p) for p in patterns)
+
+
+# --- backup -------------------------------------------------------------------
+
+
+def backup(options: Mapping[str, Any], sink: Sink, ctx: JobContext) -> Facts:
+    opts = validate(options)
+    facts: Facts = {"paths": opts["paths"], "members": 0, "total_size": 0, "skipped": 0}
+    for top in opts["paths"]:
+        if not os.path.lexists(top):
+            raise AgentError(f"not found: configured path {top} does not exist")
+    with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT, **_TAR_ARGS) as tar:  # type: ignore[call-overload]
+        for top in opts["paths"]:
+            _add_tree(tar, top, opts["exclude"], ctx, facts)
+    return facts
+
+
+def _add_tree(tar: tarfile.TarFile, top: str, exclude: list[str], ctx: JobContext, facts: Facts) -> None:
+    # Iterative depth-first walk: no recursion limit on deep trees, sorted for
+    # reproducible archives. Symlinks are stored, never followed.
+    stack = [top]
+    while stack:
+        path = stack.pop()
+        ctx.check_cancelled()
+        if _excluded(path, exclude):
+            continue
+        try:
+            is_dir = _add_one(tar, path, ctx, facts)
+            if is_dir:
+                stack.extend(os.path.join(path, name) for name in sorted(os.listdir(path), reverse=True))
+        except FileNotFoundError:
+            # Live data: files come and go between listing and reading.
+            ctx.note(f"skipped {_printable(path)}: vanished during the backup")
+        except OSError as exc:
+            raise AgentError(describe_os_error(exc)) from None
+
+
+def _add_one(tar: tarfile.TarFile, path: str, ctx: JobContext, facts: Facts) -> bool:
+    """Archive one entry; True when it is a directory whose children come next."""
+    arcname = path.lstrip("/")
+    if not arcname:  # "/" itself has no member of its own, only children
+        return True
+    info = tar.gettarinfo(path, arcname)
+    if info is None or not (info.isreg() or info.isdir() or info.issym() or info.islnk()):
+        # Sockets, pipes and devices cannot be restored safely (the restore
+        # refuses them), so they are not archived either.
+        facts["skipped"] += 1
+        ctx.note(f"skipped {_printable(path)}: not a regular file, directory or symlink")
+        return False
+    if info.isreg():
+        with open(path, "rb") as fh:
+            try:
+                tar.addfile(info, fh)
+            except OSError as exc:
+                if exc.errno is None:  # tarfile's "unexpected end of data"
+                    raise AgentError(f"file shrank while being read: {_printable(path)}") from None
+                raise
+        facts["total_size"] += info.size
+    else:
+        tar.addfile(info)
+    facts["members"] += 1
+    return info.isdir()
+
+
+def _printable(path: str) -> str:
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+# --- restore ------------------------------------------------------------------
+
+
+def restore(
+    options: Mapping[str, Any], source: Source, target: str, overwrite: bool, ctx: JobContext
+) -> Facts:
+    """Unpack into `target` (a directory).
+
+    The archive is first extracted into a hidden staging folder inside the
+    target, then moved into place: an unsafe member, a damaged stream or a
+    cancel aborts the restore before anything in the target has changed. Only
+    a failure while moving into place (e.g. permissions on existing entries
+    with overwrite) can leave the target partly restored.
+    """
+    if not isinstance(target, str) or not os.path.isabs(target):
+        raise InvalidOptions(f"files: restore target must be an absolute path, got {target!r}")
+    dest = Path(os.path.normpath(target))
+    created = not dest.exists()
+    if created:
+        dest.mkdir(mode=0o700, parents=True)
+    elif not dest.is_dir():
+        raise InvalidOptions(f"files: restore target {dest} is not a directory")
+    elif any(dest.iterdir()) and not overwrite:
+        raise TargetNotEmpty(str(dest))
+    staging = dest / f".restore-{ctx.job_id}-{secrets.token_hex(4)}"
+    staging.mkdir(mode=0o700)
+    try:
+        facts = _extract(source, staging, ctx)
+        _merge(str(staging), str(dest))
+    except BaseException as exc:
+        # A target we created holds nothing but this restore: remove it whole,
+        # so a failed restore leaves no half-restored tree behind.
+        _remove_tree(dest if created else staging)
+        if isinstance(exc, OSError):
+            raise AgentError(describe_os_error(exc)) from None
+        raise
+    staging.rmdir()
+    return facts
+
+
+def _extract(source: Source, staging: Path, ctx: JobContext) -> Facts:
+    facts: Facts = {"members": 0, "total_size": 0, "skipped_links": []}
+    dest = os.path.realpath(staging)
+
+    def vetted(tar: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
+        # Each member is checked right before extractall writes it, so the
+        # symlink checks see everything already on disk.
+        for member in tar:
+            ctx.check_cancelled()
+            facts["members"] += 1
+            if member.isreg():
+                facts["total_size"] += member.size
+            safe = _safe_member(member, dest, ctx, facts)
+            if safe is not None:
+                yield safe
+
+    with tarfile.open(fileobj=source, mode="r|", **_TAR_ARGS) as tar:  # type: ignore[call-overload]
+        tar.extractall(staging, members=vetted(tar), **_EXTRACT_KWARGS)  # noqa: S202 - members are vetted
+    return facts
+
+
+def _safe_member(member: tarfile.TarInfo, dest: str, ctx: JobContext, facts: Facts) -> tarfile.TarInfo | None:
+    """The rules of tarfile's "data" filter, stricter on names, gentler on permissions.
+
+    Refused outright (the whole restore fails): absolute names, names or hard
+    links leading outside the target (through '..' or a symlink already
+    extracted), devices and pipes. Our own archives never hold those, so one
+    of them means the stored file was crafted. Symlinks pointing outside the
+    target (often absolute symlinks in live trees) are skipped and listed, not
+    created. Unlike the data filter, permission bits and ownership are
+    restored as archived, less setuid/setgid.
+    """
+    name = _printable(member.name)
+    if member.name.startswith("/") or os.path.isabs(member.name):
+        raise UnsafeArchive(f"absolute path {name}")
+    if member.isdev():  # character and block devices, FIFOs
+        raise UnsafeArchive(f"device or pipe {name}")
+    if not (member.isreg() or member.isdir() or member.issym() or member.islnk()):
+        raise UnsafeArchive(f"unsupported member type {member.type!r}: {name}")
+    if not _within(os.path.realpath(os.path.join(dest, member.name)), dest, allow_equal=member.isdir()):
+        raise UnsafeArchive(f"{name} would be written outside the target")
+    if member.issym():
+        points_to = os.path.realpath(os.path.join(dest, os.path.dirname(member.name), member.linkname))
+        if os.path.isabs(member.linkname) or not _within(points_to, dest):
+            link = f"{name} -> {_printable(member.linkname)}"
+            facts["skipped_links"].append(link)
+            ctx.note(f"skipped symlink pointing outside the target: {link}")
+            return None
+    if member.islnk():
+        points_to = os.path.realpath(os.path.join(dest, member.linkname))
+        if os.path.isabs(member.linkname) or not _within(points_to, dest):
+            raise UnsafeArchive(f"hard link {name} -> {_printable(member.linkname)} leads outside the target")
+    if _STDLIB_DATA_FILTER is not None:
+        try:
+            _STDLIB_DATA_FILTER(member, dest)  # a second opinion where the stdlib has one
+        except tarfile.FilterError as exc:  # type: ignore[attr-defined]
+            raise UnsafeArchive(str(exc)) from None
+    safe = copy.copy(member)
+    safe.mode = member.mode & ~(stat.S_ISUID | stat.S_ISGID)
+    return safe
+
+
+def _within(path: str, dest: str, *, allow_equal: bool = False) -> bool:
+    return path.startswith(dest + os.sep) or (allow_equal and path == dest)
+
+
+def _merge(src: str, dst: str) -> None:
+    """Move everything from staging `src` into `dst`, replacing what is in the way.
+
+    Existing entries are compared with lstat, so a symlink already in the
+    target is replaced, never followed: nothing is written outside `dst`.
+    """
+    for entry in os.scandir(src):
+        to = os.path.join(dst, entry.name)
+        st = entry.stat(follow_symlinks=False)
+        is_dir = stat.S_ISDIR(st.st_mode)
+        if is_dir:
+            # tarfile applied the archived mode already; a read-only directory
+            # cannot be moved to a new parent, nor emptied, until we can write it.
+            os.chmod(entry.path, stat.S_IMODE(st.st_mode) | stat.S_IRWXU)
+        if is_dir and os.path.isdir(to) and not os.path.islink(to):
+            # Its mode is replaced by the archived one below anyway; until then
+            # it must be writable for a non-root agent to replace its entries.
+            os.chmod(to, stat.S_IMODE(os.lstat(to).st_mode) | stat.S_IRWXU)
+            _merge(entry.path, to)
+            os.rmdir(entry.path)
+        else:
+            if os.path.isdir(to) and not os.path.islink(to):
+                shutil.rmtree(to)
+            elif os.path.lexists(to):
+                os.unlink(to)
+            os.rename(entry.path, to)
+        if is_dir:
+            # Put back the archived mode and mtime, which the moves just changed.
+            os.chmod(to, stat.S_IMODE(st.st_mode))
+            os.utime(to, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def _remove_tree(top: Path) -> None:
+    """Best-effort rmtree that also removes read-only directories restored inside `top`."""
+
+    def make_writable(func: Any, failed: str, exc_info: Any) -> None:
+        parent = os.path.dirname(failed)
+        # Only directories inside `top`, checked with lstat: never chmod through a symlink.
+        if parent.startswith(str(top)) and stat.S_ISDIR(os.lstat(parent).st_mode):
+            os.chmod(parent, stat.S_IRWXU)
+            if stat.S_ISDIR(os.lstat(failed).st_mode):
+                os.chmod(failed, stat.S_IRWXU)
+                shutil.rmtree(failed, onerror=make_writable)
+            else:
+                os.unlink(failed)
+
+    with contextlib.suppress(OSError):
+        shutil.rmtree(top, onerror=make_writable)
+
+
+# --- restore test -------------------------------------------------------------
+
+
+def scratch_target(options: Mapping[str, Any], ctx: JobContext) -> AbstractContextManager[str]:
+    return _scratch_dir(ctx)
+
+
+@contextmanager
+def _scratch_dir(ctx: JobContext) -> Iterator[str]:
+    with tempfile.TemporaryDirectory(
+        prefix=f"backup-agent-restore-test-{ctx.job_id}-", dir=ctx.scratch_dir, ignore_cleanup_errors=True
+    ) as path:
+        yield path
+
+
+def compare(expected: Facts, actual: Facts) -> list[str]:
+    return [
+        f"{key}: backup has {expected.get(key)}, restore has {actual.get(key)}"
+        for key in ("members", "total_size")
+        if expected.get(key) != actual.get(key)
+    ]

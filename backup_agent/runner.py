@@ -1,0 +1,203 @@
+"""The agent's main loop: resend spooled reports, poll, run jobs, report.
+
+Jobs run in their own threads (at most `max_parallel_jobs` at a time), so the
+loop keeps polling, heartbeating and resending while a long backup runs. A
+job's progress reporter starts as soon as the job is claimed, so its lease is
+kept alive even while it waits for a free slot.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from backup_agent import plugins
+from backup_agent.client import PortalClient
+from backup_agent.config import Config
+from backup_agent.context import JobContext
+from backup_agent.errors import PortalError, PortalUnreachable
+from backup_agent.executor import Executor, new_context
+from backup_agent.jobs import job_id_of
+from backup_agent.progress import Progress, ProgressReporter
+from backup_agent.spool import Spool
+
+log = logging.getLogger(__name__)
+
+BACKOFF_BASE = 5.0
+BACKOFF_CAP = 300.0  # five minutes, as the protocol promises the portal
+MAX_POLL_AFTER = 3600
+
+
+def backoff_delay(failures: int, rand: Callable[[], float] = random.random) -> float:
+    """Seconds to wait after `failures` consecutive failed polls.
+
+    Exponential, capped at five minutes, with jitter between half and all of
+    it: when the portal comes back, its agents do not all return in the same second.
+    """
+    delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** max(failures - 1, 0))
+    return delay * (0.5 + 0.5 * rand())
+
+
+class Agent:
+    def __init__(self, config: Config, client: PortalClient | None = None) -> None:
+        self.config = config
+        self.client = client or PortalClient(
+            config.server, config.agent_token, timeout=config.http_timeout, ca_file=config.ca_file
+        )
+        self.spool = Spool(config.spool_dir)
+        self.executor = Executor(config)
+        self.stop_event = threading.Event()
+        self._slots = threading.BoundedSemaphore(config.max_parallel_jobs)
+        self._lock = threading.Lock()
+        self._running: dict[int, JobContext] = {}
+        self._threads: list[threading.Thread] = []
+        self._acknowledged: dict[int, bool] = {}
+        self.stop_reason = "stop requested"
+
+    # --- reports ------------------------------------------------------------------
+
+    def send_report(self, job_id: int, report: dict[str, Any]) -> bool:
+        """Spool first, then send; the spool entry goes only once acknowledged."""
+        try:
+            self.spool.put(job_id, report)
+        except OSError as exc:
+            # A full or read-only disk must not also cost us the report: send
+            # it anyway, it is only lost if the portal cannot take it now.
+            log.error("job %s: report could not be spooled (%s); sending it unspooled", job_id, exc)
+        return self._send_spooled(job_id, report)
+
+    def _send_spooled(self, job_id: int, report: dict[str, Any]) -> bool:
+        try:
+            self.client.complete(job_id, report)
+        except (PortalError, PortalUnreachable) as exc:
+            log.warning("job %s: report kept in the spool: %s", job_id, exc)
+            return False
+        try:
+            self.spool.remove(job_id)
+        except OSError as exc:  # acknowledged all the same; a resend would be answered 200 again
+            log.error("job %s: acknowledged report could not be removed from the spool: %s", job_id, exc)
+        return True
+
+    def resend_spool(self) -> bool:
+        """Resend every spooled report; True when the spool is now empty."""
+        all_sent = True
+        for entry in self.spool.pending():
+            with self._lock:
+                if entry.job_id in self._running:
+                    continue  # its own thread is about to send it
+            all_sent = self._send_spooled(entry.job_id, entry.report) and all_sent
+        return all_sent
+
+    # --- jobs ---------------------------------------------------------------------
+
+    def start_job(self, raw: Any) -> threading.Thread | None:
+        job_id = job_id_of(raw)
+        if job_id is None:
+            log.error("ignoring a job without an id: %r", raw)
+            return None
+        with self._lock:
+            if job_id in self._running:
+                return None  # already running here; a duplicate hand-out
+            ctx = new_context(raw, self.config)
+            self._running[job_id] = ctx
+            if self.stop_event.is_set():
+                ctx.request_cancel("cancelled: the agent is shutting down")
+        thread = threading.Thread(target=self._run_job, args=(raw, ctx), name=f"job-{job_id}", daemon=True)
+        self._threads.append(thread)
+        thread.start()
+        return thread
+
+    def _run_job(self, raw: dict[str, Any], ctx: JobContext) -> None:
+        log.info("job %s: %s of %s started", ctx.job_id, raw.get("kind"), ctx.client or "?")
+        progress = Progress()
+        try:
+            with ProgressReporter(self.client, ctx, progress, self.config.progress_interval), self._slots:
+                report = self.executor.execute(raw, ctx, progress)
+            log.info("job %s: %s", ctx.job_id, report["status"])
+            self._acknowledged[ctx.job_id] = self.send_report(ctx.job_id, report)
+        finally:
+            with self._lock:
+                self._running.pop(ctx.job_id, None)
+
+    def running(self) -> list[int]:
+        with self._lock:
+            return sorted(self._running)
+
+    def wait_for_jobs(self) -> None:
+        for thread in list(self._threads):
+            thread.join()
+        self._threads = [t for t in self._threads if t.is_alive()]
+
+    def request_stop(self, why: str) -> None:
+        """Ask run_forever to stop. Safe in a signal handler: it only sets an event.
+
+        (Taking self._lock or logging here could deadlock or raise if the
+        signal lands while the main thread holds that lock or is mid-write.)
+        """
+        self.stop_reason = why
+        self.stop_event.set()
+
+    def shutdown(self, reason: str = "cancelled: the agent is shutting down") -> None:
+        """Stop polling and stop running jobs; their failure reports are spooled and sent."""
+        self.stop_event.set()
+        with self._lock:
+            for ctx in self._running.values():
+                ctx.request_cancel(reason)
+
+    # --- the loop -----------------------------------------------------------------
+
+    def poll(self) -> tuple[list[Any], int]:
+        answer = self.client.poll(plugins.available(self.config.plugin_env), self.running())
+        jobs = answer.get("jobs") or []
+        poll_after = answer.get("poll_after", self.config.poll_after)
+        if not isinstance(poll_after, int) or isinstance(poll_after, bool):
+            poll_after = self.config.poll_after
+        return (jobs if isinstance(jobs, list) else []), min(max(poll_after, 1), MAX_POLL_AFTER)
+
+    def run_once(self) -> int:
+        """Resend the spool, poll once, run what came, report. 0 if every report was acknowledged."""
+        spool_empty = self.resend_spool()
+        try:
+            jobs, _ = self.poll()
+        except (PortalError, PortalUnreachable) as exc:
+            log.error("poll failed: %s", exc)
+            return 1
+        ids = [job_id_of(raw) for raw in jobs]
+        for raw in jobs:
+            self.start_job(raw)
+        self.wait_for_jobs()
+        all_acked = all(self._acknowledged.get(i, False) for i in ids if i is not None)
+        return 0 if spool_empty and all_acked else 1
+
+    def run_forever(self) -> int:
+        """Poll until shutdown(); back off exponentially while the portal is unreachable."""
+        failures = 0
+        while not self.stop_event.is_set():
+            self.resend_spool()
+            try:
+                jobs, delay = self.poll()
+                failures = 0
+            except PortalUnreachable as exc:
+                failures += 1
+                delay = backoff_delay(failures)
+                log.warning("portal unreachable (%s); next try in %.0fs", exc, delay)
+            except PortalError as exc:
+                failures += 1
+                delay = backoff_delay(failures)
+                if exc.status == 401:
+                    log.error("the portal rejected this agent's token (revoked?); re-enrol the agent")
+                else:
+                    log.warning("poll refused: %s; next try in %.0fs", exc, delay)
+            else:
+                for raw in jobs:
+                    self.start_job(raw)
+            self._threads = [t for t in self._threads if t.is_alive()]
+            self._acknowledged.clear()  # only run_once reads it; do not grow forever
+            self.stop_event.wait(delay)
+        log.info("%s, stopping: %d running job(s) will report", self.stop_reason, len(self.running()))
+        self.shutdown()
+        self.wait_for_jobs()
+        return 0

@@ -1,0 +1,1 @@
+"""Tests of backup_agent: standard library and real services only, no Django."""

@@ -1,0 +1,198 @@
+"""The agent loop against a fake portal: poll, run, progress, cancel, report, spool."""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from backup_agent.client import PortalClient
+from backup_agent.runner import BACKOFF_CAP, Agent, backoff_delay
+from backup_agent.spool import Spool
+
+from .fakeportal import FakePortal
+from .helpers import backup_job, config
+
+
+@pytest.fixture(autouse=True)
+def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(PortalClient, "RETRY_DELAY", 0.01)
+
+
+@pytest.fixture
+def spool_dir(tmp_path: Path) -> Path:
+    return tmp_path / "spool"
+
+
+def agent_for(portal_url: str, spool_dir: Path, **overrides) -> Agent:
+    return Agent(config(server=portal_url, spool_dir=str(spool_dir), **overrides))
+
+
+def closed_port_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}"  # nothing listens there any more
+
+
+def command_job(storage_root: Path, argv: list[str]) -> dict:
+    return backup_job("command", {"backup_argv": argv}, storage_root)
+
+
+def test_run_once_executes_a_backup_and_reports_its_checksum(
+    portal: FakePortal, storage_root: Path, spool_dir: Path, tmp_path: Path
+):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "file.txt").write_text("payload\n")
+    job = backup_job("files", {"paths": [str(tmp_path / "data")]}, storage_root, "gzip")
+    portal.queued = [job]
+
+    assert agent_for(portal.url, spool_dir).run_once() == 0
+
+    [report] = portal.completes(job["id"])
+    stored = (storage_root / job["destination"] / "data.tar.gz").read_bytes()
+    assert report["status"] == "succeeded"
+    assert report["sha256"] == hashlib.sha256(stored).hexdigest()
+    assert report["stored_size"] == len(stored) and report["size"] == 10240  # one member plus tar padding
+    assert report["location"] == job["destination"] and report["compression"] == "gzip"
+    assert report["manifest"]["facts"]["members"] == 2
+    [poll] = portal.calls("poll")
+    assert poll["running"] == [] and {"files", "postgresql", "mysql", "command"} <= set(poll["plugins"])
+    assert Spool(spool_dir).pending() == []
+
+
+def test_report_refused_with_500_is_retried_until_acknowledged(
+    portal: FakePortal, storage_root: Path, spool_dir: Path
+):
+    job = command_job(storage_root, ["echo", "hello"])
+    portal.queued = [job]
+    portal.complete_answers = ["500"]
+
+    assert agent_for(portal.url, spool_dir).run_once() == 0
+
+    first, second = portal.completes(job["id"])
+    assert first == second and second["status"] == "succeeded"
+    assert Spool(spool_dir).pending() == []
+
+
+def test_report_stays_spooled_while_the_portal_fails_and_is_resent_next_time(
+    portal: FakePortal, storage_root: Path, spool_dir: Path
+):
+    job = command_job(storage_root, ["echo", "hello"])
+    portal.queued = [job]
+    portal.complete_answers = ["500", "drop", "500"]  # every in-line try fails
+    agent = agent_for(portal.url, spool_dir)
+
+    assert agent.run_once() == 1
+    [entry] = Spool(spool_dir).pending()
+    assert entry.job_id == job["id"] and entry.report["status"] == "succeeded"
+
+    assert agent.run_once() == 0  # resends the spool first, then polls (nothing new)
+    assert Spool(spool_dir).pending() == []
+    reports = portal.completes(job["id"])
+    assert len(reports) == 4 and reports[-1] == reports[0]
+
+
+def test_unreachable_portal_leaves_spooled_reports_in_place(spool_dir: Path):
+    Spool(spool_dir).put(77, {"status": "succeeded", "sha256": "ab" * 32})
+    agent = agent_for(closed_port_url(), spool_dir)
+
+    assert agent.run_once() == 1
+
+    [entry] = Spool(spool_dir).pending()
+    assert entry.job_id == 77 and entry.report["sha256"] == "ab" * 32
+
+
+def test_lease_lost_409_drops_the_spool_entry(portal: FakePortal, storage_root: Path, spool_dir: Path):
+    job = command_job(storage_root, ["echo", "late"])
+    portal.queued = [job]
+    portal.complete_answers = ["409"]
+
+    assert agent_for(portal.url, spool_dir).run_once() == 0
+
+    assert len(portal.completes(job["id"])) == 1
+    assert Spool(spool_dir).pending() == []
+
+
+def test_progress_is_posted_while_a_job_runs(portal: FakePortal, storage_root: Path, spool_dir: Path):
+    job = command_job(storage_root, ["sh", "-c", "head -c 100000 /dev/zero; sleep 0.6"])
+    portal.queued = [job]
+
+    assert agent_for(portal.url, spool_dir, progress_interval=0.05).run_once() == 0
+
+    posts = portal.calls(f"jobs/{job['id']}/progress")
+    assert len(posts) >= 3
+    assert all(isinstance(p["bytes_done"], int) for p in posts) and posts[-1]["bytes_done"] == 100000
+
+
+def test_cancel_from_the_portal_stops_the_job_and_reports_it_failed(
+    portal: FakePortal, storage_root: Path, spool_dir: Path
+):
+    job = command_job(storage_root, ["sleep", "30"])
+    portal.queued = [job]
+    portal.cancel = {job["id"]}
+    started = time.monotonic()
+
+    assert agent_for(portal.url, spool_dir, progress_interval=0.05).run_once() == 0
+
+    assert time.monotonic() - started < 10
+    [report] = portal.completes(job["id"])
+    assert report["status"] == "failed" and report["error"] == "cancelled by the portal"
+    assert list((storage_root / "orders" / "app01-data").iterdir()) == []  # no partial left
+
+
+def test_bad_jobs_are_reported_failed_or_ignored(portal: FakePortal, storage_root: Path, spool_dir: Path):
+    bad_kind = command_job(storage_root, ["echo"]) | {"kind": "defragment"}
+    unknown_plugin = backup_job("oracle", {}, storage_root)
+    portal.queued = [bad_kind, unknown_plugin, {"kind": "backup"}]
+
+    assert agent_for(portal.url, spool_dir).run_once() == 0
+
+    assert "job kind 'defragment'" in portal.completes(bad_kind["id"])[0]["error"]
+    assert "plugin 'oracle' is not known" in portal.completes(unknown_plugin["id"])[0]["error"]
+
+
+def test_backoff_is_exponential_capped_and_jittered():
+    assert backoff_delay(1, rand=lambda: 1.0) == 5.0
+    assert backoff_delay(3, rand=lambda: 1.0) == 20.0
+    assert backoff_delay(30, rand=lambda: 1.0) == BACKOFF_CAP
+    assert backoff_delay(30, rand=lambda: 0.0) == BACKOFF_CAP / 2
+    assert len({backoff_delay(4) for _ in range(20)}) > 1
+
+
+def test_loop_reports_running_jobs_and_stops_them_on_shutdown(
+    portal: FakePortal, storage_root: Path, spool_dir: Path
+):
+    job = command_job(storage_root, ["sleep", "30"])
+    portal.queued = [job]
+    portal.poll_after = 1
+    agent = agent_for(portal.url, spool_dir)
+    loop = threading.Thread(target=agent.run_forever)
+    loop.start()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not any(p["running"] == [job["id"]] for p in portal.calls("poll")):
+        time.sleep(0.05)
+
+    agent.shutdown()
+    loop.join(10)
+
+    assert not loop.is_alive()
+    assert any(p["running"] == [job["id"]] for p in portal.calls("poll"))  # heartbeat while busy
+    [report] = portal.completes(job["id"])
+    assert report["status"] == "failed" and "shutting down" in report["error"]
+    assert Spool(spool_dir).pending() == []
+
+
+def test_loop_keeps_going_while_the_portal_is_unreachable(spool_dir: Path):
+    agent = agent_for(closed_port_url(), spool_dir)
+    loop = threading.Thread(target=agent.run_forever)
+    loop.start()
+    time.sleep(0.3)
+    assert loop.is_alive()
+    agent.shutdown()
+    loop.join(5)
+    assert not loop.is_alive()
