@@ -160,22 +160,46 @@ def bench_size(mib: int, workdir: Path, env: dict, proxy_url: str, counter: Coun
     setup = json.loads(
         subprocess.run(
             [PY, "bench/portal_setup.py", str(storage), str(tree)],
-            cwd=REPO, env=env, capture_output=True, text=True, check=True,
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
     )
     config = workdir / "agent.json"
     if setup["token"]:
         subprocess.run(
-            [PY, "-m", "backup_agent", "enrol", "--server", proxy_url, "--token", setup["token"],
-             "--hostname", setup["hostname"], "--config", str(config), "--spool-dir", str(workdir / "spool"),
-             "--force"],
-            check=True, capture_output=True,
+            [
+                PY,
+                "-m",
+                "backup_agent",
+                "enrol",
+                "--server",
+                proxy_url,
+                "--token",
+                setup["token"],
+                "--hostname",
+                setup["hostname"],
+                "--config",
+                str(config),
+                "--spool-dir",
+                str(workdir / "spool"),
+                "--force",
+            ],
+            check=True,
+            capture_output=True,
         )
     tar_times, agent_times, rss, traffic = [], [], [], []
     for _ in range(repeats):
         tar_times.append(tar_sha256_seconds(tree))
-        subprocess.run([PY, "manage.py", "backup_now", str(setup["client_id"])], cwd=REPO, env=env, check=True,
-                       capture_output=True)
+        subprocess.run(
+            [PY, "manage.py", "backup_now", str(setup["client_id"])],
+            cwd=REPO,
+            env=env,
+            check=True,
+            capture_output=True,
+        )
         counter.reset()
         seconds, peak_kib, _ = run_agent(config)
         agent_times.append(seconds)
@@ -202,7 +226,9 @@ def bench_size(mib: int, workdir: Path, env: dict, proxy_url: str, counter: Coun
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sizes-mib", type=int, nargs="+", default=[1, 1024])
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--workdir", type=Path, default=None)
@@ -222,7 +248,10 @@ def main() -> None:
         server.wait()
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
-    print("| size | files | tar\\|sha256sum | agent | ratio | agent MiB/s | agent peak RSS | requests | sent | received |")
+    print(
+        "| size | files | tar\\|sha256sum | agent | ratio | agent MiB/s | agent peak RSS "
+        "| requests | sent | received |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         print(

@@ -29,8 +29,12 @@ HOSTNAME = "bench-agent.local"
 
 
 def main(storage: str, source: str) -> None:
-    cost_center, _ = CostCenter.objects.get_or_create(code="BENCH", defaults={"name": "Bench", "owner_email": "b@x"})
-    app, _ = Application.objects.get_or_create(slug="bench", defaults={"name": "Bench", "cost_center": cost_center})
+    cost_center, _ = CostCenter.objects.get_or_create(
+        code="BENCH", defaults={"name": "Bench", "owner_email": "b@x"}
+    )
+    app, _ = Application.objects.get_or_create(
+        slug="bench", defaults={"name": "Bench", "cost_center": cost_center}
+    )
     target, _ = StorageTarget.objects.update_or_create(
         name="bench", defaults={"location": storage, "capacity_bytes": 2**50}
     )
