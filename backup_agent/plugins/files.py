@@ -177,8 +177,8 @@ def restore(
     staging = dest / f".restore-{ctx.job_id}-{secrets.token_hex(4)}"
     staging.mkdir(mode=0o700)
     try:
-        facts = _extract(source, staging, ctx)
-        _merge(str(staging), str(dest))
+        facts, archived_dirs = _extract(source, staging, ctx)
+        _merge(str(staging), str(dest), archived_dirs)
     except BaseException as exc:
         # A target we created holds nothing but this restore: remove it whole,
         # so a failed restore leaves no half-restored tree behind.
@@ -190,8 +190,10 @@ def restore(
     return facts
 
 
-def _extract(source: Source, staging: Path, ctx: JobContext) -> Facts:
+def _extract(source: Source, staging: Path, ctx: JobContext) -> tuple[Facts, set[str]]:
+    """Unpack into ``staging``; returns the facts and the directories the archive itself holds."""
     facts: Facts = {"members": 0, "total_size": 0, "skipped_links": []}
+    archived_dirs: set[str] = set()
     dest = os.path.realpath(staging)
 
     def vetted(tar: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
@@ -204,11 +206,13 @@ def _extract(source: Source, staging: Path, ctx: JobContext) -> Facts:
                 facts["total_size"] += member.size
             safe = _safe_member(member, dest, ctx, facts)
             if safe is not None:
+                if safe.isdir():
+                    archived_dirs.add(os.path.normpath(safe.name))
                 yield safe
 
     with tarfile.open(fileobj=source, mode="r|", **_TAR_ARGS) as tar:  # type: ignore[call-overload]
         tar.extractall(staging, members=vetted(tar), **_EXTRACT_KWARGS)  # noqa: S202 - members are vetted
-    return facts
+    return facts, archived_dirs
 
 
 def _safe_member(member: tarfile.TarInfo, dest: str, ctx: JobContext, facts: Facts) -> tarfile.TarInfo | None:
@@ -256,16 +260,21 @@ def _within(path: str, dest: str, *, allow_equal: bool = False) -> bool:
     return path.startswith(dest + os.sep) or (allow_equal and path == dest)
 
 
-def _merge(src: str, dst: str) -> None:
+def _merge(src: str, dst: str, archived_dirs: set[str], rel: str = "") -> None:
     """Move everything from staging `src` into `dst`, replacing what is in the way.
 
     Existing entries are compared with lstat, so a symlink already in the
     target is replaced, never followed: nothing is written outside `dst`.
+    Directories the archive only implies (``srv`` of ``srv/app/data``, or
+    ``tmp`` when restoring in place to ``/``) keep the target's own mode: a
+    restore must never turn ``/tmp`` from 1777 into 0755.
     """
     for entry in os.scandir(src):
         to = os.path.join(dst, entry.name)
+        entry_rel = os.path.join(rel, entry.name) if rel else entry.name
         st = entry.stat(follow_symlinks=False)
         is_dir = stat.S_ISDIR(st.st_mode)
+        existing = os.lstat(to) if is_dir and os.path.isdir(to) and not os.path.islink(to) else None
         if is_dir:
             # tarfile applied the archived mode already; a read-only directory
             # cannot be moved to a new parent, nor emptied, until we can write it.
@@ -274,7 +283,7 @@ def _merge(src: str, dst: str) -> None:
             # Its mode is replaced by the archived one below anyway; until then
             # it must be writable for a non-root agent to replace its entries.
             os.chmod(to, stat.S_IMODE(os.lstat(to).st_mode) | stat.S_IRWXU)
-            _merge(entry.path, to)
+            _merge(entry.path, to, archived_dirs, entry_rel)
             os.rmdir(entry.path)
         else:
             if os.path.isdir(to) and not os.path.islink(to):
@@ -283,9 +292,11 @@ def _merge(src: str, dst: str) -> None:
                 os.unlink(to)
             os.rename(entry.path, to)
         if is_dir:
-            # Put back the archived mode and mtime, which the moves just changed.
-            os.chmod(to, stat.S_IMODE(st.st_mode))
-            os.utime(to, ns=(st.st_atime_ns, st.st_mtime_ns))
+            # Put back the archived mode and mtime, which the moves just changed;
+            # for a directory the archive only implied, the target's own.
+            keep = existing if existing is not None and entry_rel not in archived_dirs else st
+            os.chmod(to, stat.S_IMODE(keep.st_mode))
+            os.utime(to, ns=(keep.st_atime_ns, keep.st_mtime_ns))
 
 
 def _remove_tree(top: Path) -> None:

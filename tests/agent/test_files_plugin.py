@@ -157,6 +157,25 @@ def test_restore_into_non_empty_directory_needs_overwrite(tree: Path, storage_ro
     (inside(target, tree) / "readonly").chmod(0o755)
 
 
+def test_in_place_restore_keeps_the_mode_of_parents_the_archive_only_implies(
+    tree: Path, storage_root: Path, tmp_path: Path
+):
+    # Restoring a tree in place to "/" must not chmod the folders above it (think /tmp, 1777).
+    sticky = tree.parent
+    sticky.chmod(0o1777)
+    above = [sticky, *sticky.parents]
+    modes_before = [stat.S_IMODE(p.stat().st_mode) for p in above]
+    report = succeeded(execute(backup_job("files", {"paths": [str(tree)]}, storage_root)))
+    (tree / "data" / "a.txt").write_text("damaged\n")
+
+    options = {"paths": [str(tree)]}
+    in_place = restore_job("files", options, storage_root, backup_ref(report), "/", overwrite=True)
+    succeeded(execute(in_place))
+
+    assert (tree / "data" / "a.txt").read_text() == "alpha\n"
+    assert [stat.S_IMODE(p.stat().st_mode) for p in above] == modes_before
+
+
 def test_overwrite_replaces_a_symlink_in_the_way_instead_of_following_it(
     tree: Path, storage_root: Path, tmp_path: Path
 ):
