@@ -8,7 +8,7 @@ PIP    := $(VENV)/bin/pip
 DEMO_ENV := DEBUG=true
 PG_URL ?= postgres://postgres@127.0.0.1:5432
 
-.PHONY: demo test install test-sqlite test-postgres lint clean
+.PHONY: demo test install chromium test-sqlite test-postgres lint clean
 
 $(VENV)/.installed: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python 3.11 is required)"; exit 1; }
@@ -19,12 +19,17 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# The browser tests drive Debian's chromium (Playwright's own browser download is not used).
+chromium:
+	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+	@command -v chromium >/dev/null || { echo "error: chromium could not be installed"; exit 1; }
+
 ## demo: set up and run the portal with demo data on SQLite + django-q2 at http://127.0.0.1:8000
 demo: install
 	@bash scripts/demo.sh
 
 ## test: lint, then the whole suite on SQLite and on PostgreSQL
-test: install lint test-sqlite test-postgres
+test: install chromium lint test-sqlite test-postgres
 
 lint:
 	$(PY) -m ruff check .
