@@ -4,7 +4,6 @@ import logging
 
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import redirect
 from django.views.decorators.cache import never_cache
 
 from portal import queue
@@ -32,7 +31,3 @@ def healthz(request: HttpRequest) -> HttpResponse:
         checks["queue"], healthy = "error", False
     checks["status"] = "ok" if healthy else "error"
     return JsonResponse(checks, status=200 if healthy else 503)
-
-
-def home(request: HttpRequest) -> HttpResponse:
-    return redirect("admin:index")

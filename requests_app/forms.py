@@ -125,8 +125,10 @@ class RestoreForm(forms.Form):
     def _chosen_agent(self) -> Agent | None:
         if self.is_bound:
             return self.cleaned_data.get("target_agent") if hasattr(self, "cleaned_data") else None
+        # Unbound: the agent the browser will show selected — the client's own, else the first.
+        choices = self.fields["target_agent"].queryset
         initial = self.fields["target_agent"].initial
-        return self.fields["target_agent"].queryset.filter(pk=initial).first() if initial else None
+        return (choices.filter(pk=initial).first() if initial else None) or choices.first()
 
 
 # --- Protect a new server -------------------------------------------------------------------
@@ -190,7 +192,9 @@ class ClientRequestForm(forms.Form):
         label="Client name",
         help_text="A short name for this workload, unique in the application, e.g. orders-db.",
     )
-    plugin = forms.ChoiceField(choices=Plugin.choices, widget=forms.RadioSelect, label="What to back up")
+    plugin = forms.ChoiceField(
+        choices=Plugin.choices, widget=forms.RadioSelect, label="Kind of data", initial=Plugin.FILES
+    )
 
     paths = forms.CharField(
         required=False,

@@ -10,7 +10,7 @@ follower all call these functions; none of them sets a status by hand.
 from __future__ import annotations
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from catalog.choices import BackupStatus, ClientStatus, JobState, JobTrigger
@@ -112,20 +112,40 @@ def submit_client(
         raise InvalidRequest({k: " ".join(v) for k, v in exc.message_dict.items()}) from exc
     if BackupClient.objects.filter(application=application, name=name).exists():
         raise InvalidRequest({"name": f"{application.slug} already has a client named {name}."})
+    open_request = ClientRequest.objects.filter(
+        application=application, name=name, status__in=(RequestStatus.SUBMITTED, RequestStatus.APPROVED)
+    )
+    if open_request.exists():
+        raise InvalidRequest({"name": f"A request for a client named {name} is already open."})
     decision = rules.client_decision(policy=policy)
-    with transaction.atomic():
-        request = ClientRequest.objects.create(
+    try:
+        return _create_client_request(
+            actor,
+            decision,
             application=application,
-            hostname=hostname.lower(),
+            hostname=hostname,
             name=name,
             plugin=plugin,
             options=options,
             policy=policy,
             justification=justification,
             external_ref=external_ref,
+        )
+    except IntegrityError as exc:
+        # Two submissions raced past the check above; clientrequest_one_open_per_name kept one.
+        raise InvalidRequest({"name": f"A request for a client named {name} is already open."}) from exc
+
+
+def _create_client_request(
+    actor: Actor, decision: rules.Decision, *, hostname: str, **fields
+) -> ClientRequest:
+    with transaction.atomic():
+        request = ClientRequest.objects.create(
+            hostname=hostname.lower(),
             requester=actor.user,
             needs_approval=decision.needs_approval,
             approval_rule=decision.reason,
+            **fields,
         )
         _changed(request, actor, "submitted", "")
         if not decision.needs_approval:

@@ -1,0 +1,152 @@
+"""django-tables2 tables of the owners' portal. Columns read annotated rows only: no query per row."""
+
+from __future__ import annotations
+
+import django_tables2 as tables
+from django.urls import reverse
+from django.utils.html import format_html
+
+from catalog import formatting
+from catalog.choices import BackupStatus
+from catalog.models import Agent, Backup, BackupClient
+from catalog.templatetags.portal_format import TONES, badge, rpo_badge
+
+TABLE_TEMPLATE = "portal/table.html"
+
+
+def _moment(value) -> str:
+    return format_html(
+        '<span title="{}">{}</span>', value.strftime("%Y-%m-%d %H:%M:%S %Z"), formatting.human_age(value)
+    )
+
+
+def _state(value, label) -> str:
+    return badge(label, TONES.get(value, "neutral"))
+
+
+class BackupTable(tables.Table):
+    """A client's recovery points, newest first; available ones link to the restore form."""
+
+    taken_at = tables.DateTimeColumn(verbose_name="Taken", format="Y-m-d H:i")
+    age = tables.Column(accessor="taken_at", verbose_name="Age", orderable=False)
+    size_bytes = tables.Column(verbose_name="Size")
+    stored_size_bytes = tables.Column(verbose_name="Stored")
+    status = tables.Column()
+    verification = tables.Column(verbose_name="Restore test", empty_values=())
+    expires_at = tables.DateTimeColumn(verbose_name="Expires", format="Y-m-d")
+    restore = tables.Column(accessor="pk", verbose_name="", orderable=False, empty_values=())
+
+    class Meta:
+        model = Backup
+        fields = (
+            "taken_at",
+            "age",
+            "size_bytes",
+            "stored_size_bytes",
+            "status",
+            "verification",
+            "expires_at",
+        )
+        sequence = (*fields, "restore")
+        order_by = ("-taken_at",)
+        template_name = TABLE_TEMPLATE
+        attrs = {"class": "table"}
+        empty_text = "No recovery points match."
+
+    def render_age(self, value):
+        return _moment(value)
+
+    def render_size_bytes(self, value):
+        return formatting.human_size(value)
+
+    def render_stored_size_bytes(self, value):
+        return formatting.human_size(value)
+
+    def render_status(self, record):
+        return _state(record.status, record.get_status_display())
+
+    def render_verification(self, record):
+        if not record.verification:
+            return "—"
+        return _state(record.verification, record.get_verification_display())
+
+    def render_restore(self, record):
+        if record.status != BackupStatus.AVAILABLE:
+            return ""
+        return format_html(
+            '<a class="button button-small" href="{}">Restore…</a>',
+            reverse("requests:restore", args=[record.pk]),
+        )
+
+
+class ClientTable(tables.Table):
+    """An application's clients with their protection status (rows from ``protection.annotate_clients``)."""
+
+    name = tables.Column(
+        linkify=("catalog:client", {"pk": tables.A("pk")}),
+        verbose_name="Client",
+        attrs={"td": {"class": "nowrap"}},
+    )
+    hostname = tables.Column(verbose_name="Host")
+    plugin = tables.Column()
+    policy = tables.Column(accessor="policy__name", verbose_name="Policy")
+    status = tables.Column()
+    last_good_at = tables.Column(verbose_name="Last good backup", empty_values=())
+    rpo = tables.Column(accessor="rpo_met", verbose_name="RPO", empty_values=())
+    failures_recent = tables.Column(verbose_name="Failed jobs (7 d)")
+
+    class Meta:
+        model = BackupClient
+        fields = ("name", "hostname", "plugin", "policy", "status", "last_good_at", "rpo", "failures_recent")
+        orderable = False
+        template_name = TABLE_TEMPLATE
+        attrs = {"class": "table"}
+        empty_text = "No clients yet."
+
+    def render_plugin(self, record):
+        return record.get_plugin_display()
+
+    def render_policy(self, record):
+        return format_html(
+            '{} <small class="muted nowrap">RPO {} h</small>', record.policy.name, record.policy.rpo_hours
+        )
+
+    def render_status(self, record):
+        return _state(record.status, record.get_status_display())
+
+    def render_last_good_at(self, value):
+        return _moment(value) if value else "never"
+
+    def render_rpo(self, record):
+        return rpo_badge(record)
+
+    def render_failures_recent(self, value):
+        return badge(value, "fail") if value else "0"
+
+
+class AgentTable(tables.Table):
+    """The agents serving an application."""
+
+    hostname = tables.Column(verbose_name="Host")
+    status = tables.Column(accessor="status", empty_values=())
+    version = tables.Column()
+    last_seen_at = tables.Column(verbose_name="Last poll", empty_values=())
+    plugins = tables.Column(empty_values=())
+
+    class Meta:
+        model = Agent
+        fields = ("hostname", "status", "version", "last_seen_at", "plugins")
+        orderable = False
+        template_name = TABLE_TEMPLATE
+        attrs = {"class": "table"}
+        empty_text = "No agent enrolled yet."
+
+    def render_status(self, record):
+        status = record.status
+        return _state(status, status.label)
+
+    def render_last_seen_at(self, value):
+        return _moment(value) if value else "never"
+
+    def render_plugins(self, value):
+        return ", ".join(value) if value else "—"

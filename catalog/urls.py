@@ -1,0 +1,12 @@
+"""The owners' catalog pages."""
+
+from django.urls import path
+
+from catalog import views
+
+app_name = "catalog"
+
+urlpatterns = [
+    path("applications/<slug:slug>/", views.application_detail, name="application"),
+    path("clients/<int:pk>/", views.client_detail, name="client"),
+]
