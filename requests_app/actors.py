@@ -14,14 +14,15 @@ class Actor:
     channel: str
     label: str
     user: object | None = None  # the Django user behind a person or an API key
+    api_key: object | None = None  # the integration, when the actor is one
 
     @classmethod
     def person(cls, user, channel: str = Channel.WEB) -> Actor:
         return cls(ActorKind.USER, channel, user.get_username(), user)
 
     @classmethod
-    def api_key(cls, key) -> Actor:
-        return cls(ActorKind.API_KEY, Channel.API, f"API key {key.name}", key.user)
+    def integration(cls, key) -> Actor:
+        return cls(ActorKind.API_KEY, Channel.API, f"API key {key.name}", key.user, key)
 
     @classmethod
     def agent(cls, hostname: str) -> Actor:

@@ -18,7 +18,9 @@ from catalog.models import (
     EnrolmentToken,
     Job,
     ProtectionPolicy,
+    hash_token,
     hostname_validator,
+    new_token,
 )
 from catalog.tenancy import TenantQuerySet
 from requests_app.choices import ActorKind, Channel, RequestStatus
@@ -52,6 +54,14 @@ class RequestBase(models.Model):
     approval_rule = models.CharField(max_length=300, blank=True, help_text="Why, in words.")
     requester = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     external_ref = models.CharField(max_length=100, blank=True, help_text="Ticket number, e.g. INC0012345.")
+    api_key = models.ForeignKey(
+        "ApiKey",
+        on_delete=models.PROTECT,
+        related_name="+",
+        null=True,
+        blank=True,
+        help_text="The integration that submitted it, if any.",
+    )
     decided_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+", null=True, blank=True
     )
@@ -102,6 +112,12 @@ class ClientRequest(RequestBase):
                 condition=Q(status__in=[RequestStatus.SUBMITTED, RequestStatus.APPROVED]),
                 name="clientrequest_one_open_per_name",
             ),
+            # A ticket opens one request per integration: a retried POST finds the first.
+            models.UniqueConstraint(
+                fields=["api_key", "external_ref"],
+                condition=Q(api_key__isnull=False) & ~Q(external_ref=""),
+                name="clientrequest_unique_ref_per_integration",
+            ),
         ]
         indexes = [
             # The approval queue: open requests by age.
@@ -135,6 +151,14 @@ class RestoreRequest(RequestBase):
     objects = RestoreRequestQuerySet.as_manager()
 
     class Meta(RequestBase.Meta):
+        constraints = [
+            # A ticket opens one request per integration: a retried POST finds the first.
+            models.UniqueConstraint(
+                fields=["api_key", "external_ref"],
+                condition=Q(api_key__isnull=False) & ~Q(external_ref=""),
+                name="restorerequest_unique_ref_per_integration",
+            ),
+        ]
         indexes = [
             # The approval queue: open requests by age.
             models.Index(fields=["status", "created_at"], name="restorerequest_status_idx"),
@@ -206,3 +230,40 @@ class AuditEvent(models.Model):
     def clean(self) -> None:
         if self.pk is not None:
             raise ValidationError("Audit events cannot be changed.")
+
+
+class ApiKeyQuerySet(models.QuerySet):
+    def authenticate(self, key: str) -> ApiKey | None:
+        return (
+            self.select_related("user")
+            .filter(key_hash=hash_token(key), revoked_at__isnull=True, user__is_active=True)
+            .first()
+        )
+
+
+class ApiKey(models.Model):
+    """An integration's credential (a ticketing system); it acts as ``user``. Only the hash is kept."""
+
+    name = models.CharField(max_length=100, help_text="The integration, e.g. ServiceNow production.")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="api_keys")
+    prefix = models.CharField(max_length=12, editable=False, help_text="First characters, to recognise it.")
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ApiKeyQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @classmethod
+    def issue(cls, *, user, name: str) -> tuple[ApiKey, str]:
+        """Create a key; the clear text is returned once and never stored."""
+        key = f"bp_{new_token()}"
+        record = cls.objects.create(user=user, name=name, prefix=key[:10], key_hash=hash_token(key))
+        return record, key

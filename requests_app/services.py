@@ -84,6 +84,7 @@ def submit_restore(
             reason=reason,
             external_ref=external_ref,
             requester=actor.user,
+            api_key=actor.api_key,
             needs_approval=decision.needs_approval,
             approval_rule=decision.reason,
         )
@@ -143,6 +144,7 @@ def _create_client_request(
         request = ClientRequest.objects.create(
             hostname=hostname.lower(),
             requester=actor.user,
+            api_key=actor.api_key,
             needs_approval=decision.needs_approval,
             approval_rule=decision.reason,
             **fields,
