@@ -267,3 +267,111 @@ class ApiKey(models.Model):
         key = f"bp_{new_token()}"
         record = cls.objects.create(user=user, name=name, prefix=key[:10], key_hash=hash_token(key))
         return record, key
+
+
+class IdempotencyRecord(models.Model):
+    """The answer to a POST made with an ``Idempotency-Key``, replayed for the same key and body.
+
+    ``owner`` is the integration (``api_key:<id>``) or the session user
+    (``user:<id>``): keys of different callers never meet.
+    """
+
+    owner = models.CharField(max_length=40)
+    key = models.CharField(max_length=255)
+    fingerprint = models.CharField(max_length=64, help_text="SHA-256 of method, path and body.")
+    status_code = models.PositiveSmallIntegerField()
+    response = models.JSONField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["owner", "key"], name="idempotency_unique_key_per_caller"),
+        ]
+        indexes = [
+            # Purging records older than the retention window.
+            models.Index(fields=["created_at"], name="idempotency_created_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.owner} {self.key}"
+
+
+class DeliveryStatus(models.TextChoices):
+    """pending → delivered | failed (gave up after the retry window)."""
+
+    PENDING = "pending", "Pending"
+    DELIVERED = "delivered", "Delivered"
+    FAILED = "failed", "Failed"
+
+
+class WebhookSubscription(models.Model):
+    """Where an integration wants to hear about changes, and the secret that signs what we send."""
+
+    name = models.CharField(max_length=100)
+    url = models.URLField(max_length=500)
+    # Kept in clear: it is needed to compute each signature (like any webhook secret).
+    secret = models.CharField(max_length=200)
+    event_types = models.JSONField(
+        default=list, blank=True, help_text="Event types to send, e.g. restore_request.changed; empty = all."
+    )
+    api_key = models.ForeignKey(
+        ApiKey, on_delete=models.PROTECT, related_name="webhooks", null=True, blank=True
+    )
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def wants(self, event: str) -> bool:
+        return self.active and (not self.event_types or event in self.event_types)
+
+
+class WebhookDelivery(models.Model):
+    """One event for one subscription: the exact body signed and sent, and where its delivery stands."""
+
+    subscription = models.ForeignKey(WebhookSubscription, on_delete=models.CASCADE, related_name="deliveries")
+    delivery_id = models.UUIDField(unique=True, editable=False, help_text="X-Portal-Delivery")
+    event = models.CharField(max_length=64)
+    body = models.TextField(help_text="The raw JSON body, exactly as signed and sent.")
+    status = models.CharField(max_length=10, choices=DeliveryStatus, default=DeliveryStatus.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "webhook deliveries"
+        indexes = [
+            # The delivery worker: pending deliveries whose next attempt is due.
+            models.Index(
+                fields=["next_attempt_at"],
+                name="webhook_pending_due_idx",
+                condition=Q(status=DeliveryStatus.PENDING),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event} → {self.subscription}"
+
+
+class WebhookAttempt(models.Model):
+    """One try at delivering: when, what came back, how long it took."""
+
+    delivery = models.ForeignKey(WebhookDelivery, on_delete=models.CASCADE, related_name="attempt_log")
+    attempted_at = models.DateTimeField(default=timezone.now)
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    duration_ms = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["attempted_at"]
+
+    def __str__(self) -> str:
+        return f"{self.attempted_at:%Y-%m-%d %H:%M:%S} {self.status_code or self.error[:40]}"
