@@ -475,10 +475,10 @@ class BackupAdmin(CatalogAdmin):
     show_full_result_count = False
     fieldsets = (
         (None, {"fields": ("client", "job", "status", "taken_at", "expires_at", "deleted_at")}),
-        ("Legal hold", {"fields": ("legal_hold", "legal_hold_reason")}),
+        ("Legal hold", {"fields": ("legal_hold", "legal_hold_reason", "legal_hold_by", "legal_hold_at")}),
         ("Storage", {"fields": ("storage_target", "location", "size_bytes", "size", "stored_size_bytes",
                                 "stored_size", "compression", "sha256", "manifest")}),
-        ("Verification", {"fields": ("verified_at", "verification")}),
+        ("Verification", {"fields": ("verified_at", "verification", "verification_job")}),
     )
     readonly_fields = (
         *(name for name in _all_field_names(Backup) if name not in BackupAdminForm.Meta.fields),

@@ -507,8 +507,20 @@ class Backup(models.Model):
     status = models.CharField(max_length=16, choices=BackupStatus, default=BackupStatus.AVAILABLE)
     verified_at = models.DateTimeField(null=True, blank=True)
     verification = models.CharField(max_length=8, choices=Verification, blank=True)
+    verification_job = models.ForeignKey(
+        Job,
+        on_delete=models.PROTECT,
+        related_name="+",
+        null=True,
+        blank=True,
+        help_text="The restore test that set verified_at: its result, log and duration.",
+    )
     legal_hold = models.BooleanField(default=False)
     legal_hold_reason = models.CharField(max_length=500, blank=True)
+    legal_hold_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+", null=True, blank=True
+    )
+    legal_hold_at = models.DateTimeField(null=True, blank=True)
     deleted_at = models.DateTimeField(null=True, blank=True)
 
     objects = BackupQuerySet.as_manager()
@@ -528,6 +540,17 @@ class Backup(models.Model):
             models.CheckConstraint(
                 condition=Q(legal_hold=False) | ~Q(legal_hold_reason=""),
                 name="backup_legal_hold_has_reason",
+            ),
+            # Retention is honoured whatever code writes the row: nothing is
+            # deleted before it expires, and nothing under legal hold at all.
+            models.CheckConstraint(
+                condition=~Q(status=BackupStatus.DELETED)
+                | Q(deleted_at__isnull=False, deleted_at__gte=models.F("expires_at")),
+                name="backup_deleted_only_after_expiry",
+            ),
+            models.CheckConstraint(
+                condition=~Q(legal_hold=True, status=BackupStatus.DELETED),
+                name="backup_legal_hold_never_deleted",
             ),
             models.CheckConstraint(
                 condition=Exact(Length("sha256"), 64), name="backup_sha256_length"
@@ -587,6 +610,8 @@ class Alert(models.Model):
         null=True,
         blank=True,
     )
+    emailed_at = models.DateTimeField(null=True, blank=True, help_text="Sent at once (critical alerts).")
+    digested_at = models.DateTimeField(null=True, blank=True, help_text="Included in the daily digest.")
 
     objects = AlertQuerySet.as_manager()
 

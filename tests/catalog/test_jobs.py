@@ -127,7 +127,10 @@ def test_backup_now_refuses_a_client_without_agent(db):
 
 
 def test_restore_of_a_deleted_backup_is_refused(db):
-    backup = factories.BackupFactory(status="deleted")
+    taken = timezone.now() - timedelta(days=40)
+    backup = factories.BackupFactory(
+        status="deleted", taken_at=taken, expires_at=taken + timedelta(days=30), deleted_at=timezone.now()
+    )
     with pytest.raises(InvalidTransition):
         jobs.queue_restore(backup, agent=backup.client.agent, target_location="/restore", overwrite=False)
 
