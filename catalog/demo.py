@@ -258,7 +258,8 @@ def _seed_storage_target() -> StorageTarget:
         defaults={
             "kind": StorageKind.FILESYSTEM,
             "location": str(root),
-            "capacity_bytes": 500 * GiB,
+            # Logical capacity: 600 GiB of dedup appliance at about 10:1.
+            "capacity_bytes": 600 * GiB * DEDUP_RATIO,
             "compression": Compression.NONE,
             "keep_uncompressed": True,
         },
@@ -546,5 +547,6 @@ def _rpo_breach(client: BackupClient) -> tuple[datetime, str]:
 
 def _update_storage_use(target: StorageTarget) -> None:
     logical = target.backups.exclude(status=BackupStatus.DELETED).aggregate(total=Sum("stored_size_bytes"))
-    target.used_bytes = (logical["total"] or 0) // DEDUP_RATIO
+    # The same count the storage watch makes (catalog.services.watch.watch_storage).
+    target.used_bytes = logical["total"] or 0
     target.save(update_fields=["used_bytes"])

@@ -238,7 +238,11 @@ class StorageTarget(models.Model):
     location = models.CharField(
         max_length=500, help_text="Path as mounted on the agents, or the bucket name."
     )
-    capacity_bytes = models.BigIntegerField(validators=[MinValueValidator(1)])
+    capacity_bytes = models.BigIntegerField(
+        validators=[MinValueValidator(1)],
+        help_text="Logical capacity: what the portal may store here (on a deduplicating appliance, "
+        "its physical capacity times the expected ratio).",
+    )
     used_bytes = models.BigIntegerField(default=0, validators=[MinValueValidator(0)])
     compression = models.CharField(max_length=8, choices=Compression, default=Compression.NONE)
     keep_uncompressed = models.BooleanField(

@@ -16,7 +16,12 @@ PERIODIC_TASKS: tuple[PeriodicTask, ...] = (
     PeriodicTask("Queue due backups", "catalog.tasks.schedule_backups", "* * * * *"),
     PeriodicTask("Reap expired job leases", "catalog.tasks.reap_leases", "* * * * *"),
     PeriodicTask("Watch for silent agents", "catalog.tasks.watch_agents", "*/5 * * * *"),
+    PeriodicTask("Watch RPO, restore tests and storage", "catalog.tasks.watch_protection", "*/15 * * * *"),
+    PeriodicTask("Expire backups past retention", "catalog.tasks.expire_backups", "10 * * * *"),
+    PeriodicTask("Queue due restore tests", "catalog.tasks.schedule_restore_tests", "30 4 * * *"),
     PeriodicTask(
         "Reconcile restore requests with their jobs", "requests_app.tasks.reconcile_requests", "*/5 * * * *"
     ),
+    PeriodicTask("Retry due webhook deliveries", "requests_app.webhooks.delivery.retry_due", "* * * * *"),
+    PeriodicTask("Purge old webhook deliveries", "requests_app.webhooks.delivery.purge", "40 3 * * *"),
 )

@@ -30,6 +30,7 @@ from catalog.choices import (
     JobKind,
     JobState,
     JobTrigger,
+    Verification,
 )
 from catalog.errors import InvalidTransition, LeaseLost
 from catalog.failures import classify
@@ -207,9 +208,7 @@ def complete_success(
                 "bytes_total",
             ]
         )
-        if job.kind == JobKind.BACKUP:
-            alerts.resolve_alerts(alerts.client_key(AlertKind.JOB_FAILED, job.client_id))
-            alerts.resolve_alerts(alerts.client_key(AlertKind.RPO_BREACHED, job.client_id))
+        _AFTER_SUCCESS.get(job.kind, lambda job: None)(job)
         _announce(job, previous)
     return job, backup
 
@@ -225,6 +224,54 @@ def complete_failure(
         _check_reportable(job)
         _fail(job, error=error, log_tail=log_tail, now=finished_at or timezone.now())
     return job
+
+
+def _backup_succeeded(job: Job) -> None:
+    alerts.resolve_alerts(alerts.client_key(AlertKind.JOB_FAILED, job.client_id))
+    alerts.resolve_alerts(alerts.client_key(AlertKind.RPO_BREACHED, job.client_id))
+
+
+def _restore_test_succeeded(job: Job) -> None:
+    Backup.objects.filter(pk=job.backup_id).update(
+        verified_at=job.finished_at, verification=Verification.PASSED, verification_job=job
+    )
+    alerts.resolve_alerts(alerts.client_key(AlertKind.RESTORE_TEST_FAILED, job.client_id))
+    alerts.resolve_alerts(alerts.client_key(AlertKind.RESTORE_TEST_OVERDUE, job.client_id))
+
+
+def _expire_succeeded(job: Job) -> None:
+    # The agent removed the data; the constraints refuse it anyway if the backup had not expired.
+    Backup.objects.filter(pk=job.backup_id, status=BackupStatus.EXPIRED, legal_hold=False).update(
+        status=BackupStatus.DELETED, deleted_at=job.finished_at
+    )
+
+
+def _restore_test_failed(job: Job) -> None:
+    if job.error_class == ErrorClass.LEASE_EXPIRED:
+        return  # the agent went away: no verdict on the backup; tomorrow's run tries again
+    Backup.objects.filter(pk=job.backup_id).update(
+        verified_at=job.finished_at, verification=Verification.FAILED, verification_job=job
+    )
+    alerts.raise_alert(
+        kind=AlertKind.RESTORE_TEST_FAILED,
+        severity=AlertSeverity.CRITICAL,
+        key=alerts.client_key(AlertKind.RESTORE_TEST_FAILED, job.client_id),
+        message=(
+            f"Restore test of {job.client} (backup {job.backup_id}) failed "
+            f"({job.get_error_class_display().lower()}): {job.error_message[:300]}"
+        ),
+        application_id=job.client.application_id,
+        client_id=job.client_id,
+        agent_id=job.agent_id,
+        job=job,
+    )
+
+
+_AFTER_SUCCESS = {
+    JobKind.BACKUP: _backup_succeeded,
+    JobKind.RESTORE_TEST: _restore_test_succeeded,
+    JobKind.EXPIRE: _expire_succeeded,
+}
 
 
 def _check_reportable(job: Job) -> None:
@@ -269,8 +316,12 @@ def _fail(job: Job, *, error: str, log_tail: str, now: datetime, error_class: st
         update_fields=["state", "finished_at", "lease_expires_at", "error_message", "log_tail", "error_class"]
     )
     _announce(job, previous)
-    if not cancelled and job.kind == JobKind.BACKUP:
+    if cancelled:
+        return
+    if job.kind == JobKind.BACKUP:
         _retry_or_alert(job, now)
+    elif job.kind == JobKind.RESTORE_TEST:
+        _restore_test_failed(job)
 
 
 def retry_delay(attempt: int) -> timedelta:

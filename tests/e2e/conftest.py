@@ -122,6 +122,8 @@ class AgentCLI:
         self.spool = tmp_path / "agent" / "spool"
         self.server = server
         self.log = tmp_path / "agent.log"
+        self.scratch = tmp_path / "agent" / "scratch"
+        self.scratch.mkdir(parents=True)
 
     def argv(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "backup_agent", *args]
@@ -150,6 +152,7 @@ class AgentCLI:
         # Report progress often, so tests see it (and the lease) move within a second.
         data = json.loads(self.config.read_text())
         data["progress_interval"] = 0.2
+        data["scratch_dir"] = str(self.scratch)
         self.config.write_text(json.dumps(data))
 
     def run_once(self, timeout: float = 120) -> subprocess.CompletedProcess:

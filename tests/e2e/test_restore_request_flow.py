@@ -36,8 +36,12 @@ def test_owner_requests_admin_approves_agent_restores(agent_cli, tmp_path, backu
     setup.source.mkdir()
     (setup.source / "garbage.txt").write_text("left behind by a bad deploy\n")
     request = services.submit_restore(
-        actor=Actor.person(owner, Channel.WEB), backup=backup, target_agent=backup_job.agent,
-        target_location="/", overwrite=True, reason="restore after the bad deploy",
+        actor=Actor.person(owner, Channel.WEB),
+        backup=backup,
+        target_agent=backup_job.agent,
+        target_location="/",
+        overwrite=True,
+        reason="restore after the bad deploy",
     )
     assert request.status == RequestStatus.SUBMITTED  # overwriting in place needs a person
     services.approve(RestoreRequest, request.pk, actor=Actor.person(admin, Channel.ADMIN))

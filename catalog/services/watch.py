@@ -1,0 +1,116 @@
+"""Watches that turn silent trouble into one alert per condition, closed when it clears.
+
+Each watch raises at most one open alert per key (the partial unique
+constraint on Alert.key), so running it every 15 minutes never floods.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from django.db.models import OuterRef, Q, Subquery, Sum
+from django.utils import timezone
+
+from catalog.choices import AlertKind, AlertSeverity, BackupStatus, ClientStatus, JobKind, JobState
+from catalog.formatting import human_age
+from catalog.models import Alert, Backup, BackupClient, Job, ProtectionPolicy, StorageTarget
+from catalog.services import alerts
+
+STORAGE_NEARLY_FULL = 0.85
+
+
+def _open_alert_clients(kind: str):
+    return Alert.objects.open().filter(kind=kind).values("client_id")
+
+
+def watch_rpo(*, now: datetime | None = None) -> int:
+    """Alert once per client whose last good backup is older than its policy's RPO."""
+    now = now or timezone.now()
+    raised = 0
+    last_good = (
+        Backup.objects.filter(client=OuterRef("pk"), status=BackupStatus.AVAILABLE)
+        .order_by("-taken_at")
+        .values("taken_at")[:1]
+    )
+    for policy in ProtectionPolicy.objects.all():
+        cutoff = now - timedelta(hours=policy.rpo_hours)
+        breached = (
+            BackupClient.objects.filter(policy=policy, status=ClientStatus.ACTIVE, created_at__lt=cutoff)
+            .exclude(pk__in=_open_alert_clients(AlertKind.RPO_BREACHED))
+            .annotate(last_good=Subquery(last_good))
+            .filter(Q(last_good__lt=cutoff) | Q(last_good__isnull=True))
+            .select_related("application")
+        )
+        for client in breached:
+            alert = alerts.raise_alert(
+                kind=AlertKind.RPO_BREACHED,
+                severity=AlertSeverity.CRITICAL,
+                key=alerts.client_key(AlertKind.RPO_BREACHED, client.pk),
+                message=(
+                    f"{client} has no good backup within its RPO of {policy.rpo_hours} h "
+                    f"(last good backup: {human_age(client.last_good, now)})."
+                ),
+                application_id=client.application_id,
+                client_id=client.pk,
+                agent_id=client.agent_id,
+            )
+            raised += alert is not None
+    return raised
+
+
+def watch_restore_tests(*, now: datetime | None = None) -> int:
+    """Alert once per client with no passed restore test within its interval (plus a day's grace)."""
+    now = now or timezone.now()
+    raised = 0
+    for policy in ProtectionPolicy.objects.all():
+        cutoff = now - timedelta(days=policy.restore_test_interval_days + 1)
+        tested = Job.objects.filter(
+            kind=JobKind.RESTORE_TEST, state=JobState.SUCCEEDED, finished_at__gte=cutoff
+        ).values("client_id")
+        overdue = (
+            BackupClient.objects.filter(policy=policy, status=ClientStatus.ACTIVE, created_at__lt=cutoff)
+            .exclude(pk__in=tested)
+            .exclude(pk__in=_open_alert_clients(AlertKind.RESTORE_TEST_OVERDUE))
+            .select_related("application")
+        )
+        for client in overdue:
+            alert = alerts.raise_alert(
+                kind=AlertKind.RESTORE_TEST_OVERDUE,
+                severity=AlertSeverity.WARNING,
+                key=alerts.client_key(AlertKind.RESTORE_TEST_OVERDUE, client.pk),
+                message=(
+                    f"{client} has had no successful restore test in "
+                    f"{policy.restore_test_interval_days} days."
+                ),
+                application_id=client.application_id,
+                client_id=client.pk,
+            )
+            raised += alert is not None
+    return raised
+
+
+def watch_storage(*, now: datetime | None = None) -> int:
+    """Recount what each target holds; alert once above 85 % full, close the alert below it."""
+    held = (
+        Backup.objects.filter(status__in=(BackupStatus.AVAILABLE, BackupStatus.EXPIRED))
+        .values("storage_target_id")
+        .annotate(total=Sum("stored_size_bytes"))
+    )
+    used = {row["storage_target_id"]: row["total"] for row in held}
+    raised = 0
+    for target in StorageTarget.objects.all():
+        target.used_bytes = used.get(target.pk, 0)
+        StorageTarget.objects.filter(pk=target.pk).update(used_bytes=target.used_bytes)
+        key = f"{AlertKind.STORAGE_NEARLY_FULL}:target:{target.pk}"
+        if target.used_fraction < STORAGE_NEARLY_FULL:
+            alerts.resolve_alerts(key)
+            continue
+        alert = alerts.raise_alert(
+            kind=AlertKind.STORAGE_NEARLY_FULL,
+            severity=AlertSeverity.CRITICAL if target.used_fraction >= 0.95 else AlertSeverity.WARNING,
+            key=key,
+            message=f"Storage target {target.name} is {target.used_fraction:.0%} full.",
+            storage_target=target,
+        )
+        raised += alert is not None
+    return raised
