@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from django.db.models import OuterRef, Q, Subquery, Sum
+from django.db.models import F, Sum
 from django.utils import timezone
 
+from catalog import protection
 from catalog.choices import AlertKind, AlertSeverity, BackupStatus, ClientStatus, JobKind, JobState
 from catalog.formatting import human_age
 from catalog.models import Alert, Backup, BackupClient, Job, ProtectionPolicy, StorageTarget
@@ -24,37 +25,33 @@ def _open_alert_clients(kind: str):
 
 
 def watch_rpo(*, now: datetime | None = None) -> int:
-    """Alert once per client whose last good backup is older than its policy's RPO."""
+    """Alert once per client whose last good backup is older than its policy's RPO.
+
+    The rule is ``catalog.protection.with_rpo``'s, the one the dashboard shows; a
+    client younger than its RPO has not had the chance to breach it yet.
+    """
     now = now or timezone.now()
     raised = 0
-    last_good = (
-        Backup.objects.filter(client=OuterRef("pk"), status=BackupStatus.AVAILABLE)
-        .order_by("-taken_at")
-        .values("taken_at")[:1]
+    breached = (
+        protection.with_rpo(BackupClient.objects.filter(status=ClientStatus.ACTIVE), now)
+        .filter(rpo_met=False, created_at__lt=F("rpo_cutoff"))
+        .exclude(pk__in=_open_alert_clients(AlertKind.RPO_BREACHED))
+        .select_related("application", "policy")
     )
-    for policy in ProtectionPolicy.objects.all():
-        cutoff = now - timedelta(hours=policy.rpo_hours)
-        breached = (
-            BackupClient.objects.filter(policy=policy, status=ClientStatus.ACTIVE, created_at__lt=cutoff)
-            .exclude(pk__in=_open_alert_clients(AlertKind.RPO_BREACHED))
-            .annotate(last_good=Subquery(last_good))
-            .filter(Q(last_good__lt=cutoff) | Q(last_good__isnull=True))
-            .select_related("application")
+    for client in breached:
+        alert = alerts.raise_alert(
+            kind=AlertKind.RPO_BREACHED,
+            severity=AlertSeverity.CRITICAL,
+            key=alerts.client_key(AlertKind.RPO_BREACHED, client.pk),
+            message=(
+                f"{client} has no good backup within its RPO of {client.policy.rpo_hours} h "
+                f"(last good backup: {human_age(client.last_good_at, now)})."
+            ),
+            application_id=client.application_id,
+            client_id=client.pk,
+            agent_id=client.agent_id,
         )
-        for client in breached:
-            alert = alerts.raise_alert(
-                kind=AlertKind.RPO_BREACHED,
-                severity=AlertSeverity.CRITICAL,
-                key=alerts.client_key(AlertKind.RPO_BREACHED, client.pk),
-                message=(
-                    f"{client} has no good backup within its RPO of {policy.rpo_hours} h "
-                    f"(last good backup: {human_age(client.last_good, now)})."
-                ),
-                application_id=client.application_id,
-                client_id=client.pk,
-                agent_id=client.agent_id,
-            )
-            raised += alert is not None
+        raised += alert is not None
     return raised
 
 
