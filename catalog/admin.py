@@ -18,6 +18,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.db.models import Count, F, OuterRef, Prefetch, Subquery
 from django.db.models.deletion import PROTECT
+from django.http import HttpResponseRedirect
 from django.utils import timezone
 from django.utils.text import Truncator
 
@@ -36,7 +37,7 @@ from catalog.models import (
     ProtectionPolicy,
     StorageTarget,
 )
-from catalog.services import agents, alerts, jobs
+from catalog.services import agents, alerts, jobs, retention
 from catalog.tenancy import is_backup_team
 
 #: How many protected dependents a delete page probes for before it stops counting.
@@ -492,6 +493,46 @@ class BackupAdmin(CatalogAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+    # Legal hold is the one thing edited here, and it goes through catalog.services.retention:
+    # holding an expired backup calls off its queued removal, and the service records who and when.
+    def save_model(self, request, obj, form, change):
+        was_held = form.initial.get("legal_hold", False)
+        obj._legal_hold_change = ""
+        touched = {"legal_hold", "legal_hold_reason"} & set(form.changed_data)
+        if not touched or not (obj.legal_hold or was_held):
+            return
+        try:
+            if obj.legal_hold:
+                saved = retention.hold(obj.pk, by=request.user, reason=obj.legal_hold_reason)
+                verb = "reason changed" if was_held else "set"
+                obj._legal_hold_change = f"Legal hold {verb}: {saved.legal_hold_reason}"
+            else:
+                saved = retention.release(obj.pk, by=request.user)
+                obj._legal_hold_change = "Legal hold released"
+        except InvalidTransition as exc:
+            # The form was valid but the backup moved on meanwhile (its removal started).
+            obj._legal_hold_refused = str(exc)
+            self.message_user(request, f"Legal hold not changed: {exc}", messages.ERROR)
+            return
+        for name in ("legal_hold", "legal_hold_reason", "legal_hold_by", "legal_hold_at", "status"):
+            setattr(obj, name, getattr(saved, name))
+
+    def construct_change_message(self, request, form, formsets, add=False):
+        # A sentence, not the usual field list: the history page then reads the reason.
+        return getattr(form.instance, "_legal_hold_change", "") or super().construct_change_message(
+            request, form, formsets, add
+        )
+
+    def log_change(self, request, obj, message):
+        if getattr(obj, "_legal_hold_refused", None):
+            return None  # nothing changed
+        return super().log_change(request, obj, message)
+
+    def response_change(self, request, obj):
+        if getattr(obj, "_legal_hold_refused", None):
+            return HttpResponseRedirect(request.path)  # back to the form, with the error, no "changed"
+        return super().response_change(request, obj)
 
     @admin.display(description="size", ordering="size_bytes")
     def size(self, obj):

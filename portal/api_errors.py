@@ -13,15 +13,27 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from catalog.errors import CatalogError, InvalidEnrolment, InvalidTransition, LeaseLost
+from requests_app.errors import FourEyesViolation, InvalidRequest, NotPermitted, ReasonRequired
 
 _DOMAIN_STATUS = {
     InvalidTransition: status.HTTP_409_CONFLICT,
     LeaseLost: status.HTTP_409_CONFLICT,
     InvalidEnrolment: status.HTTP_400_BAD_REQUEST,
+    FourEyesViolation: status.HTTP_403_FORBIDDEN,
+    NotPermitted: status.HTTP_403_FORBIDDEN,
+    ReasonRequired: status.HTTP_400_BAD_REQUEST,
+    InvalidRequest: status.HTTP_400_BAD_REQUEST,
 }
 
 
 def exception_handler(exc, context):
+    if isinstance(exc, InvalidRequest):
+        # The service's verdict on the fields (backup expired, agent revoked, name taken…).
+        errors = {field: [message] for field, message in exc.errors.items()}
+        return Response(
+            {"code": exc.code, "detail": str(exc), "errors": errors},
+            status=status.HTTP_400_BAD_REQUEST,
+        )
     if isinstance(exc, CatalogError):
         code = _DOMAIN_STATUS.get(type(exc), status.HTTP_409_CONFLICT)
         return Response({"code": exc.code, "detail": str(exc)}, status=code)

@@ -2,7 +2,9 @@
 
 The page costs a constant number of queries however many applications, clients,
 jobs and backups there are: one annotated query for the applications (see
-``catalog.protection``) and one per request kind.
+``catalog.protection``), one count of the alerts waiting for somebody, and one
+per request kind. The backup team also gets the automation panel
+(``portal.metrics``: four more queries).
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from django.utils import timezone
 
 from catalog.models import Application
 from catalog.protection import annotate_applications, count_of
+from catalog.tenancy import is_backup_team
+from portal import metrics
+from portal.alerts_views import open_unacknowledged_count
 from requests_app.choices import RequestStatus
 from requests_app.models import ClientRequest, RestoreRequest
 from requests_app.views import my_open_requests
@@ -66,10 +71,10 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "breaches": sum(a.rpo_breaches for a in applications),
         "failures": sum(a.failures_recent for a in applications),
         "open_requests": sum(a.open_requests for a in applications),
+        "alerts": open_unacknowledged_count(request.user),
     }
     mine, more = my_open_requests(request.user, limit=MY_OPEN_REQUESTS_SHOWN)
-    return render(
-        request,
-        "portal/dashboard.html",
-        {"applications": applications, "summary": summary, "my_requests": mine, "more_requests": more},
-    )
+    context = {"applications": applications, "summary": summary, "my_requests": mine, "more_requests": more}
+    if is_backup_team(request.user):
+        context["automation"] = metrics.weekly(now=now)
+    return render(request, "portal/dashboard.html", context)

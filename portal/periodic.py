@@ -24,4 +24,11 @@ PERIODIC_TASKS: tuple[PeriodicTask, ...] = (
     ),
     PeriodicTask("Retry due webhook deliveries", "requests_app.webhooks.delivery.retry_due", "* * * * *"),
     PeriodicTask("Purge old webhook deliveries", "requests_app.webhooks.delivery.purge", "40 3 * * *"),
+    PeriodicTask("Mail unsent critical alerts", "catalog.alert_tasks.mail_unsent_critical", "*/10 * * * *"),
+    PeriodicTask("Mail the daily alert digest", "catalog.alert_tasks.send_digests", "0 7 * * *"),
+    PeriodicTask(
+        "Purge idempotency keys older than 48 h",
+        "requests_app.api.idempotency.purge_idempotency_records",
+        "20 3 * * *",
+    ),
 )

@@ -7,6 +7,7 @@ turns on every protection ``manage.py check --deploy`` asks for.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from portal import env
@@ -45,6 +46,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "catalog",
     "requests_app",
+    "reports",
 ]
 
 MIDDLEWARE = [
@@ -177,6 +179,16 @@ DEFAULT_FROM_EMAIL = env.get_str("DEFAULT_FROM_EMAIL", "backup-portal@localhost"
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 
 # --- REST framework -------------------------------------------------------------
+_THROTTLE_RATE = re.compile(r"^[1-9][0-9]*/(second|minute|hour|day)$")
+
+
+def _throttle_rate(name: str, default: str) -> str:
+    value = (env.get_str(name) or default).strip()
+    if not _THROTTLE_RATE.match(value):
+        raise ConfigError(f"{name}={value!r} is not a rate such as 120/minute (second, minute, hour or day)")
+    return value
+
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "requests_app.api.authentication.ApiKeyAuthentication",
@@ -186,8 +198,18 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "EXCEPTION_HANDLER": "portal.api_errors.exception_handler",
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "DEFAULT_PAGINATION_CLASS": "catalog.api.v1_pagination.PagePagination",
     "PAGE_SIZE": 50,
+    # Per API key, or per person signed in; agents and anonymous callers are not counted here.
+    "DEFAULT_THROTTLE_CLASSES": [
+        "requests_app.api.throttling.BurstRateThrottle",
+        "requests_app.api.throttling.SustainedRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        # A runaway loop is stopped within the minute; a busy ticketing system stays well inside both.
+        "api_burst": _throttle_rate("API_THROTTLE_BURST", "120/minute"),
+        "api_sustained": _throttle_rate("API_THROTTLE_SUSTAINED", "2000/hour"),
+    },
 }
 
 
@@ -218,6 +240,16 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # The public API only: the agent API is a private protocol (see portal/api_urls.py).
+    "PREPROCESSING_HOOKS": ["portal.api_urls.public_endpoints_only"],
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
+    # Several models have a "status"; each set of states gets its own, stable, name.
+    "ENUM_NAME_OVERRIDES": {
+        "RequestStatusEnum": "requests_app.choices.RequestStatus",
+        "ClientStatusEnum": "catalog.choices.ClientStatus",
+        "BackupStatusEnum": "catalog.choices.BackupStatus",
+        "JobStateEnum": "catalog.choices.JobState",
+    },
 }
 
 LOGGING = {

@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.contrib.auth.views import LogoutView
 from django.urls import include, path
 
-from portal import auth, dashboard, views
+from portal import alerts_views, auth, dashboard, metrics, views
 
 admin.site.site_header = "Backup Portal"
 admin.site.site_title = "Backup Portal"
@@ -14,10 +14,15 @@ admin.site.login_form = auth.ThrottledAdminAuthenticationForm
 
 urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
+    # Before admin.site.urls: a page of the admin that spans catalog and requests.
+    path("admin/automation/", metrics.automation_page, name="admin-automation"),
     path("admin/", admin.site.urls),
     path("api/agent/v1/", include("catalog.api.urls")),
+    path("api/", include("portal.api_urls")),
     path("accounts/login/", auth.PortalLoginView.as_view(), name="login"),
     path("accounts/logout/", LogoutView.as_view(), name="logout"),
+    path("alerts/", alerts_views.alert_list, name="alerts"),
+    path("alerts/<int:pk>/acknowledge/", alerts_views.acknowledge, name="alert-acknowledge"),
     path("", include("catalog.urls")),
     path("", include("requests_app.urls")),
     path("", dashboard.dashboard, name="home"),

@@ -453,3 +453,6 @@ class AuditEventAdmin(CatalogAdmin):
     @admin.display(description="message")
     def summary(self, obj):
         return Truncator(obj.message).chars(80) or "—"
+
+
+from requests_app.webhooks import admin as webhooks_admin  # noqa: E402, F401 - registers the webhook admins

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
@@ -24,6 +26,7 @@ from catalog.models import (
 )
 from catalog.tenancy import TenantQuerySet
 from requests_app.choices import ActorKind, Channel, RequestStatus
+from requests_app.webhooks import Event
 
 
 class ClientRequestQuerySet(TenantQuerySet):
@@ -325,6 +328,16 @@ class WebhookSubscription(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        # URLField also accepts ftp:; a webhook is an HTTP POST, nothing else.
+        if self.url and urlsplit(self.url).scheme not in ("http", "https"):
+            raise ValidationError({"url": "Use an http:// or https:// URL."})
+        if not isinstance(self.event_types, list):
+            raise ValidationError({"event_types": "A list of event types, or an empty list for all."})
+        unknown = sorted(set(map(str, self.event_types)) - set(Event.values))
+        if unknown:
+            raise ValidationError({"event_types": f"Unknown event type(s): {', '.join(unknown)}."})
 
     def wants(self, event: str) -> bool:
         return self.active and (not self.event_types or event in self.event_types)

@@ -6,6 +6,7 @@ from catalog.choices import JobKind
 from catalog.models import Job
 from catalog.signals import agent_enrolled, job_changed
 from requests_app import services
+from requests_app.webhooks import receivers as webhooks
 
 
 def on_job_changed(sender, *, job_id: int, previous_state: str, state: str, **kwargs) -> None:
@@ -20,3 +21,4 @@ def on_agent_enrolled(sender, *, agent_id: int, enrolment_token_id: int, **kwarg
 def connect() -> None:
     job_changed.connect(on_job_changed, dispatch_uid="requests_app.follow_job")
     agent_enrolled.connect(on_agent_enrolled, dispatch_uid="requests_app.mark_provisioned")
+    webhooks.connect()

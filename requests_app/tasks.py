@@ -8,6 +8,7 @@ from catalog.choices import JobState
 from requests_app import notify, services
 from requests_app.choices import RequestStatus
 from requests_app.models import ClientRequest, RestoreRequest
+from requests_app.webhooks import dispatch
 
 log = logging.getLogger(__name__)
 
@@ -15,10 +16,12 @@ _MODELS = {"client": ClientRequest, "restore": RestoreRequest}
 
 
 def announce(kind: str, pk: int, previous: str, status: str) -> None:
-    """Tell people (and, later, webhooks) that a request changed state."""
+    """Tell the integrations (webhooks) and people (mail) that a request changed state."""
     request = _MODELS[kind].objects.select_related("requester").filter(pk=pk).first()
     if request is None:
         return  # gone since: nothing to announce
+    # Webhooks first: they are rows, and survive a mail server that is down.
+    dispatch.request_changed(kind, pk, previous, status)
     notify.request_changed(request, previous, status)
 
 

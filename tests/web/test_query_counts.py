@@ -48,8 +48,8 @@ def test_dashboard_query_count_is_constant(owner_client, owner):
     many = queries(owner_client, reverse("home"))
     assert len(owner_client.get(reverse("home")).context["applications"]) == 6
     assert len(many) == len(few)
-    # session, user, backup-team check, the annotated applications, my open requests of each kind
-    assert len(few) == 6, few
+    # session, user, backup-team check, the annotated applications, open alerts, my open requests of each kind
+    assert len(few) == 7, few
 
 
 @pytest.mark.django_db

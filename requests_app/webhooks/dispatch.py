@@ -1,0 +1,162 @@
+"""From an event to deliveries: one WebhookDelivery per active subscription that wants it and may see it.
+
+Every delivery of one event carries the same body (the ``object`` is the
+API representation when the event is dispatched) under its own
+``delivery_id``; sending is a task per delivery, enqueued after commit.
+
+Tenancy: a subscription that belongs to an integration (``api_key``) hears
+only about objects its user may see — the same ``visible_to`` as the API —
+and nothing once the key is revoked. A subscription without a key is the
+backup team's own and hears about everything.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.db import models, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from catalog.models import Alert, Job
+from portal.queue import enqueue
+from requests_app.models import ClientRequest, RestoreRequest, WebhookDelivery, WebhookSubscription
+from requests_app.webhooks import ALERT_OPEN, Event, representation
+
+log = logging.getLogger(__name__)
+
+DELIVER = "requests_app.webhooks.delivery.deliver"
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where an event's object comes from and how it is represented."""
+
+    model: type[models.Model]
+    represent: Callable[[Any], dict[str, Any]]
+    related: tuple[str, ...]
+
+
+SOURCES: dict[str, Source] = {
+    Event.RESTORE_REQUEST_CHANGED: Source(
+        RestoreRequest, representation.restore_request, representation.RELATED["restore_request"]
+    ),
+    Event.CLIENT_REQUEST_CHANGED: Source(
+        ClientRequest, representation.client_request, representation.RELATED["client_request"]
+    ),
+    Event.JOB_CHANGED: Source(Job, representation.job, representation.RELATED["job"]),
+    Event.ALERT_RAISED: Source(Alert, representation.alert, representation.RELATED["alert"]),
+}
+
+#: requests_app.tasks.announce names a request by its model's ``kind``.
+REQUEST_EVENTS = {
+    RestoreRequest.kind: Event.RESTORE_REQUEST_CHANGED,
+    ClientRequest.kind: Event.CLIENT_REQUEST_CHANGED,
+}
+
+
+def subscribers(event: str) -> list[WebhookSubscription]:
+    """Active subscriptions that want ``event``, their integration's user loaded, revoked keys left out."""
+    live = WebhookSubscription.objects.filter(active=True).filter(
+        Q(api_key__isnull=True) | Q(api_key__revoked_at__isnull=True)
+    )
+    # event_types is a short JSON list; filtered here because SQLite has no JSON "contains".
+    return [sub for sub in live.select_related("api_key__user") if sub.wants(event)]
+
+
+def anyone_wants(event: str) -> bool:
+    """The cheap question a hot path (an agent's job report) asks before it enqueues anything."""
+    active = WebhookSubscription.objects.filter(active=True).only("active", "event_types")
+    return any(sub.wants(event) for sub in active)
+
+
+def dispatch(
+    event: str,
+    pk: int,
+    *,
+    previous: str | None,
+    status: str,
+    occurred_at: datetime | None = None,
+) -> list[WebhookDelivery]:
+    """Queue one delivery of ``event`` about object ``pk`` to every subscription entitled to it."""
+    audience = subscribers(event)
+    if not audience:
+        return []
+    source = SOURCES[event]
+    obj = source.model.objects.select_related(*source.related).filter(pk=pk).first()
+    if obj is None:
+        return []  # gone since: nothing to tell
+    audience = _entitled(audience, source.model, pk)
+    if not audience:
+        return []
+    body = json.dumps(
+        {
+            "event": str(event),
+            "object": source.represent(obj),
+            "previous_status": previous or None,  # null when the object was just created
+            "status": status,
+            "occurred_at": representation.timestamp(occurred_at or timezone.now()),
+        },
+        separators=(",", ":"),
+    )
+    now = timezone.now()
+    with transaction.atomic():
+        deliveries = WebhookDelivery.objects.bulk_create(
+            WebhookDelivery(
+                subscription=sub,
+                delivery_id=uuid.uuid4(),
+                event=event,
+                body=body,
+                created_at=now,
+                next_attempt_at=now,
+            )
+            for sub in audience
+        )
+        for delivery in deliveries:
+            enqueue(DELIVER, str(delivery.delivery_id))
+    log.info("%s about %s #%s: %d delivery(ies) queued", event, source.model.__name__, pk, len(deliveries))
+    return deliveries
+
+
+def _entitled(audience: list[WebhookSubscription], model: type[models.Model], pk: int):
+    """The subscriptions whose integration may see the object; one query per distinct user at most."""
+    seen: dict[int, bool] = {}
+    entitled = []
+    for sub in audience:
+        if sub.api_key_id is None:
+            entitled.append(sub)  # the backup team's own subscription
+            continue
+        user = sub.api_key.user
+        if user.pk not in seen:
+            seen[user.pk] = model.objects.visible_to(user).filter(pk=pk).exists()
+        if seen[user.pk]:
+            entitled.append(sub)
+    return entitled
+
+
+# --- The events -----------------------------------------------------------------------------
+
+
+def request_changed(kind: str, pk: int, previous: str, status: str) -> list[WebhookDelivery]:
+    """From requests_app.tasks.announce, which runs after the transition committed."""
+    return dispatch(REQUEST_EVENTS[kind], pk, previous=previous, status=status)
+
+
+def job_changed(job_id: int, previous_state: str, state: str, occurred_at: str | None = None):
+    """Task: a job changed state (enqueued by the job_changed receiver)."""
+    when = datetime.fromisoformat(occurred_at) if occurred_at else None
+    return dispatch(Event.JOB_CHANGED, job_id, previous=previous_state, status=state, occurred_at=when)
+
+
+def alert_raised(alert_id: int):
+    """Task: an alert was raised (enqueued by the alert_raised receiver)."""
+    created_at = Alert.objects.filter(pk=alert_id).values_list("created_at", flat=True).first()
+    if created_at is None:
+        return []
+    return dispatch(Event.ALERT_RAISED, alert_id, previous=None, status=ALERT_OPEN, occurred_at=created_at)
