@@ -121,6 +121,7 @@ class ClientRequestSerializer(serializers.ModelSerializer):
             "external_ref",
             "client",
             "enrolment_token",
+            "error",
             "created_at",
             "updated_at",
         )

@@ -28,6 +28,7 @@ FIELDS = {
     "external_ref",
     "client",
     "enrolment_token",
+    "error",
     "created_at",
     "updated_at",
 }
@@ -69,6 +70,7 @@ def test_auto_approved_request_shows_its_requester_the_enrolment_token(owner_api
         "external_ref": "CHG0004321",
         "client": None,  # not provisioned until the agent enrols
         "enrolment_token": request.enrolment_secret,
+        "error": "",
         "created_at": data["created_at"],
         "updated_at": data["updated_at"],
     }

@@ -7,73 +7,23 @@ import json
 import pytest
 from django.utils import timezone
 
+from catalog.api.v1_serializers import AlertSerializer, JobSerializer
 from catalog.choices import AlertKind, AlertSeverity, JobState
 from catalog.services import alerts, jobs
 from requests_app import services
 from requests_app.actors import Actor
+from requests_app.api.serializers import ClientRequestSerializer, RestoreRequestSerializer
 from requests_app.choices import Channel, RequestStatus
 from requests_app.models import ApiKey, ClientRequest, DeliveryStatus, RestoreRequest, WebhookDelivery
 from requests_app.webhooks import Event, dispatch
 from tests import factories
 from tests.requests.factories import submit_client, submit_restore
 
-RESTORE_REQUEST_FIELDS = [
-    "id",
-    "status",
-    "needs_approval",
-    "backup",
-    "target_agent",
-    "target_location",
-    "overwrite",
-    "reason",
-    "external_ref",
-    "job",
-    "error",
-    "created_at",
-    "updated_at",
-]
-CLIENT_REQUEST_FIELDS = [
-    "id",
-    "status",
-    "needs_approval",
-    "application",
-    "hostname",
-    "plugin",
-    "options",
-    "policy",
-    "justification",
-    "external_ref",
-    "client",
-    "error",
-    "created_at",
-    "updated_at",
-]
-JOB_FIELDS = [
-    "id",
-    "kind",
-    "state",
-    "client",
-    "attempt",
-    "bytes_done",
-    "bytes_total",
-    "error_class",
-    "error",
-    "created_at",
-    "started_at",
-    "finished_at",
-]
-ALERT_FIELDS = [
-    "id",
-    "kind",
-    "severity",
-    "message",
-    "application",
-    "client",
-    "agent",
-    "created_at",
-    "resolved_at",
-    "acknowledged_at",
-]
+# The webhook's object is the API's representation: the same fields, in the same order.
+RESTORE_REQUEST_FIELDS = list(RestoreRequestSerializer.Meta.fields)
+CLIENT_REQUEST_FIELDS = [f for f in ClientRequestSerializer.Meta.fields if f != "enrolment_token"]
+JOB_FIELDS = list(JobSerializer.Meta.fields)
+ALERT_FIELDS = list(AlertSerializer.Meta.fields)
 
 
 @pytest.fixture
@@ -214,6 +164,7 @@ def test_client_request_object_is_the_contract_representation_without_the_enrolm
         "needs_approval": True,
         "application": "orders",
         "hostname": "new01.example.com",
+        "name": request.name,
         "plugin": "files",
         "options": {"paths": ["/srv/orders"]},
         "policy": "Gold",
@@ -301,6 +252,7 @@ def test_raised_alert_sends_alert_raised(app, subscribe, receiver, django_captur
         "application": "orders",
         "client": client.pk,
         "agent": client.agent.hostname,
+        "job": None,
         "created_at": alert.created_at.isoformat().replace("+00:00", "Z"),
         "resolved_at": None,
         "acknowledged_at": None,
