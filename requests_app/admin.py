@@ -20,6 +20,7 @@ from django.db.models import Case, Value, When
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.decorators import method_decorator
 from django.utils.html import format_html
 from django.utils.text import Truncator
@@ -32,7 +33,7 @@ from requests_app import services
 from requests_app.actors import Actor
 from requests_app.choices import Channel, RequestStatus
 from requests_app.errors import FourEyesViolation, InvalidTransition, NotPermitted, ReasonRequired
-from requests_app.models import AuditEvent, ClientRequest, RestoreRequest
+from requests_app.models import ApiKey, AuditEvent, ClientRequest, RestoreRequest
 
 #: What a decision may refuse with; each becomes a message, never a 500.
 DECISION_ERRORS = (FourEyesViolation, NotPermitted, InvalidTransition, ReasonRequired)
@@ -453,6 +454,61 @@ class AuditEventAdmin(CatalogAdmin):
     @admin.display(description="message")
     def summary(self, obj):
         return Truncator(obj.message).chars(80) or "—"
+
+
+class ApiKeyForm(forms.ModelForm):
+    class Meta:
+        model = ApiKey
+        fields = ("name", "user")
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    """Integrations' keys: created here or with ``manage.py create_api_key``; the key is shown once."""
+
+    form = ApiKeyForm
+    list_display = ("name", "user", "prefix", "created_at", "last_used", "revoked_at")
+    list_filter = (("revoked_at", admin.EmptyFieldListFilter),)
+    list_select_related = ("user",)
+    search_fields = ("name", "prefix", "user__username")
+    raw_id_fields = ("user",)
+    readonly_fields = ("prefix", "created_at", "last_used_at", "revoked_at")
+    actions = ("revoke",)
+
+    def has_module_permission(self, request) -> bool:
+        return is_backup_team(request.user)
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        return is_backup_team(request.user)
+
+    def has_add_permission(self, request) -> bool:
+        return is_backup_team(request.user)
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return is_backup_team(request.user) and obj is None
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False  # requests and audit events name the key; revoke it instead
+
+    @admin.display(description="last used")
+    def last_used(self, obj: ApiKey) -> str:
+        return human_age(obj.last_used_at)
+
+    def save_model(self, request, obj: ApiKey, form, change: bool) -> None:
+        if change:
+            return
+        record, key = ApiKey.issue(user=obj.user, name=obj.name)
+        obj.pk = record.pk
+        self.message_user(
+            request,
+            f"API key for {record.name}: {key} — copy it now, it is not shown again.",
+            messages.WARNING,
+        )
+
+    @admin.action(description="Revoke the selected keys")
+    def revoke(self, request, queryset) -> None:
+        revoked = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        self.message_user(request, f"Revoked {revoked} key(s); their next call gets 401.", messages.SUCCESS)
 
 
 from requests_app.webhooks import admin as webhooks_admin  # noqa: E402, F401 - registers the webhook admins

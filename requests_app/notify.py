@@ -3,22 +3,12 @@
 from __future__ import annotations
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.core.mail import send_mail
 from django.template.loader import render_to_string
 
+from catalog.notify import backup_team_addresses
 from requests_app.choices import RequestStatus
 from requests_app.models import ClientRequest, RestoreRequest
-
-
-def backup_team_addresses() -> list[str]:
-    users = (
-        get_user_model()
-        .objects.filter(groups__name=settings.PORTAL_BACKUP_TEAM_GROUP, is_active=True)
-        .exclude(email="")
-    )
-    addresses = {settings.PORTAL_BACKUP_TEAM_EMAIL, *users.values_list("email", flat=True)}
-    return sorted(a for a in addresses if a)
 
 
 def request_changed(request: ClientRequest | RestoreRequest, previous: str, status: str) -> int:

@@ -25,6 +25,7 @@ from catalog.choices import (
     AlertKind,
     AlertSeverity,
     BackupStatus,
+    ClientStatus,
     Compression,
     ErrorClass,
     JobKind,
@@ -74,6 +75,8 @@ def queue_backup(client: BackupClient, *, trigger: str = JobTrigger.USER, reques
     """Queue a backup of ``client`` now (backup now, or a person's request)."""
     if client.agent_id is None:
         raise InvalidTransition(f"{client} has no enrolled agent yet; it cannot be backed up.")
+    if client.status != ClientStatus.ACTIVE:
+        raise InvalidTransition(f"{client} is {client.get_status_display().lower()}; it is not backed up.")
     with transaction.atomic():
         job = Job.objects.create(
             kind=JobKind.BACKUP,

@@ -170,3 +170,10 @@ def test_watch_silent_agents_alerts_once_per_silence(db, settings):
     assert agents.watch_silent_agents() == 0
     agents.heartbeat(agent, version="0.1.0", plugins=[])
     assert Alert.objects.get().resolved_at is not None
+
+
+@pytest.mark.parametrize("status", ["paused", "retired"])
+def test_backup_now_refuses_a_paused_or_retired_client(db, status):
+    client = factories.BackupClientFactory(status=status)
+    with pytest.raises(InvalidTransition):
+        jobs.queue_backup(client)
