@@ -1,4 +1,4 @@
-"""API keys in the admin: created with the key shown once, revoked, never deleted; the command prints the key."""
+"""API keys in the admin: shown once, revoked, never deleted; the command prints the key."""
 
 from __future__ import annotations
 
