@@ -46,7 +46,6 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "catalog",
     "requests_app",
-    "reports",
 ]
 
 MIDDLEWARE = [
