@@ -267,7 +267,7 @@ class ApiKey(models.Model):
     @classmethod
     def issue(cls, *, user, name: str) -> tuple[ApiKey, str]:
         """Create a key; the clear text is returned once and never stored."""
-        key = f"bp_{new_token()}"
+        key = new_token("bpk")
         record = cls.objects.create(user=user, name=name, prefix=key[:10], key_hash=hash_token(key))
         return record, key
 

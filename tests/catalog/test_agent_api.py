@@ -302,3 +302,11 @@ def test_failed_report_is_classified_and_retried(backup_job):
     assert (backup_job.state, backup_job.error_class) == (JobState.FAILED, "permission_denied")
     retry = Job.objects.get(retry_of=backup_job)
     assert (retry.attempt, retry.state, retry.trigger) == (2, JobState.QUEUED, "retry")
+
+
+def test_tokens_say_what_they_are_and_never_look_like_an_option(db, app):
+    # A token starting with "-" broke `backup-agent enrol --token …` (argparse read it as an option).
+    for _ in range(50):
+        _, enrolment = EnrolmentToken.issue(application=app, hostname="db01.example.com")
+        agent_token = factories.AgentFactory().issue_token()
+        assert enrolment.startswith("bpe_") and agent_token.startswith("bpa_")
