@@ -31,4 +31,7 @@ PERIODIC_TASKS: tuple[PeriodicTask, ...] = (
         "requests_app.api.idempotency.purge_idempotency_records",
         "20 3 * * *",
     ),
+    PeriodicTask(
+        "Generate last month's reports and mail chargebacks", "reports.tasks.generate_monthly", "0 5 1 * *"
+    ),
 )

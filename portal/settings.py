@@ -46,6 +46,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "catalog",
     "requests_app",
+    "reports",
 ]
 
 MIDDLEWARE = [

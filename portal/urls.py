@@ -25,5 +25,6 @@ urlpatterns = [
     path("alerts/<int:pk>/acknowledge/", alerts_views.acknowledge, name="alert-acknowledge"),
     path("", include("catalog.urls")),
     path("", include("requests_app.urls")),
+    path("", include("reports.urls")),
     path("", dashboard.dashboard, name="home"),
 ]

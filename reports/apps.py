@@ -1,0 +1,9 @@
+from django.apps import AppConfig
+
+
+class ReportsConfig(AppConfig):
+    name = "reports"
+    verbose_name = "Reports"
+
+    def ready(self) -> None:
+        from reports import receivers  # noqa: F401 - connects the price-history receivers
