@@ -13,6 +13,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
 from catalog.api import v1_views as catalog_api
+from reports.api import ReportViewSet
 from requests_app.api import views as requests_api
 
 V1_PREFIX = "/api/v1/"
@@ -40,6 +41,7 @@ router.register("clients", catalog_api.ClientViewSet, basename="client")
 router.register("backups", catalog_api.BackupViewSet, basename="backup")
 router.register("jobs", catalog_api.JobViewSet, basename="job")
 router.register("alerts", catalog_api.AlertViewSet, basename="alert")
+router.register("reports", ReportViewSet, basename="report")
 
 v1_patterns = [
     *router.urls,

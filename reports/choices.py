@@ -24,3 +24,7 @@ class Detail(models.TextChoices):
 
     SUMMARY = "summary", "Summary by cost centre and application"
     CLIENTS = "clients", "Every client"
+
+
+#: What a report file is served as (downloads and mail attachments).
+CONTENT_TYPES = {ReportFormat.PDF: "application/pdf", ReportFormat.CSV: "text/csv; charset=utf-8"}

@@ -18,11 +18,9 @@ from django.utils import timezone
 
 from reports import builders, render
 from reports.base import BuiltReport
-from reports.choices import Detail, Paper, ReportFormat, ReportKind
+from reports.choices import CONTENT_TYPES, Detail, Paper, ReportFormat, ReportKind
 from reports.models import Report
 from reports.periods import Month
-
-CONTENT_TYPES = {ReportFormat.PDF: "application/pdf", ReportFormat.CSV: "text/csv; charset=utf-8"}
 
 
 def default_detail(built: BuiltReport) -> str:

@@ -13,13 +13,12 @@ from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 
-from reports.choices import ReportFormat
+from reports.choices import CONTENT_TYPES
 from reports.filtersets import ReportFilterSet
 from reports.models import Report
 
 #: Rows (a report in its formats) per page.
 PER_PAGE = 40
-CONTENT_TYPES = {ReportFormat.PDF: "application/pdf", ReportFormat.CSV: "text/csv"}
 
 
 @login_required

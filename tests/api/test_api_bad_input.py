@@ -176,7 +176,12 @@ def test_a_wrong_method_is_405(owner_api, mine):
 
 @pytest.mark.parametrize(
     "url",
-    ["/api/v1/jobs/1.5/", "/api/v1/reports/", "/api/v1/nothing/here/", "/api/v1/clients/1.5/backup-now/"],
+    [
+        "/api/v1/jobs/1.5/",
+        "/api/v1/reports/x/download/y/",
+        "/api/v1/nothing/here/",
+        "/api/v1/clients/1.5/backup-now/",
+    ],
 )
 def test_unknown_urls_under_the_api_are_json_404s(owner_api, url):
     response = owner_api.get(url) if "backup-now" not in url else owner_api.post(url)

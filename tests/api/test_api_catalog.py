@@ -212,10 +212,6 @@ def test_alerts_of_the_owners_applications(owner_api, mine, theirs):
     assert owner_api.get(f"/api/v1/alerts/{theirs_alert.pk}/").status_code == 404
 
 
-def test_reports_are_not_offered_yet(owner_api):
-    assert owner_api.get("/api/v1/reports/").status_code == 404
-
-
 # --- Backup now ------------------------------------------------------------------------------------
 
 

@@ -37,6 +37,9 @@ PATHS = {
     "/api/v1/jobs/{id}/",
     "/api/v1/alerts/",
     "/api/v1/alerts/{id}/",
+    "/api/v1/reports/",
+    "/api/v1/reports/{id}/",
+    "/api/v1/reports/{id}/download/",
 }
 
 
