@@ -481,6 +481,14 @@ class Job(models.Model):
             models.Index(fields=["state", "created_at"], name="job_state_created_idx"),
             # The admin's and API's default order, newest first.
             models.Index(fields=["-created_at"], name="job_created_idx"),
+            # Reports and metrics: jobs finished in a period.
+            models.Index(fields=["finished_at"], name="job_finished_idx"),
+            # Restore tests: a client's newest test (scheduler, watch, compliance report).
+            models.Index(
+                fields=["client", "-created_at"],
+                name="job_client_restore_test_idx",
+                condition=Q(kind=JobKind.RESTORE_TEST),
+            ),
             models.Index(fields=["client", "-created_at"], name="job_client_recent_idx"),
         ]
 
