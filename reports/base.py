@@ -31,6 +31,8 @@ class BuiltReport:
 
     kind: ClassVar[str] = ""
     title: ClassVar[str] = ""
+    #: The CSV's columns, one row per client (or per line of the report).
+    CSV_HEADER: ClassVar[list[str]] = []
 
     month: Month
     scope: Scope
@@ -43,7 +45,7 @@ class BuiltReport:
         return self.as_of >= self.month.end
 
     def csv_header(self) -> list[str]:
-        raise NotImplementedError
+        return self.CSV_HEADER
 
     def csv_rows(self):
         raise NotImplementedError

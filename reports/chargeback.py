@@ -139,9 +139,6 @@ class ChargebackReport(BuiltReport):
         "restores", "amount", "previous_month_amount", "change",
     ]  # fmt: skip
 
-    def csv_header(self) -> list[str]:
-        return self.CSV_HEADER
-
     def csv_rows(self):
         for line in self.lines:
             yield [

@@ -235,9 +235,6 @@ class ComplianceReport(BuiltReport):
         "compliant", "reasons",
     ]  # fmt: skip
 
-    def csv_header(self) -> list[str]:
-        return self.CSV_HEADER
-
     def csv_rows(self):
         for line in self.lines:
             yield [

@@ -204,9 +204,6 @@ class OperationsReport(BuiltReport):
         *(f"failed_{error_class}" for error_class in ErrorClass.values),
     ]  # fmt: skip
 
-    def csv_header(self) -> list[str]:
-        return self.CSV_HEADER
-
     def csv_rows(self):
         for line in self.lines:
             rate = line.success_rate
