@@ -81,3 +81,26 @@ def test_misspelt_debug_stops_start_up_with_a_clear_message(production_env):
     result = manage(production_env, "check")
     assert result.returncode != 0
     assert "DEBUG='Fasle' is not a boolean" in result.stderr
+
+
+def test_manage_py_on_an_unconfigured_checkout_runs_with_development_settings(tmp_path):
+    bare = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path), "LANG": "C.UTF-8",
+            "PORTAL_VAR_DIR": str(tmp_path / "var")}  # fmt: skip
+    result = manage(bare, "makemigrations", "--check", "--dry-run")
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_web_server_never_takes_the_development_default(tmp_path):
+    bare = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path), "LANG": "C.UTF-8",
+            "PORTAL_VAR_DIR": str(tmp_path / "var")}  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", "import portal.wsgi"],
+        cwd=REPO,
+        env=bare,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "SECRET_KEY is not set" in result.stderr
