@@ -16,11 +16,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 django.setup()
 
 from catalog.choices import ClientStatus, Plugin  # noqa: E402
+from catalog.services import agents  # noqa: E402
 from catalog.models import (  # noqa: E402
     Application,
     BackupClient,
     CostCenter,
-    EnrolmentToken,
     ProtectionPolicy,
     StorageTarget,
 )
@@ -60,7 +60,7 @@ def main(storage: str, source: str) -> None:
     )
     token = ""
     if client.status == ClientStatus.PENDING_ENROLMENT:
-        _, token = EnrolmentToken.issue(application=app, hostname=HOSTNAME)
+        _, token = agents.issue_enrolment_token(application=app, hostname=HOSTNAME)
     print(json.dumps({"client_id": client.pk, "token": token, "hostname": HOSTNAME}))
 
 

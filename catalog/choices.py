@@ -72,6 +72,7 @@ class ErrorClass(models.TextChoices):
     TIMEOUT = "timeout", "Timeout"
     CHECKSUM_MISMATCH = "checksum_mismatch", "Checksum mismatch"
     LEASE_EXPIRED = "lease_expired", "Agent stopped reporting (lease expired)"
+    REFUSED_BY_AGENT = "refused_by_agent", "Refused by the agent's allow-list"
     UNKNOWN = "unknown", "Unknown"
 
 
@@ -110,3 +111,22 @@ class AlertKind(models.TextChoices):
     STORAGE_NEARLY_FULL = "storage_nearly_full", "Storage nearly full"
     RESTORE_TEST_FAILED = "restore_test_failed", "Restore test failed"
     RESTORE_TEST_OVERDUE = "restore_test_overdue", "Restore test overdue"
+
+
+class EnrolmentPurpose(models.TextChoices):
+    """Enrol creates an agent for a new host; re-key gives an existing agent a new token (team only)."""
+
+    ENROL = "enrol", "Enrol a new host"
+    REKEY = "rekey", "Re-key an existing agent"
+
+
+class AgentAction(models.TextChoices):
+    """What the agent audit trail records."""
+
+    REGISTERED = "registered", "Host registered for an application"
+    SHARED = "shared", "Host shared with another application"
+    TOKEN_ISSUED = "token_issued", "Enrolment token issued"
+    REKEY_ISSUED = "rekey_issued", "Re-key token issued"
+    ENROLLED = "enrolled", "Enrolled"
+    REKEYED = "rekeyed", "Re-keyed"
+    REVOKED = "revoked", "Revoked"

@@ -17,12 +17,14 @@ from django.db.models.lookups import Exact
 from django.utils import timezone
 
 from catalog.choices import (
+    AgentAction,
     AgentStatus,
     AlertKind,
     AlertSeverity,
     BackupStatus,
     ClientStatus,
     Compression,
+    EnrolmentPurpose,
     ErrorClass,
     JobKind,
     JobState,
@@ -200,6 +202,11 @@ class Agent(models.Model):
     enrolled_at = models.DateTimeField(null=True, blank=True)
     last_seen_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    allow_list = models.JSONField(
+        null=True,
+        blank=True,
+        help_text="What the server's administrator allows this agent to do, as it last reported it.",
+    )
 
     objects = AgentQuerySet.as_manager()
 
@@ -216,6 +223,11 @@ class Agent(models.Model):
 
     def __str__(self) -> str:
         return self.hostname
+
+    @property
+    def is_enrolled(self) -> bool:
+        """Enrolled once (even if revoked since): only a re-key by the team gives it a new token."""
+        return self.enrolled_at is not None or self.token_hash is not None
 
     @property
     def status(self) -> str:
@@ -463,6 +475,12 @@ class Job(models.Model):
                 condition=~Q(state=JobState.RUNNING) | Q(lease_expires_at__isnull=False),
                 name="job_running_has_lease",
             ),
+            # One backup of a client at a time: a second "backup now" gets the open one.
+            models.UniqueConstraint(
+                fields=["client"],
+                condition=Q(kind=JobKind.BACKUP, state__in=JobState.open()),
+                name="job_one_open_backup_per_client",
+            ),
         ]
         indexes = [
             # Agent poll: this agent's queued jobs, oldest first.
@@ -662,11 +680,20 @@ class Alert(models.Model):
 
 
 class EnrolmentToken(models.Model):
-    """A one-time secret that lets a new agent enrol; only its hash is kept."""
+    """A one-time secret that enrols a new host or re-keys an existing agent; only its hash is kept.
+
+    At most one token per host is outstanding: issuing one voids the others.
+    """
 
     token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    purpose = models.CharField(max_length=8, choices=EnrolmentPurpose, default=EnrolmentPurpose.ENROL)
     application = models.ForeignKey(
-        Application, on_delete=models.PROTECT, related_name="enrolment_tokens"
+        Application,
+        on_delete=models.PROTECT,
+        related_name="enrolment_tokens",
+        null=True,
+        blank=True,
+        help_text="The application the new host is registered for (none for a re-key).",
     )
     hostname = models.CharField(
         max_length=253, validators=[hostname_validator], help_text="The host allowed to enrol."
@@ -674,6 +701,9 @@ class EnrolmentToken(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     expires_at = models.DateTimeField()
     used_at = models.DateTimeField(null=True, blank=True)
+    voided_at = models.DateTimeField(
+        null=True, blank=True, help_text="A newer token for the host replaced it, or its request ended."
+    )
     agent = models.ForeignKey(
         Agent, on_delete=models.PROTECT, related_name="enrolments", null=True, blank=True
     )
@@ -690,20 +720,60 @@ class EnrolmentToken(models.Model):
                 condition=Q(used_at__isnull=True) | Q(agent__isnull=False),
                 name="enrolmenttoken_used_names_agent",
             ),
+            models.CheckConstraint(
+                condition=~Q(purpose=EnrolmentPurpose.ENROL) | Q(application__isnull=False),
+                name="enrolmenttoken_enrol_names_application",
+            ),
+            # Two live tokens for one host would let two people race to be that host.
+            models.UniqueConstraint(
+                fields=["hostname"],
+                condition=Q(used_at__isnull=True, voided_at__isnull=True),
+                name="enrolmenttoken_one_outstanding_per_host",
+            ),
         ]
 
     def __str__(self) -> str:
-        return f"Enrolment of {self.hostname} for {self.application_id}"
+        return f"{self.get_purpose_display()}: {self.hostname}"
 
-    @classmethod
-    def issue(cls, *, application: Application, hostname: str, created_by=None, valid_for=None):
-        """Create a token; the clear text is returned once and never stored."""
-        token = new_token("bpe")
-        record = cls.objects.create(
-            token_hash=hash_token(token),
-            application=application,
-            hostname=hostname,
-            created_by=created_by,
-            expires_at=timezone.now() + (valid_for or timedelta(days=7)),
-        )
-        return record, token
+    @property
+    def is_outstanding(self) -> bool:
+        return self.used_at is None and self.voided_at is None and self.expires_at > timezone.now()
+
+
+class AgentEventQuerySet(TenantQuerySet):
+    """The backup team's record; owners never read it."""
+
+    def update(self, **kwargs):
+        raise PermissionError("Agent events are append-only.")
+
+    def delete(self):
+        raise PermissionError("Agent events are append-only.")
+
+
+class AgentEvent(models.Model):
+    """One thing that happened to a host's agent: registered, shared, keys issued, enrolled, revoked."""
+
+    agent = models.ForeignKey(Agent, on_delete=models.PROTECT, related_name="events")
+    occurred_at = models.DateTimeField(default=timezone.now)
+    action = models.CharField(max_length=16, choices=AgentAction)
+    actor_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+", null=True, blank=True
+    )
+    actor_label = models.CharField(max_length=200, help_text="User name, 'system' or the agent's host.")
+    message = models.TextField(blank=True)
+
+    objects = AgentEventQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["occurred_at", "pk"]
+
+    def __str__(self) -> str:
+        return f"{self.occurred_at:%Y-%m-%d %H:%M:%S} {self.agent}: {self.get_action_display()}"
+
+    def save(self, *args, **kwargs):
+        if self.pk is not None:
+            raise PermissionError("Agent events are append-only.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise PermissionError("Agent events are append-only.")

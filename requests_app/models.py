@@ -99,12 +99,11 @@ class ClientRequest(RequestBase):
     client = models.OneToOneField(
         BackupClient, on_delete=models.PROTECT, related_name="request", null=True, blank=True
     )
+    # The newest token issued for this request. Only its hash is kept: the requester
+    # sees the clear text once, when they issue it (docs/security.md).
     enrolment = models.OneToOneField(
         EnrolmentToken, on_delete=models.PROTECT, related_name="client_request", null=True, blank=True
     )
-    # The one-time token in clear, for the requester only, until the agent has used it
-    # (then wiped). It can enrol only ``hostname`` and expires; see docs/security.md.
-    enrolment_secret = models.CharField(max_length=100, blank=True, editable=False)
 
     objects = ClientRequestQuerySet.as_manager()
 

@@ -2,53 +2,169 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from catalog.choices import AgentStatus, AlertKind, AlertSeverity, ClientStatus
+from catalog.choices import (
+    AgentAction,
+    AgentStatus,
+    AlertKind,
+    AlertSeverity,
+    ClientStatus,
+    EnrolmentPurpose,
+)
 from catalog.errors import InvalidEnrolment
-from catalog.models import Agent, Alert, BackupClient, EnrolmentToken, hash_token
+from catalog.models import (
+    Agent,
+    AgentEvent,
+    Alert,
+    Application,
+    BackupClient,
+    EnrolmentToken,
+    hash_token,
+    new_token,
+)
 from catalog.services import alerts
 from catalog.signals import agent_enrolled
 
 
+ENROLMENT_VALID_FOR = timedelta(days=7)
+REKEY_VALID_FOR = timedelta(days=1)
+
+
+def record(agent: Agent, action: str, *, user=None, label: str = "", message: str = "") -> AgentEvent:
+    """Append to the agent's audit trail (who, what, why)."""
+    return AgentEvent.objects.create(
+        agent=agent,
+        action=action,
+        actor_user=user if getattr(user, "pk", None) else None,
+        actor_label=label or (user.get_username() if getattr(user, "pk", None) else "system"),
+        message=message,
+    )
+
+
+def _issue(*, purpose: str, hostname: str, application_id: int | None, created_by, valid_for: timedelta):
+    """One outstanding token per host: issuing voids the previous ones (the caller holds a transaction)."""
+    now = timezone.now()
+    EnrolmentToken.objects.filter(hostname=hostname, used_at__isnull=True, voided_at__isnull=True).update(
+        voided_at=now
+    )
+    token = new_token("bpr" if purpose == EnrolmentPurpose.REKEY else "bpe")
+    record_ = EnrolmentToken.objects.create(
+        token_hash=hash_token(token),
+        purpose=purpose,
+        application_id=application_id,
+        hostname=hostname,
+        created_by=created_by if getattr(created_by, "pk", None) else None,
+        expires_at=now + valid_for,
+    )
+    return record_, token
+
+
+def issue_enrolment_token(
+    *, application: Application, hostname: str, created_by=None, valid_for: timedelta | None = None
+) -> tuple[EnrolmentToken, str]:
+    """A one-time token that enrols a host that has never enrolled; the clear text is returned once.
+
+    The host must be new or registered for ``application`` and not enrolled yet:
+    an enrolment token never re-keys an agent (that is ``issue_rekey_token``).
+    """
+    hostname = hostname.lower()
+    with transaction.atomic():
+        agent = Agent.objects.select_for_update().filter(hostname=hostname).first()
+        if agent is not None and agent.is_enrolled:
+            raise InvalidEnrolment(
+                f"{hostname} has enrolled before: only the backup team can re-key it (Agents → re-key)."
+            )
+        if agent is not None and not agent.applications.filter(pk=application.pk).exists():
+            raise InvalidEnrolment(f"{hostname} is registered for another application.")
+        enrolment, token = _issue(
+            purpose=EnrolmentPurpose.ENROL,
+            hostname=hostname,
+            application_id=application.pk,
+            created_by=created_by,
+            valid_for=valid_for or ENROLMENT_VALID_FOR,
+        )
+        if agent is not None:
+            record(agent, AgentAction.TOKEN_ISSUED, user=created_by, message=f"for {application.slug}")
+    return enrolment, token
+
+
+def issue_rekey_token(
+    agent: Agent, *, created_by, valid_for: timedelta | None = None
+) -> tuple[EnrolmentToken, str]:
+    """The backup team's one-time token for a rebuilt server: it gives ``agent`` a new key when used."""
+    with transaction.atomic():
+        enrolment, token = _issue(
+            purpose=EnrolmentPurpose.REKEY,
+            hostname=agent.hostname,
+            application_id=None,
+            created_by=created_by,
+            valid_for=valid_for or REKEY_VALID_FOR,
+        )
+        record(agent, AgentAction.REKEY_ISSUED, user=created_by, message="The next enrolment with it replaces the key.")
+    return enrolment, token
+
+
 def enrol(*, token: str, hostname: str, version: str, plugins: list[str]) -> tuple[Agent, str]:
-    """Exchange a one-time enrolment token for an agent and its long-lived token."""
+    """Exchange a one-time token for the agent's long-lived token.
+
+    An enrolment token creates the agent of a host that has never enrolled (or
+    completes one the portal registered for the token's application); a re-key
+    token, issued by the backup team, replaces an existing agent's key. Nothing
+    else can give a host's jobs to a new key.
+    """
     now = timezone.now()
     with transaction.atomic():
         # Locked: two enrolments racing with the same token, only one wins.
         enrolment = (
             EnrolmentToken.objects.select_for_update()
-            .filter(token_hash=hash_token(token), used_at__isnull=True, expires_at__gt=now)
+            .filter(token_hash=hash_token(token), used_at__isnull=True, voided_at__isnull=True, expires_at__gt=now)
             .first()
         )
         if enrolment is None:
-            raise InvalidEnrolment("This enrolment token is unknown, expired or already used.")
+            raise InvalidEnrolment("This enrolment token is unknown, expired, replaced or already used.")
         if enrolment.hostname.lower() != hostname.lower():
             raise InvalidEnrolment(f"This enrolment token is for host {enrolment.hostname}, not {hostname}.")
-        agent, _ = Agent.objects.get_or_create(hostname=enrolment.hostname.lower())
+        agent = Agent.objects.select_for_update().filter(hostname=enrolment.hostname.lower()).first()
+        if enrolment.purpose == EnrolmentPurpose.REKEY:
+            if agent is None:
+                raise InvalidEnrolment(f"There is no agent {enrolment.hostname} to re-key.")
+            action = AgentAction.REKEYED
+        else:
+            if agent is not None and agent.is_enrolled:
+                raise InvalidEnrolment(
+                    f"{agent.hostname} is already enrolled: ask the backup team for a re-key token."
+                )
+            if agent is None:
+                agent = Agent.objects.create(hostname=enrolment.hostname.lower())
+            agent.applications.add(enrolment.application_id)
+            action = AgentAction.ENROLLED
         agent_token = agent.issue_token()
         agent.version, agent.plugins = version, plugins
         agent.enrolled_at = agent.last_seen_at = now
         agent.save()
-        agent.applications.add(enrolment.application_id)
         enrolment.used_at, enrolment.agent = now, agent
         enrolment.save(update_fields=["used_at", "agent"])
-        _activate_waiting_clients(agent, enrolment.application_id, now)
+        activated = _activate_waiting_clients(agent, now)
+        record(agent, action, label=agent.hostname, message=f"version {version or 'unknown'}")
         transaction.on_commit(
-            lambda: agent_enrolled.send(sender=Agent, agent_id=agent.pk, enrolment_token_id=enrolment.pk)
+            lambda: agent_enrolled.send(
+                sender=Agent, agent_id=agent.pk, enrolment_token_id=enrolment.pk, client_ids=activated
+            )
         )
     return agent, agent_token
 
 
-def _activate_waiting_clients(agent: Agent, application_id: int, now: datetime) -> None:
+def _activate_waiting_clients(agent: Agent, now: datetime) -> list[int]:
+    """Clients approved for this host (each for an application the host serves) go live."""
     waiting = list(
         BackupClient.objects.select_related("policy").filter(
-            application_id=application_id,
             hostname__iexact=agent.hostname,
+            application__in=agent.applications.all(),
             status=ClientStatus.PENDING_ENROLMENT,
         )
     )
@@ -57,6 +173,7 @@ def _activate_waiting_clients(agent: Agent, application_id: int, now: datetime) 
         client.status = ClientStatus.ACTIVE
         client.next_backup_at = client.policy.next_run_after(now)
     BackupClient.objects.bulk_update(waiting, ["agent", "status", "next_backup_at"])
+    return [client.pk for client in waiting]
 
 
 def heartbeat(agent: Agent, *, version: str, plugins: list[str], now: datetime | None = None) -> None:
@@ -89,7 +206,12 @@ def watch_silent_agents(*, now: datetime | None = None) -> int:
     return raised
 
 
-def revoke(agents: QuerySet[Agent]) -> int:
+def revoke(agents: QuerySet[Agent], *, by=None) -> int:
     """Revoke the tokens of ``agents``; their next poll gets 401. Returns how many were revoked."""
-    # Conditional update: an agent already revoked keeps its original revocation time.
-    return agents.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+    with transaction.atomic():
+        # Conditional: an agent already revoked keeps its original revocation time.
+        live = list(agents.select_for_update().filter(revoked_at__isnull=True))
+        Agent.objects.filter(pk__in=[a.pk for a in live]).update(revoked_at=timezone.now())
+        for agent in live:
+            record(agent, AgentAction.REVOKED, user=by)
+    return len(live)

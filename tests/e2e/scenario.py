@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from catalog.choices import ClientStatus, Plugin
-from catalog.models import Application, Backup, BackupClient, EnrolmentToken
+from catalog.models import Application, Backup, BackupClient
+from catalog.services import agents
 from tests import factories
 
 HOSTNAME = "e2e-agent.local"
@@ -50,7 +51,7 @@ def build(tmp_path: Path, *, plugin: str = Plugin.FILES, options: dict | None = 
         policy=policy,
         status=ClientStatus.PENDING_ENROLMENT,
     )
-    _, token = EnrolmentToken.issue(application=application, hostname=HOSTNAME)
+    _, token = agents.issue_enrolment_token(application=application, hostname=HOSTNAME)
     return Scenario(application, client, storage, source, token)
 
 
