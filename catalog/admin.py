@@ -14,19 +14,26 @@ Rules every ModelAdmin here follows:
 
 from __future__ import annotations
 
+import shlex
+
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.db.models import Count, F, OuterRef, Prefetch, Subquery
 from django.db.models.deletion import PROTECT
 from django.http import HttpResponseRedirect
+from django.template.response import TemplateResponse
 from django.utils import timezone
+from django.utils.cache import add_never_cache_headers
 from django.utils.text import Truncator
 
-from catalog.choices import AgentStatus, BackupStatus, JobTrigger
+from catalog.allow_list import describe as describe_allow_list
+from catalog.choices import AgentAction, AgentStatus, BackupStatus, JobTrigger
 from catalog.errors import InvalidTransition
 from catalog.formatting import human_age, human_duration, human_size
 from catalog.models import (
     Agent,
+    AgentEvent,
     Alert,
     Application,
     Backup,
@@ -230,8 +237,27 @@ class AgentStatusFilter(admin.SimpleListFilter):
         return queryset.with_status(self.value()) if self.value() else queryset
 
 
+class AgentEventInline(admin.TabularInline):
+    """The agent's audit trail: read-only, append-only."""
+
+    model = AgentEvent
+    fields = ("occurred_at", "action", "actor_label", "message")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    ordering = ("-occurred_at", "-pk")
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(Agent)
 class AgentAdmin(CatalogAdmin):
+    """Which applications a host serves is decided here, by the team, and every change is audited."""
+
     list_display = (
         "hostname",
         "status_display",
@@ -245,9 +271,18 @@ class AgentAdmin(CatalogAdmin):
     search_fields = ("hostname",)
     autocomplete_fields = ("applications",)
     # token_hash is not editable on the model, so it is in no form; it is in no list either.
-    readonly_fields = ("status_display", "version", "plugins", "enrolled_at", "last_seen_at", "revoked_at")
+    readonly_fields = (
+        "status_display",
+        "version",
+        "plugins",
+        "allow_list_display",
+        "enrolled_at",
+        "last_seen_at",
+        "revoked_at",
+    )
     fields = ("hostname", "applications", *readonly_fields)
-    actions = ("revoke_token",)
+    actions = ("revoke_token", "issue_rekey_token")
+    inlines = (AgentEventInline,)
 
     def get_queryset(self, request):
         applications = Application.objects.only("pk", "slug").order_by("slug")
@@ -255,9 +290,28 @@ class AgentAdmin(CatalogAdmin):
             Prefetch("applications", queryset=applications)
         )
 
+    def get_readonly_fields(self, request, obj=None):
+        # A host name is the agent's identity: renaming one would hand its jobs to another server.
+        return ("hostname", *self.readonly_fields) if obj else self.readonly_fields
+
+    def save_related(self, request, form, formsets, change):
+        before = set(form.instance.applications.values_list("slug", flat=True)) if change else set()
+        super().save_related(request, form, formsets, change)
+        after = set(form.instance.applications.values_list("slug", flat=True))
+        for slug in sorted(after - before):
+            agents.record(form.instance, AgentAction.SHARED, user=request.user, message=f"Now serves {slug}.")
+        for slug in sorted(before - after):
+            agents.record(
+                form.instance, AgentAction.UNREGISTERED, user=request.user, message=f"Stops serving {slug}."
+            )
+
     @admin.display(description="status")
     def status_display(self, obj):
         return AgentStatus(obj.status).label
+
+    @admin.display(description="allow-list (as the agent reports it)")
+    def allow_list_display(self, obj):
+        return describe_allow_list(obj.allow_list)
 
     @admin.display(description="applications")
     def application_list(self, obj):
@@ -269,12 +323,39 @@ class AgentAdmin(CatalogAdmin):
 
     @admin.action(description="Revoke token", permissions=["change"])
     def revoke_token(self, request, queryset):
-        revoked = agents.revoke(queryset)
+        revoked = agents.revoke(queryset, by=request.user)
         self.message_user(
             request,
             f"Revoked the token of {revoked} agent(s); they can no longer poll or report.",
             messages.SUCCESS,
         )
+
+    @admin.action(description="Issue a re-key token (a rebuilt server)", permissions=["change"])
+    def issue_rekey_token(self, request, queryset):
+        if queryset.count() != 1:
+            self.message_user(request, "Re-key one agent at a time.", messages.ERROR)
+            return None
+        agent = queryset.get()
+        enrolment, token = agents.issue_rekey_token(agent, created_by=request.user)
+        command = shlex.join(
+            ["backup-agent", "enrol", "--server", settings.PORTAL_BASE_URL, "--token", token,
+             "--hostname", agent.hostname, "--force"]
+        )
+        # Rendered, not put in a message: messages are stored (cookie or session) until shown.
+        response = TemplateResponse(
+            request,
+            "admin/catalog/agent/rekey_token.html",
+            {
+                **self.admin_site.each_context(request),
+                "opts": self.model._meta,
+                "agent": agent,
+                "enrolment": enrolment,
+                "command": command,
+                "title": f"Re-key {agent.hostname}",
+            },
+        )
+        add_never_cache_headers(response)
+        return response
 
 
 class UsedFilter(NullFilter):
@@ -285,10 +366,12 @@ class UsedFilter(NullFilter):
 
 @admin.register(EnrolmentToken)
 class EnrolmentTokenAdmin(CatalogAdmin):
-    """Tokens are issued by code (EnrolmentToken.issue) because the clear text is shown once."""
+    """Tokens are issued by the services (a request's requester, or the re-key action on an agent)
+    because the clear text is shown once; only hashes are here."""
 
     list_display = (
         "hostname",
+        "purpose",
         "application",
         "state",
         "created_at",
@@ -297,12 +380,22 @@ class EnrolmentTokenAdmin(CatalogAdmin):
         "agent",
         "created_by",
     )
-    list_filter = (UsedFilter,)
+    list_filter = (UsedFilter, "purpose")
     list_select_related = ("application", "agent", "created_by")
     search_fields = ("hostname", "application__slug")
     date_hierarchy = "created_at"
-    readonly_fields = ("application", "state", "created_at", "created_by", "used_at", "agent")
-    fields = ("hostname", "expires_at", *readonly_fields)
+    readonly_fields = (
+        "hostname",
+        "purpose",
+        "application",
+        "state",
+        "created_at",
+        "created_by",
+        "used_at",
+        "voided_at",
+        "agent",
+    )
+    fields = ("expires_at", *readonly_fields)
 
     def has_add_permission(self, request):
         return False
@@ -311,6 +404,8 @@ class EnrolmentTokenAdmin(CatalogAdmin):
     def state(self, obj):
         if obj.used_at:
             return "used"
+        if obj.voided_at:
+            return "void"
         return "expired" if obj.expires_at <= timezone.now() else "waiting"
 
 

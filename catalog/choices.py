@@ -125,6 +125,7 @@ class AgentAction(models.TextChoices):
 
     REGISTERED = "registered", "Host registered for an application"
     SHARED = "shared", "Host shared with another application"
+    UNREGISTERED = "unregistered", "Host released (its request was withdrawn)"
     TOKEN_ISSUED = "token_issued", "Enrolment token issued"
     REKEY_ISSUED = "rekey_issued", "Re-key token issued"
     ENROLLED = "enrolled", "Enrolled"

@@ -12,6 +12,8 @@ import re
 from catalog.choices import ErrorClass
 
 _PATTERNS: list[tuple[str, re.Pattern[str]]] = [
+    # First: the agent refused before running anything, whatever else the message says.
+    (ErrorClass.REFUSED_BY_AGENT, re.compile(r"^refused by agent:", re.I | re.M)),
     (ErrorClass.CHECKSUM_MISMATCH, re.compile(r"checksum mismatch|sha-?256 mismatch", re.I)),
     (ErrorClass.DISK_FULL, re.compile(r"no space left on device|disk full|ENOSPC|quota exceeded", re.I)),
     (ErrorClass.PERMISSION_DENIED, re.compile(r"permission denied|EACCES|operation not permitted", re.I)),

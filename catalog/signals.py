@@ -9,7 +9,8 @@ from django.dispatch import Signal
 #: A job changed state. kwargs: job_id, previous_state, state.
 job_changed = Signal()
 
-#: An agent enrolled (or re-enrolled) on a host. kwargs: agent_id, enrolment_token_id.
+#: An agent enrolled or was re-keyed. kwargs: agent_id, enrolment_token_id,
+#: client_ids (the clients that went live with it).
 agent_enrolled = Signal()
 
 #: An alert was raised. kwargs: alert_id.

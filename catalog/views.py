@@ -15,7 +15,7 @@ from django.utils import timezone
 from django_tables2 import RequestConfig
 from django_tables2.paginators import LazyPaginator
 
-from catalog import protection
+from catalog import allow_list, protection
 from catalog.filtersets import BackupFilterSet
 from catalog.models import Agent, Application, Backup, BackupClient, Job
 from catalog.tables import AgentTable, BackupTable, ClientTable
@@ -77,7 +77,7 @@ def client_detail(request: HttpRequest, pk: int) -> HttpResponse:
     now = timezone.now()
     client = get_object_or_404(
         protection.annotate_clients(BackupClient.objects.visible_to(request.user), now).select_related(
-            "application", "agent", "policy"
+            "application", "agent", "policy__storage_target"
         ),
         pk=pk,
     )
@@ -96,6 +96,8 @@ def client_detail(request: HttpRequest, pk: int) -> HttpResponse:
         {
             "client": client,
             "options": describe_options(client.options),
+            "allow_list": client.agent.allow_list if client.agent else None,
+            "refusals": allow_list.refusals(client),
             "filter": filterset,
             "table": table,
             "jobs": jobs,

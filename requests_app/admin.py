@@ -156,7 +156,10 @@ class RequestAdmin(CatalogAdmin):
     @admin.display(description="approval", ordering="needs_approval")
     def approval(self, obj):
         # Words, not a boolean icon: a red cross would read as a failure, not "automatic".
-        return nowrap("backup team") if obj.needs_approval else "automatic"
+        if not obj.needs_approval:
+            return "automatic"
+        # The rule's words in the queue: "web01 belongs to Payroll…" must be read before approving.
+        return format_html('{}<br><span class="quiet">{}</span>', nowrap("backup team"), obj.approval_rule)
 
     @admin.display(description="ticket", ordering="external_ref")
     def ticket(self, obj):
@@ -308,7 +311,6 @@ class ClientRequestAdmin(RequestAdmin):
     list_select_related = ("application", "policy", "requester")
     search_fields = ("name", "hostname", "external_ref", "=application__slug", "requester__username")
     search_help_text = "Client name, host name, ticket, application slug (exact) or requester."
-    # enrolment_secret is in no fieldset, no column and no search: it is for the requester only.
     fieldsets = (
         (None, {"fields": RequestAdmin.common_fields}),
         ("What", {"fields": ("application", "name", "hostname", "plugin", "options", "policy",

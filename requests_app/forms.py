@@ -261,6 +261,9 @@ class ClientRequestForm(forms.Form):
         self.application = application
         self.fields["policy"].queryset = ProtectionPolicy.objects.visible_to(user).order_by("name")
         self.options: dict = {}
+        self.offers_command = rules.may_request_plugin(user, Plugin.COMMAND)
+        if not self.offers_command:
+            self.fields["plugin"].choices = [c for c in Plugin.choices if c[0] != Plugin.COMMAND]
 
     def policy_decisions(self) -> list[tuple[ProtectionPolicy, rules.Decision]]:
         """Every policy on offer with its approval rule, for the hint next to the choice."""

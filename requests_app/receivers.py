@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from catalog.choices import JobKind
-from catalog.models import Job
+from catalog.models import Agent, Job
 from catalog.signals import agent_enrolled, job_changed
 from requests_app import services
 from requests_app.webhooks import receivers as webhooks
@@ -14,8 +14,9 @@ def on_job_changed(sender, *, job_id: int, previous_state: str, state: str, **kw
         services.follow_job(job_id)
 
 
-def on_agent_enrolled(sender, *, agent_id: int, enrolment_token_id: int, **kwargs) -> None:
-    services.mark_provisioned(enrolment_token_id)
+def on_agent_enrolled(sender, *, agent_id: int, client_ids: list[int], **kwargs) -> None:
+    hostname = Agent.objects.filter(pk=agent_id).values_list("hostname", flat=True).first() or ""
+    services.mark_provisioned(client_ids, hostname)
 
 
 def connect() -> None:

@@ -12,15 +12,22 @@ The rules today:
    needs the backup team (data crossing an application boundary).
 3. Any other restore — a new location, on an agent of the same application —
    is approved by the system.
-4. A new client is approved by the system when its **policy** says so
-   (``ProtectionPolicy.auto_approve_clients``); otherwise by the backup team.
+4. A new client on a **host that belongs to another application** (or whose
+   agent was revoked) needs the backup team: sharing a server is their decision
+   (``catalog.services.hosts.conflict`` says why).
+5. A **custom command** client is the backup team's alone: owners cannot ask
+   for one, and the system never approves one.
+6. Otherwise a new client is approved by the system when its **policy** says so
+   (``ProtectionPolicy.auto_approve_clients``); else by the backup team.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from catalog.choices import Plugin
 from catalog.models import Agent, Backup, ProtectionPolicy
+from catalog.tenancy import is_backup_team
 
 
 @dataclass(frozen=True)
@@ -42,7 +49,22 @@ def restore_decision(*, backup: Backup, target_agent: Agent, overwrite: bool) ->
     return Decision(False, "A restore to a new location on your own server is approved automatically.")
 
 
-def client_decision(*, policy: ProtectionPolicy) -> Decision:
+def client_decision(*, policy: ProtectionPolicy, plugin: str = "", host_conflict: str = "") -> Decision:
+    if host_conflict:
+        return Decision(True, host_conflict)
+    if plugin == Plugin.COMMAND:
+        return Decision(True, "Custom commands are set up by the backup team and always need their approval.")
     if policy.auto_approve_clients:
         return Decision(False, f"New clients on {policy.name} are approved automatically.")
     return Decision(True, f"New clients on {policy.name} need the backup team's approval.")
+
+
+def may_request_plugin(user, plugin: str) -> bool:
+    """Custom commands run as root on the server: only the backup team defines them."""
+    return plugin != Plugin.COMMAND or is_backup_team(user)
+
+
+COMMAND_IS_TEAMS = (
+    "Custom commands are the backup team's: ask them to set this client up for you "
+    "(files, PostgreSQL and MySQL clients you can request yourself)."
+)

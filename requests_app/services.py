@@ -14,9 +14,10 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from catalog.choices import BackupStatus, ClientStatus, JobState, JobTrigger
+from catalog.errors import InvalidEnrolment
 from catalog.models import Agent, Backup, BackupClient, EnrolmentToken, ProtectionPolicy
 from catalog.plugin_options import validate_options, validate_restore_target
-from catalog.services import jobs
+from catalog.services import agents, hosts, jobs
 from catalog.tenancy import is_backup_team
 from portal.queue import enqueue
 from requests_app import audit, rules
@@ -107,6 +108,8 @@ def submit_client(
     external_ref: str = "",
 ) -> ClientRequest:
     """Ask for a new client. The caller has already checked the actor owns the application."""
+    if not rules.may_request_plugin(actor.user, plugin):
+        raise NotPermitted(rules.COMMAND_IS_TEAMS)
     try:
         validate_options(plugin, options)
     except ValidationError as exc:
@@ -118,13 +121,11 @@ def submit_client(
     )
     if open_request.exists():
         raise InvalidRequest({"name": f"A request for a client named {name} is already open."})
-    decision = rules.client_decision(policy=policy)
     try:
         return _create_client_request(
             actor,
-            decision,
             application=application,
-            hostname=hostname,
+            hostname=hostname.lower(),
             name=name,
             plugin=plugin,
             options=options,
@@ -137,12 +138,18 @@ def submit_client(
         raise InvalidRequest({"name": f"A request for a client named {name} is already open."}) from exc
 
 
-def _create_client_request(
-    actor: Actor, decision: rules.Decision, *, hostname: str, **fields
-) -> ClientRequest:
+def _create_client_request(actor: Actor, *, hostname: str, **fields) -> ClientRequest:
     with transaction.atomic():
+        # Decided under the host's lock: two owners asking for one new host at once
+        # must not both find it free.
+        hosts.lock(hostname)
+        decision = rules.client_decision(
+            policy=fields["policy"],
+            plugin=fields["plugin"],
+            host_conflict=hosts.conflict(hostname, fields["application"]),
+        )
         request = ClientRequest.objects.create(
-            hostname=hostname.lower(),
+            hostname=hostname,
             requester=actor.user,
             api_key=actor.api_key,
             needs_approval=decision.needs_approval,
@@ -167,7 +174,13 @@ def approve(model: type[Request], pk: int, *, actor: Actor) -> Request:
         _expect(request, "approved", RequestStatus.SUBMITTED)
         if actor.user_id is not None and actor.user_id == request.requester_id:
             raise FourEyesViolation("Nobody approves their own request: another member of the team must.")
-        _approve(request, actor)
+        message = ""
+        if isinstance(request, ClientRequest):
+            hosts.lock(request.hostname)
+            # Said now, not at submission: the host may have changed hands since.
+            if conflict := hosts.conflict(request.hostname, request.application):
+                message = f"{conflict} Approved by the backup team: {request.hostname} is shared."
+        _approve(request, actor, message=message)
     return request
 
 
@@ -181,7 +194,7 @@ def _approve(request: Request, actor: Actor, *, message: str = "") -> None:
     if isinstance(request, RestoreRequest):
         _start_restore(request)
     else:
-        _provision(request)
+        _provision(request, actor)
 
 
 def reject(model: type[Request], pk: int, *, actor: Actor, reason: str) -> Request:
@@ -238,47 +251,102 @@ def _start_restore(request: RestoreRequest) -> None:
     request.save(update_fields=["job", "updated_at"])
 
 
-def _provision(request: ClientRequest) -> None:
-    """Create the client; attach it to the host's agent, or issue a one-time enrolment token."""
-    agent = Agent.objects.filter(hostname__iexact=request.hostname, revoked_at__isnull=True).first()
+def _provision(request: ClientRequest, actor: Actor) -> None:
+    """Create the client on its host; live at once if the host's agent is enrolled, else when it enrols.
+
+    The host is registered for the application here (``hosts.register``). The
+    caller holds the host's lock, and a system approval was only given when
+    ``hosts.conflict`` found nothing, so the system never shares a host.
+    """
+    if hosts.conflict(request.hostname, request.application) and not actor.is_backup_team:
+        raise NotPermitted(f"{request.hostname} belongs to another application: the backup team decides.")
+    agent = hosts.register(
+        request.hostname, request.application, actor_user=actor.user, actor_label=actor.label
+    )
+    live = agent.is_enrolled and agent.revoked_at is None
     client = BackupClient.objects.create(
         application=request.application,
-        agent=agent,
+        agent=agent if live else None,
         name=request.name,
         hostname=request.hostname,
         plugin=request.plugin,
         options=request.options,
         policy=request.policy,
-        status=ClientStatus.ACTIVE if agent else ClientStatus.PENDING_ENROLMENT,
-        next_backup_at=request.policy.next_run_after(timezone.now()) if agent else None,
+        status=ClientStatus.ACTIVE if live else ClientStatus.PENDING_ENROLMENT,
+        next_backup_at=request.policy.next_run_after(timezone.now()) if live else None,
     )
     request.client = client
-    if agent is not None:
-        agent.applications.add(request.application)
-        previous, request.status = request.status, RequestStatus.PROVISIONED
-        request.save(update_fields=["client", "status", "updated_at"])
-        _changed(
-            request, Actor.system(), "provisioned", previous, message=f"Attached to agent {agent.hostname}."
-        )
+    if not live:
+        request.save(update_fields=["client", "updated_at"])
         return
-    enrolment, secret = EnrolmentToken.issue(
-        application=request.application, hostname=request.hostname, created_by=request.requester
-    )
-    request.enrolment, request.enrolment_secret = enrolment, secret
-    request.save(update_fields=["client", "enrolment", "enrolment_secret", "updated_at"])
+    previous, request.status = request.status, RequestStatus.PROVISIONED
+    request.save(update_fields=["client", "status", "updated_at"])
+    _changed(request, Actor.system(), "provisioned", previous, message=f"Attached to agent {agent.hostname}.")
+
+
+def waits_for_rekey(request: ClientRequest) -> bool:
+    """Approved for a host whose agent enrolled before (and was revoked): the team must re-key it."""
+    if request.status != RequestStatus.APPROVED or request.client is None:
+        return False
+    if request.client.status != ClientStatus.PENDING_ENROLMENT:
+        return False
+    agent = Agent.objects.filter(hostname=request.hostname).first()
+    return agent is not None and agent.is_enrolled
+
+
+def may_issue_enrolment(request: ClientRequest, user) -> bool:
+    """Whether ``user`` gets the "enrol the server" button: the check ``issue_enrolment`` makes, read-only."""
+    if user.pk != request.requester_id and not is_backup_team(user):
+        return False
+    if request.status != RequestStatus.APPROVED or request.client is None:
+        return False
+    return request.client.status == ClientStatus.PENDING_ENROLMENT and not waits_for_rekey(request)
+
+
+def issue_enrolment(pk: int, *, actor: Actor) -> tuple[ClientRequest, str]:
+    """A fresh one-time enrolment token for an approved request; the clear text is returned once.
+
+    Issuing voids the host's previous token, so only the newest works. Only
+    the requester and the backup team may, and only while the host has never
+    enrolled (an enrolled host is re-keyed by the team, not by a request).
+    """
+    with transaction.atomic():
+        request = _lock(ClientRequest, pk)
+        if actor.user_id != request.requester_id and not actor.is_backup_team:
+            raise NotPermitted("Only the person who asked, or the backup team, can enrol the server.")
+        _expect(request, "enrolled", RequestStatus.APPROVED)
+        if request.client is None or request.client.status != ClientStatus.PENDING_ENROLMENT:
+            raise InvalidTransition(f"{request} is not waiting for an agent.")
+        try:
+            enrolment, token = agents.issue_enrolment_token(
+                application=request.application, hostname=request.hostname, created_by=actor.user
+            )
+        except InvalidEnrolment as exc:
+            raise InvalidTransition(str(exc)) from exc
+        request.enrolment = enrolment
+        request.save(update_fields=["enrolment", "updated_at"])
+        audit.record(
+            request,
+            actor,
+            "enrolment_token_issued",
+            message=f"A one-time enrolment token for {request.hostname}, valid until "
+            f"{enrolment.expires_at:%Y-%m-%d %H:%M} UTC (earlier ones no longer work).",
+        )
+    return request, token
 
 
 def _withdraw_provisioning(request: ClientRequest) -> None:
     client = request.client
     if client.status == ClientStatus.PENDING_ENROLMENT:
         BackupClient.objects.filter(pk=client.pk).update(status=ClientStatus.RETIRED)
+        agent = Agent.objects.filter(hostname=request.hostname).first()
+        if agent is not None:
+            hosts.unregister_if_unused(agent, request.application)
     if request.enrolment_id:
         # An unused token must not enrol anything any more.
-        EnrolmentToken.objects.filter(pk=request.enrolment_id, used_at__isnull=True).update(
-            expires_at=timezone.now()
-        )
-    request.enrolment_secret = ""
-    request.save(update_fields=["enrolment_secret", "updated_at"])
+        EnrolmentToken.objects.filter(
+            pk=request.enrolment_id, used_at__isnull=True, voided_at__isnull=True
+        ).update(voided_at=timezone.now())
 
 
 # --- Following the catalog -----------------------------------------------------------------
@@ -315,19 +383,20 @@ def follow_job(job_id: int) -> RestoreRequest | None:
     return request
 
 
-def mark_provisioned(enrolment_token_id: int) -> ClientRequest | None:
-    """The agent enrolled with the request's token: the client is live; forget the secret."""
+def mark_provisioned(client_ids: list[int], hostname: str) -> list[ClientRequest]:
+    """The host's agent enrolled and these clients went live: every request that asked for one is done."""
+    done = []
     with transaction.atomic():
-        request = ClientRequest.objects.select_for_update().filter(enrolment_id=enrolment_token_id).first()
-        if request is None or request.status != RequestStatus.APPROVED:
-            return request
-        previous = request.status
-        request.status = RequestStatus.PROVISIONED
-        request.enrolment_secret = ""
-        request.save(update_fields=["status", "enrolment_secret", "updated_at"])
-        hostname = request.enrolment.agent.hostname if request.enrolment.agent_id else request.hostname
-        _changed(request, Actor.agent(hostname), "provisioned", previous, message="The agent enrolled.")
-    return request
+        waiting = ClientRequest.objects.select_for_update().filter(
+            client_id__in=client_ids, status=RequestStatus.APPROVED
+        )
+        for request in waiting.order_by("pk"):
+            previous = request.status
+            request.status = RequestStatus.PROVISIONED
+            request.save(update_fields=["status", "updated_at"])
+            _changed(request, Actor.agent(hostname), "provisioned", previous, message="The agent enrolled.")
+            done.append(request)
+    return done
 
 
 def is_decider(user) -> bool:

@@ -12,6 +12,7 @@ urlpatterns = [
     path("applications/<slug:slug>/protect/", views.protect_form, name="protect"),
     path("requests/", views.request_list, name="list"),
     path("requests/client/<int:pk>/", views.client_request_detail, name="client-request"),
+    path("requests/client/<int:pk>/enrol/", views.issue_enrolment, name="issue-enrolment"),
     path("requests/restore/<int:pk>/", views.restore_request_detail, name="restore-request"),
     path("requests/restore/<int:pk>/progress.json", views.restore_progress, name="restore-progress"),
     path("requests/<str:kind>/<int:pk>/cancel/", views.cancel_request, name="cancel"),

@@ -7,7 +7,6 @@ its domain errors to form errors or messages.
 
 from __future__ import annotations
 
-from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
@@ -26,6 +25,7 @@ from catalog.views import describe_options
 from requests_app import rules, services
 from requests_app.actors import Actor
 from requests_app.choices import Channel, RequestStatus
+from requests_app.enrolment import enrol_command
 from requests_app.errors import InvalidRequest, InvalidTransition, NotPermitted
 from requests_app.forms import (
     ClientRequestForm,
@@ -136,6 +136,10 @@ def protect_form(request: HttpRequest, slug: str) -> HttpResponse:
     form = ClientRequestForm(
         request.POST if request.method == "POST" else None, application=application, user=request.user
     )
+    if form.is_bound and not rules.may_request_plugin(request.user, request.POST.get("plugin", "")):
+        form.is_valid()
+        form.add_error(None, rules.COMMAND_IS_TEAMS)
+        return _protect_page(request, application, form, status=403)
     if form.is_bound and form.is_valid():
         data = form.cleaned_data
         try:
@@ -152,17 +156,21 @@ def protect_form(request: HttpRequest, slug: str) -> HttpResponse:
             )
         except InvalidRequest as exc:
             apply_errors(form, exc.errors, ClientRequestForm.OPTION_FIELDS)
+        except NotPermitted as exc:
+            form.add_error(None, str(exc))
+            return _protect_page(request, application, form, status=403)
         except IntegrityError:
             # Two submissions of the same name at once: the open-request constraint let one win.
             form.add_error("name", f"A request for a client named {data['name']} is already open.")
         else:
             messages.success(request, _submitted_message(client_request))
             return redirect(client_request)
-    return render(
-        request,
-        "requests_app/protect_form.html",
-        {"application": application, "form": form, "policies": form.policy_decisions()},
-    )
+    return _protect_page(request, application, form)
+
+
+def _protect_page(request: HttpRequest, application, form: ClientRequestForm, *, status: int = 200):
+    context = {"application": application, "form": form, "policies": form.policy_decisions()}
+    return render(request, "requests_app/protect_form.html", context, status=status)
 
 
 def _submitted_message(client_request: ClientRequest) -> str:
@@ -170,8 +178,8 @@ def _submitted_message(client_request: ClientRequest) -> str:
         return f"{client_request} is approved; the server's agent was already enrolled, so it is protected."
     if client_request.status == RequestStatus.APPROVED:
         return (
-            f"{client_request} is approved. Enrol the agent on {client_request.hostname} "
-            "with the one-time command below."
+            f"{client_request} is approved. Get the one-time enrol command below and run it "
+            f"on {client_request.hostname}."
         )
     return f"{client_request} is submitted and waits for the backup team."
 
@@ -230,23 +238,45 @@ def _detail_context(request: HttpRequest, obj) -> dict:
     }
 
 
-@login_required
-def client_request_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    obj = get_object_or_404(
+def _visible_client_request(request: HttpRequest, pk: int) -> ClientRequest:
+    return get_object_or_404(
         visible_requests(ClientRequest, request.user).select_related(
-            "application", "policy", "requester", "decided_by", "client"
+            "application", "policy__storage_target", "requester", "decided_by", "client", "enrolment"
         ),
         pk=pk,
     )
+
+
+def _client_request_page(request: HttpRequest, obj: ClientRequest, *, enrol: str = "") -> HttpResponse:
     context = _detail_context(request, obj)
     context["options"] = describe_options(obj.options)
-    # The one-time token is the requester's alone, and only until the agent has used it.
-    if obj.requester_id == request.user.pk and obj.status == RequestStatus.APPROVED and obj.enrolment_secret:
-        context["enrol_command"] = (
-            f"backup-agent enrol --server {settings.PORTAL_BASE_URL} "
-            f"--token {obj.enrolment_secret} --hostname {obj.hostname}"
-        )
+    context["can_issue_enrolment"] = services.may_issue_enrolment(obj, request.user)
+    context["waiting_for_rekey"] = services.waits_for_rekey(obj)
+    context["enrol_command"] = enrol
     return render(request, "requests_app/client_request_detail.html", context)
+
+
+@login_required
+def client_request_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    return _client_request_page(request, _visible_client_request(request, pk))
+
+
+@never_cache
+@login_required
+@require_POST
+def issue_enrolment(request: HttpRequest, pk: int) -> HttpResponse:
+    """A fresh one-time enrol command, in this response only (the token is stored hashed)."""
+    obj = _visible_client_request(request, pk)
+    try:
+        obj, token = services.issue_enrolment(obj.pk, actor=_actor(request))
+    except NotPermitted:
+        messages.error(request, "Only the person who asked, or the backup team, can enrol this server.")
+        return redirect(obj)
+    except InvalidTransition as exc:
+        messages.error(request, str(exc))
+        return redirect(obj)
+    fresh = _visible_client_request(request, obj.pk)
+    return _client_request_page(request, fresh, enrol=enrol_command(fresh, token))
 
 
 def _visible_restore(request: HttpRequest, pk: int) -> RestoreRequest:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import PurePosixPath
 
@@ -9,6 +10,7 @@ from rest_framework import serializers
 
 from catalog.choices import Compression, JobKind, Plugin
 from catalog.models import Job, hostname_validator
+from catalog.services.jobs import backup_destination
 
 SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 
@@ -24,19 +26,47 @@ class PollSerializer(serializers.Serializer):
     version = serializers.CharField(max_length=32, allow_blank=True, default="")
     plugins = serializers.ListField(child=serializers.ChoiceField(choices=Plugin.choices), default=list)
     running = serializers.ListField(child=serializers.IntegerField(min_value=1), default=list)
+    # The server's own allow-list (agents since 1.x); absent from older agents.
+    allow = serializers.DictField(required=False, allow_null=True, default=None)
+
+
+#: The largest number of bytes the catalog stores (a BigIntegerField: PostgreSQL's bigint).
+MAX_BYTES = 2**63 - 1
+
+
+class ByteCountField(serializers.IntegerField):
+    """A number of bytes: a JSON integer from 0 to MAX_BYTES, never a float such as 1e23 or 5.0.
+
+    Bounded here so the database never sees a value it cannot hold (a 500);
+    a float is refused rather than rounded, since a size is counted, not measured.
+    """
+
+    default_error_messages = {
+        "not_whole": "Give a whole number of bytes (a JSON integer such as 1048576), not {value}.",
+    }
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("min_value", 0)
+        kwargs.setdefault("max_value", MAX_BYTES)
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        if isinstance(data, float):
+            self.fail("not_whole", value=repr(data))
+        return super().to_internal_value(data)
 
 
 class ProgressSerializer(serializers.Serializer):
-    bytes_done = serializers.IntegerField(min_value=0)
-    bytes_total = serializers.IntegerField(min_value=0, allow_null=True, required=False, default=None)
+    bytes_done = ByteCountField()
+    bytes_total = ByteCountField(allow_null=True, required=False, default=None)
 
 
 class CompleteSerializer(serializers.Serializer):
     SUCCEEDED, FAILED = "succeeded", "failed"
 
     status = serializers.ChoiceField(choices=[SUCCEEDED, FAILED])
-    size = serializers.IntegerField(min_value=0, required=False)
-    stored_size = serializers.IntegerField(min_value=0, required=False)
+    size = ByteCountField(required=False)
+    stored_size = ByteCountField(required=False)
     location = serializers.CharField(max_length=1000, required=False)
     sha256 = serializers.CharField(max_length=64, required=False)
     compression = serializers.ChoiceField(choices=Compression.choices, default=Compression.NONE)
@@ -57,6 +87,23 @@ class CompleteSerializer(serializers.Serializer):
             raise serializers.ValidationError("Give the SHA-256 as 64 lower-case hex digits.")
         return value
 
+    def validate_manifest(self, value: dict) -> dict:
+        # Stored as JSON: an overflowing number (1e400 parses as infinity) or a NUL character
+        # is valid input to Python but neither SQLite's JSON nor PostgreSQL's jsonb takes it.
+        pending = [value]
+        while pending:
+            item = pending.pop()
+            if isinstance(item, float) and not math.isfinite(item):
+                raise serializers.ValidationError("Numbers in the manifest must be finite.")
+            if isinstance(item, str) and "\x00" in item:
+                raise serializers.ValidationError("Text in the manifest must not contain NUL characters.")
+            if isinstance(item, dict):
+                pending.extend(item.keys())
+                pending.extend(item.values())
+            elif isinstance(item, list):
+                pending.extend(item)
+        return value
+
     def validate(self, attrs: dict) -> dict:
         job: Job = self.context["job"]
         if attrs["status"] == self.FAILED and not attrs["error"].strip():
@@ -65,6 +112,14 @@ class CompleteSerializer(serializers.Serializer):
             missing = [f for f in ("size", "stored_size", "location", "sha256") if f not in attrs]
             if missing:
                 raise serializers.ValidationError(dict.fromkeys(missing, "Required for a successful backup."))
+            assigned = backup_destination(job)
+            if attrs["location"] != assigned:
+                raise serializers.ValidationError(
+                    {
+                        "location": f"This job's backup belongs at {assigned!r}, the destination it was "
+                        f"given; {attrs['location']!r} is not accepted."
+                    }
+                )
         return attrs
 
 
@@ -90,7 +145,7 @@ def job_payload(job: Job) -> dict:
         "target": None,
     }
     if job.kind == JobKind.BACKUP:
-        payload["destination"] = f"{client.application.slug}/{client.name}/job-{job.pk}"
+        payload["destination"] = backup_destination(job)
     if job.backup is not None:
         backup = job.backup
         payload["backup"] = {

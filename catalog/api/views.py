@@ -62,7 +62,10 @@ class PollView(AgentView):
         data = PollSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         agents.heartbeat(
-            self.agent, version=data.validated_data["version"], plugins=data.validated_data["plugins"]
+            self.agent,
+            version=data.validated_data["version"],
+            plugins=data.validated_data["plugins"],
+            allow_list=data.validated_data["allow"],
         )
         claimed = jobs.claim(self.agent)
         return Response(

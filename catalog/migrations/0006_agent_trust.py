@@ -38,7 +38,7 @@ class Migration(migrations.Migration):
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
                 ('occurred_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('action', models.CharField(choices=[('registered', 'Host registered for an application'), ('shared', 'Host shared with another application'), ('token_issued', 'Enrolment token issued'), ('rekey_issued', 'Re-key token issued'), ('enrolled', 'Enrolled'), ('rekeyed', 'Re-keyed'), ('revoked', 'Revoked')], max_length=16)),
+                ('action', models.CharField(choices=[('registered', 'Host registered for an application'), ('shared', 'Host shared with another application'), ('unregistered', 'Host released (its request was withdrawn)'), ('token_issued', 'Enrolment token issued'), ('rekey_issued', 'Re-key token issued'), ('enrolled', 'Enrolled'), ('rekeyed', 'Re-keyed'), ('revoked', 'Revoked')], max_length=16)),
                 ('actor_label', models.CharField(help_text="User name, 'system' or the agent's host.", max_length=200)),
                 ('message', models.TextField(blank=True)),
             ],

@@ -8,6 +8,7 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from catalog import allow_list as allow_lists
 from catalog.choices import (
     AgentAction,
     AgentStatus,
@@ -29,7 +30,6 @@ from catalog.models import (
 )
 from catalog.services import alerts
 from catalog.signals import agent_enrolled
-
 
 ENROLMENT_VALID_FOR = timedelta(days=7)
 REKEY_VALID_FOR = timedelta(days=1)
@@ -105,7 +105,7 @@ def issue_rekey_token(
             created_by=created_by,
             valid_for=valid_for or REKEY_VALID_FOR,
         )
-        record(agent, AgentAction.REKEY_ISSUED, user=created_by, message="The next enrolment with it replaces the key.")
+        record(agent, AgentAction.REKEY_ISSUED, user=created_by, message="Its use replaces the key.")
     return enrolment, token
 
 
@@ -122,7 +122,8 @@ def enrol(*, token: str, hostname: str, version: str, plugins: list[str]) -> tup
         # Locked: two enrolments racing with the same token, only one wins.
         enrolment = (
             EnrolmentToken.objects.select_for_update()
-            .filter(token_hash=hash_token(token), used_at__isnull=True, voided_at__isnull=True, expires_at__gt=now)
+            .filter(token_hash=hash_token(token), expires_at__gt=now)
+            .filter(used_at__isnull=True, voided_at__isnull=True)
             .first()
         )
         if enrolment is None:
@@ -176,9 +177,19 @@ def _activate_waiting_clients(agent: Agent, now: datetime) -> list[int]:
     return [client.pk for client in waiting]
 
 
-def heartbeat(agent: Agent, *, version: str, plugins: list[str], now: datetime | None = None) -> None:
+def heartbeat(
+    agent: Agent,
+    *,
+    version: str,
+    plugins: list[str],
+    allow_list: dict | None = None,
+    now: datetime | None = None,
+) -> None:
     now = now or timezone.now()
-    Agent.objects.filter(pk=agent.pk).update(last_seen_at=now, version=version, plugins=plugins)
+    changes = {"last_seen_at": now, "version": version, "plugins": plugins}
+    if (reported := allow_lists.normalise(allow_list)) is not None:
+        changes["allow_list"] = reported
+    Agent.objects.filter(pk=agent.pk).update(**changes)
     alerts.resolve_alerts(alerts.agent_key(AlertKind.AGENT_SILENT, agent.pk))
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from catalog.choices import (
@@ -71,22 +71,84 @@ def _lease_until(now: datetime) -> datetime:
 # --- Creating jobs -------------------------------------------------------------
 
 
-def queue_backup(client: BackupClient, *, trigger: str = JobTrigger.USER, requested_by=None) -> Job:
-    """Queue a backup of ``client`` now (backup now, or a person's request)."""
-    if client.agent_id is None:
-        raise InvalidTransition(f"{client} has no enrolled agent yet; it cannot be backed up.")
-    if client.status != ClientStatus.ACTIVE:
-        raise InvalidTransition(f"{client} is {client.get_status_display().lower()}; it is not backed up.")
-    with transaction.atomic():
-        job = Job.objects.create(
-            kind=JobKind.BACKUP,
-            client=client,
-            agent_id=client.agent_id,
-            trigger=trigger,
-            requested_by=requested_by,
-        )
-        _announce(job, "")
+def backup_destination(job: Job) -> str:
+    """Where the agent writes ``job``'s backup, relative to the storage root: the one rule.
+
+    The portal hands it out in the job (``job_payload``) and accepts a successful
+    backup only at exactly this location, so an agent cannot file a backup under
+    another client's or application's folder.
+    """
+    return f"{job.client.application.slug}/{job.client.name}/job-{job.pk}"
+
+
+def open_backup_of(client_id: int) -> Job | None:
+    """The client's queued or running backup, if any; ``job_one_open_backup_per_client`` allows one."""
+    return (
+        Job.objects.filter(client_id=client_id, kind=JobKind.BACKUP, state__in=JobState.open())
+        .order_by("pk")
+        .first()
+    )
+
+
+def queue_backup(
+    client: BackupClient, *, trigger: str = JobTrigger.USER, requested_by=None, now: datetime | None = None
+) -> Job:
+    """Queue a backup of ``client`` now, or return the one already queued or running (see below)."""
+    job, _ = get_or_queue_backup(client, trigger=trigger, requested_by=requested_by, now=now)
     return job
+
+
+def get_or_queue_backup(
+    client: BackupClient, *, trigger: str = JobTrigger.USER, requested_by=None, now: datetime | None = None
+) -> tuple[Job, bool]:
+    """A backup of ``client`` now (backup now, or a person's request): ``(job, created)``.
+
+    A client has at most one open backup (``job_one_open_backup_per_client``):
+    when one is already queued or running, that job is the answer and
+    ``created`` is False. A queued one waiting out a retry's backoff is moved
+    up to now, since somebody asked for a backup now.
+
+    The client's row is locked first, so two requests at once (and the
+    scheduler, which skips locked clients) take turns: the second finds the
+    first one's job. Should another writer slip a job in all the same, the
+    constraint refuses the insert, in a savepoint, and the open job is returned.
+    """
+    now = now or timezone.now()
+    with transaction.atomic():
+        client = (
+            BackupClient.objects.select_for_update(of=("self",))
+            .select_related("application")
+            .get(pk=client.pk)
+        )
+        if client.agent_id is None:
+            raise InvalidTransition(f"{client} has no enrolled agent yet; it cannot be backed up.")
+        if client.status != ClientStatus.ACTIVE:
+            status = client.get_status_display().lower()
+            raise InvalidTransition(f"{client} is {status}; it is not backed up.")
+        existing = open_backup_of(client.pk)
+        if existing is None:
+            try:
+                with transaction.atomic():  # a savepoint: the outer transaction survives a refused insert
+                    job = Job.objects.create(
+                        kind=JobKind.BACKUP,
+                        client=client,
+                        agent_id=client.agent_id,
+                        trigger=trigger,
+                        requested_by=requested_by,
+                        created_at=now,
+                        not_before=now,
+                    )
+            except IntegrityError:
+                existing = open_backup_of(client.pk)
+                if existing is None:
+                    raise  # another constraint: not ours to hide
+            else:
+                _announce(job, "")
+                return job, True
+        if existing.state == JobState.QUEUED and existing.not_before > now:
+            Job.objects.filter(pk=existing.pk, state=JobState.QUEUED).update(not_before=now)
+            existing.not_before = now
+    return existing, False
 
 
 def queue_restore(
@@ -335,15 +397,25 @@ def retry_delay(attempt: int) -> timedelta:
 def _retry_or_alert(job: Job, now: datetime) -> Job | None:
     policy = job.client.policy
     if job.attempt <= policy.max_retries:
-        retry = Job.objects.create(
-            kind=job.kind,
-            client_id=job.client_id,
-            agent_id=job.agent_id,
-            trigger=JobTrigger.RETRY,
-            attempt=job.attempt + 1,
-            retry_of=job,
-            not_before=now + retry_delay(job.attempt),
-        )
+        # The failed job is closed (saved above), so the client has no open backup and the
+        # retry fits ``job_one_open_backup_per_client``. Should a backup have been queued
+        # meanwhile all the same, that one is the retry: the failure is kept either way.
+        try:
+            with transaction.atomic():
+                retry = Job.objects.create(
+                    kind=job.kind,
+                    client_id=job.client_id,
+                    agent_id=job.agent_id,
+                    trigger=JobTrigger.RETRY,
+                    attempt=job.attempt + 1,
+                    retry_of=job,
+                    not_before=now + retry_delay(job.attempt),
+                )
+        except IntegrityError:
+            existing = open_backup_of(job.client_id)
+            if existing is None:
+                raise
+            return existing
         _announce(retry, "")
         return retry
     alerts.raise_alert(

@@ -43,7 +43,11 @@ def _schedule_batch(now: datetime, batch: int) -> tuple[int, int]:
         if not due:
             return 0, 0
         # A client whose previous backup is still queued or running (agent
-        # offline, slow backup) gets no second one on top: jobs would pile up.
+        # offline, slow backup) gets no second one on top: jobs would pile up,
+        # and job_one_open_backup_per_client would refuse the whole batch. The
+        # check holds until commit: "backup now" locks the client row before it
+        # queues (so it waits for this batch, or this batch skips that client),
+        # and a retry replaces a job that was open here, so it counts as busy.
         busy = set(
             Job.objects.filter(client__in=due, kind=JobKind.BACKUP, state__in=JobState.open()).values_list(
                 "client_id", flat=True

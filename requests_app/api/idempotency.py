@@ -86,8 +86,23 @@ def _valid_key(value: str) -> str:
     return value
 
 
-def respond_once(request, body: bytes, respond: Callable[[], Response]) -> Response:
-    """Run ``respond`` in a transaction; with an Idempotency-Key, at most once per key and request."""
+SHOWN_ONCE = (
+    409,
+    {
+        "code": "shown_once",
+        "detail": "That answer held a one-time secret and was not kept; ask for a new one.",
+    },
+)
+
+
+def respond_once(
+    request, body: bytes, respond: Callable[[], Response], *, replayable: bool = True
+) -> Response:
+    """Run ``respond`` in a transaction; with an Idempotency-Key, at most once per key and request.
+
+    An answer that holds a secret shown once (``replayable=False``) is not kept:
+    a replay gets 409 instead of the secret.
+    """
     key = request.headers.get(HEADER)
     with transaction.atomic():
         if key is None:
@@ -98,9 +113,10 @@ def respond_once(request, body: bytes, respond: Callable[[], Response]) -> Respo
             return _replay(record, request_hash)
         response = _settled(respond())
         if response.status_code < 500:
-            IdempotencyRecord.objects.filter(pk=record.pk).update(
-                status_code=response.status_code, response=_stored(response.data)
-            )
+            code, data = response.status_code, response.data
+            if not replayable and code < 400:
+                code, data = SHOWN_ONCE
+            IdempotencyRecord.objects.filter(pk=record.pk).update(status_code=code, response=_stored(data))
         return response
 
 
@@ -162,7 +178,10 @@ class IdempotentPostMixin:
             body = read_body(request)
             self.initial(request, *args, **kwargs)
             handler = getattr(self, "post", self.http_method_not_allowed)
-            response = respond_once(request, body, lambda: self._answer(handler, request, *args, **kwargs))
+            replayable = getattr(self, "action", None) not in getattr(self, "unreplayable_actions", ())
+            response = respond_once(
+                request, body, lambda: self._answer(handler, request, *args, **kwargs), replayable=replayable
+            )
         except Exception as exc:
             response = self.handle_exception(exc)
         self.response = self.finalize_response(request, response, *args, **kwargs)

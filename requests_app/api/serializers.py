@@ -19,7 +19,7 @@ from catalog.filtersets import MAX_ID
 from catalog.models import Agent, Application, Backup, ProtectionPolicy, hostname_validator
 from catalog.plugin_options import validate_options
 from requests_app.choices import RequestStatus
-from requests_app.models import ApiKey, ClientRequest, RestoreRequest
+from requests_app.models import ClientRequest, RestoreRequest
 
 #: Free text a person writes; generous, but bounded.
 TEXT_LIMIT = 10_000
@@ -50,6 +50,7 @@ class RestoreRequestSerializer(serializers.ModelSerializer):
             "id",
             "status",
             "needs_approval",
+            "approval_rule",
             "backup",
             "target_agent",
             "target_location",
@@ -101,8 +102,8 @@ class ClientRequestSerializer(serializers.ModelSerializer):
     policy = serializers.SlugRelatedField(slug_field="name", read_only=True)
     options = serializers.DictField(read_only=True)
     client = serializers.SerializerMethodField(help_text="The new client's id, once provisioned.")
-    enrolment_token = serializers.SerializerMethodField(
-        help_text="The one-time token to enrol the agent: shown to the requester only, until used."
+    approval_rule = serializers.CharField(
+        read_only=True, help_text="Why it needs (or did not need) the backup team's approval."
     )
 
     class Meta:
@@ -119,8 +120,8 @@ class ClientRequestSerializer(serializers.ModelSerializer):
             "policy",
             "justification",
             "external_ref",
+            "approval_rule",
             "client",
-            "enrolment_token",
             "error",
             "created_at",
             "updated_at",
@@ -131,17 +132,13 @@ class ClientRequestSerializer(serializers.ModelSerializer):
     def get_client(self, obj: ClientRequest) -> int | None:
         return obj.client_id if obj.status == RequestStatus.PROVISIONED else None
 
-    @extend_schema_field(serializers.CharField(allow_null=True))
-    def get_enrolment_token(self, obj: ClientRequest) -> str | None:
-        request = self.context.get("request")
-        if request is None or obj.status != RequestStatus.APPROVED or not obj.enrolment_secret:
-            return None
-        # The requester only: through the very key that asked, or signed in as the person who asked.
-        if isinstance(request.auth, ApiKey):
-            mine = obj.api_key_id == request.auth.pk
-        else:
-            mine = obj.requester_id == request.user.pk
-        return obj.enrolment_secret if mine else None
+
+class EnrolmentSerializer(serializers.Serializer):
+    """A fresh one-time enrolment token, shown in this answer only."""
+
+    token = serializers.CharField(help_text="Works once, for this host only; issuing another voids it.")
+    expires_at = serializers.DateTimeField()
+    enrol_command = serializers.CharField(help_text="Run as root on the server, once.")
 
 
 class ClientRequestCreateSerializer(serializers.Serializer):

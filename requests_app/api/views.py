@@ -36,11 +36,13 @@ from requests_app.api.schema import IDEMPOTENCY_KEY
 from requests_app.api.serializers import (
     ClientRequestCreateSerializer,
     ClientRequestSerializer,
+    EnrolmentSerializer,
     RejectSerializer,
     RestoreRequestCreateSerializer,
     RestoreRequestSerializer,
 )
 from requests_app.choices import Channel
+from requests_app.enrolment import enrol_command
 from requests_app.errors import InvalidRequest
 from requests_app.filtersets import ClientRequestFilterSet, RestoreRequestFilterSet
 from requests_app.models import ApiKey, ClientRequest, RestoreRequest
@@ -192,17 +194,39 @@ class RestoreRequestViewSet(RequestViewSet):
 
 @request_schema("client request", ClientRequestSerializer, ClientRequestCreateSerializer)
 class ClientRequestViewSet(RequestViewSet):
-    """New workloads to protect. Once approved, the requester sees the agent's one-time enrolment_token
-    until the agent has enrolled with it; then the request is provisioned and names its client."""
+    """New workloads to protect. Once approved, the requester issues a one-time enrolment token
+    (``POST …/enrolment-token/``) and runs the enrol command it comes with on the server; when the
+    agent has enrolled, the request is provisioned and names its client."""
 
     queryset = ClientRequest.objects.none()
     serializer_class = ClientRequestSerializer
     create_serializer_class = ClientRequestCreateSerializer
     filterset_class = ClientRequestFilterSet
     related = ("application", "policy")
+    # The token is shown in this one answer: an Idempotency-Key replay must not hold it.
+    unreplayable_actions = ("enrolment_token",)
 
     def submit(self, actor: Actor, data: dict) -> ClientRequest:
         return services.submit_client(actor=actor, **data)
+
+    @extend_schema(
+        summary="Issue a one-time enrolment token for an approved client request (the requester or the team)",
+        description="Voids any earlier token for the host. The token is in this answer only: it is "
+        "stored hashed, and a retry with the same Idempotency-Key answers 409.",
+        request=None,
+        parameters=[IDEMPOTENCY_KEY],
+        responses={201: EnrolmentSerializer, **error_responses(403, 409, 400, 401, 404, 429)},
+    )
+    @action(detail=True, methods=["post"], url_path="enrolment-token")
+    def enrolment_token(self, request, pk=None):
+        obj = self.get_object()
+        updated, token = services.issue_enrolment(obj.pk, actor=actor_for(request))
+        body = {
+            "token": token,
+            "expires_at": updated.enrolment.expires_at,
+            "enrol_command": enrol_command(updated, token),
+        }
+        return Response(EnrolmentSerializer(body).data, status=status.HTTP_201_CREATED)
 
 
 class BackupNowView(IdempotentPostMixin, GenericAPIView):

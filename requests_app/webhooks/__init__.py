@@ -3,7 +3,7 @@
     dispatch.py        an event → one WebhookDelivery per subscription that wants it and may see it
     delivery.py        one delivery → one signed POST, its attempt logged, the retry scheduled
     representation.py  the ``object`` of each event (the REST API's representation)
-    signing.py         X-Portal-Signature: HMAC-SHA256 of the raw body with the subscription's secret
+    signing.py         X-Portal-Signature: HMAC-SHA256 of timestamp, delivery id and raw body, per attempt
     receivers.py       the catalog's signals (job_changed, alert_raised) → dispatch
 
 docs/api.md is the receivers' side of the contract: headers, body, signature, retries.

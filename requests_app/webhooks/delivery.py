@@ -158,21 +158,30 @@ def attempt(delivery_id, now: datetime) -> bool | None:
     delivery = WebhookDelivery.objects.select_related("subscription").filter(delivery_id=delivery_id).first()
     if delivery is None:
         return None
-    outcome = send(delivery)
+    outcome = send(delivery, now)
     record(delivery, outcome, now)
     return outcome.delivered
 
 
-def send(delivery: WebhookDelivery) -> Outcome:
-    """POST the stored body, signed; never raises for anything the network or the receiver does."""
+def send(delivery: WebhookDelivery, now: datetime | None = None) -> Outcome:
+    """POST the stored body, signed; never raises for anything the network or the receiver does.
+
+    Every attempt is signed afresh with its own time (``now``, the attempt's,
+    also its ``attempted_at``) and the delivery's unchanging id: a retry a day
+    after the event is as current as the first attempt, and receivers refuse
+    a timestamp older than a few minutes (signing.TOLERANCE_SECONDS). A run of
+    ``retry_due`` shares one ``now`` across RETRY_BUDGET_SECONDS, well within it.
+    """
     subscription = delivery.subscription
     body = delivery.body.encode()
+    timestamp = int((now or timezone.now()).timestamp())
     headers = {
         "Content-Type": "application/json",
         "User-Agent": USER_AGENT,
         "X-Portal-Event": delivery.event,
-        "X-Portal-Delivery": str(delivery.delivery_id),
-        "X-Portal-Signature": signing.sign(subscription.secret, body),
+        **signing.headers(
+            subscription.secret, body, delivery_id=str(delivery.delivery_id), timestamp=timestamp
+        ),
     }
     started = time.monotonic()
     if urlsplit(subscription.url).scheme not in SCHEMES:

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from rest_framework.test import APIClient
 
 from catalog.models import BackupClient
-from requests_app import services
 from requests_app.choices import RequestStatus
 from requests_app.models import ClientRequest
 from tests import factories
@@ -18,6 +16,7 @@ FIELDS = {
     "id",
     "status",
     "needs_approval",
+    "approval_rule",
     "application",
     "hostname",
     "name",
@@ -27,7 +26,6 @@ FIELDS = {
     "justification",
     "external_ref",
     "client",
-    "enrolment_token",
     "error",
     "created_at",
     "updated_at",
@@ -49,7 +47,7 @@ def body(app, tier, **fields) -> dict:
     }
 
 
-def test_auto_approved_request_shows_its_requester_the_enrolment_token(owner_api, app, auto_policy):
+def test_auto_approved_request_says_why_and_holds_no_token(owner_api, app, auto_policy):
     response = owner_api.post(URL, body(app, auto_policy), format="json")
 
     assert response.status_code == 201, response.json()
@@ -60,6 +58,7 @@ def test_auto_approved_request_shows_its_requester_the_enrolment_token(owner_api
         "id": request.pk,
         "status": "approved",
         "needs_approval": False,
+        "approval_rule": "New clients on Silver are approved automatically.",
         "application": "orders",
         "hostname": "db01.example.com",
         "name": "db01-postgresql",
@@ -69,45 +68,97 @@ def test_auto_approved_request_shows_its_requester_the_enrolment_token(owner_api
         "justification": "The orders database goes live on Monday.",
         "external_ref": "CHG0004321",
         "client": None,  # not provisioned until the agent enrols
-        "enrolment_token": request.enrolment_secret,
         "error": "",
         "created_at": data["created_at"],
         "updated_at": data["updated_at"],
     }
-    assert len(data["enrolment_token"]) > 20
 
 
-def test_the_token_is_the_requesters_alone(owner, owner_api, admin_api, app, auto_policy):
+def test_the_requester_issues_a_one_time_enrol_command_with_the_allow_list(owner_api, app, auto_policy):
     created = owner_api.post(URL, body(app, auto_policy), format="json").json()
-    url = f"{URL}{created['id']}/"
-    session = APIClient()
-    session.force_login(owner)
 
-    assert owner_api.get(url).json()["enrolment_token"] == created["enrolment_token"]
-    assert session.get(url).json()["enrolment_token"] == created["enrolment_token"]  # the same person
-    assert key_client(owner, name="Another integration").get(url).json()["enrolment_token"] is None
-    assert admin_api.get(url).json()["enrolment_token"] is None
+    response = owner_api.post(f"{URL}{created['id']}/enrolment-token/")
+
+    assert response.status_code == 201, response.json()
+    data = response.json()
+    assert data["token"].startswith("bpe_")
+    request = ClientRequest.objects.select_related("policy__storage_target").get(pk=created["id"])
+    root = request.policy.storage_target.location
+    assert data["enrol_command"] == (
+        f"backup-agent enrol --server http://127.0.0.1:8000 --token {data['token']} "
+        f"--hostname db01.example.com --allow-database postgresql:orders --allow-storage {root}"
+    )
+    # Stored hashed only: the clear token is nowhere in the database.
+    assert request.enrolment.token_hash != data["token"]
+    assert data["token"] not in str(owner_api.get(f"{URL}{created['id']}/").json())
 
 
-def test_once_the_agent_enrolled_the_token_is_gone_and_the_client_named(owner_api, app, auto_policy):
+def test_a_new_token_voids_the_previous_one(owner_api, app, auto_policy):
+    from catalog.errors import InvalidEnrolment
+    from catalog.services import agents
+
     created = owner_api.post(URL, body(app, auto_policy), format="json").json()
+    first = owner_api.post(f"{URL}{created['id']}/enrolment-token/").json()["token"]
+    second = owner_api.post(f"{URL}{created['id']}/enrolment-token/").json()["token"]
+
+    with pytest.raises(InvalidEnrolment):
+        agents.enrol(token=first, hostname="db01.example.com", version="", plugins=[])
+    agent, _ = agents.enrol(token=second, hostname="db01.example.com", version="", plugins=[])
+    assert list(agent.applications.all()) == [app]
+
+
+def test_only_the_requester_or_the_team_issues_the_token(owner, admin_api, app, auto_policy, owner_api):
+    created = owner_api.post(URL, body(app, auto_policy), format="json").json()
+    url = f"{URL}{created['id']}/enrolment-token/"
+    co_owner = factories.UserFactory(username="co_owner")
+    app.owners.add(co_owner)
+
+    refused = key_client(co_owner, name="Co-owner's integration").post(url)
+
+    assert refused.status_code == 403
+    assert admin_api.post(url).status_code == 201
+
+
+def test_an_idempotent_replay_never_holds_the_token(owner_api, app, auto_policy):
+    from requests_app.models import IdempotencyRecord
+
+    created = owner_api.post(URL, body(app, auto_policy), format="json").json()
+    url = f"{URL}{created['id']}/enrolment-token/"
+
+    first = owner_api.post(url, HTTP_IDEMPOTENCY_KEY="enrol-1")
+    replay = owner_api.post(url, HTTP_IDEMPOTENCY_KEY="enrol-1")
+
+    assert first.status_code == 201
+    assert (replay.status_code, replay.json()["code"]) == (409, "shown_once")
+    token = first.json()["token"]
+    assert all(token not in str(record.response) for record in IdempotencyRecord.objects.all())
+
+
+def test_once_the_agent_enrolled_the_request_names_its_client(
+    owner_api, app, auto_policy, django_capture_on_commit_callbacks
+):
+    from catalog.services import agents
+
+    created = owner_api.post(URL, body(app, auto_policy), format="json").json()
+    token = owner_api.post(f"{URL}{created['id']}/enrolment-token/").json()["token"]
+
+    with django_capture_on_commit_callbacks(execute=True):
+        agents.enrol(token=token, hostname="db01.example.com", version="1", plugins=["postgresql"])
+    data = owner_api.get(f"{URL}{created['id']}/").json()
+
     request = ClientRequest.objects.get(pk=created["id"])
-
-    services.mark_provisioned(request.enrolment_id)
-    data = owner_api.get(f"{URL}{request.pk}/").json()
-
     assert data["status"] == "provisioned"
-    assert data["enrolment_token"] is None
     assert data["client"] == request.client_id and BackupClient.objects.filter(pk=request.client_id).exists()
+    assert owner_api.post(f"{URL}{created['id']}/enrolment-token/").status_code == 409
 
 
-def test_a_host_with_an_agent_is_provisioned_at_once(owner_api, app, auto_policy, mine):
+def test_a_host_of_the_same_application_is_provisioned_at_once(owner_api, app, auto_policy, mine):
     response = owner_api.post(
         URL, body(app, auto_policy, hostname=mine.agent.hostname, name="orders-db"), format="json"
     )
 
     data = response.json()
-    assert (data["status"], data["name"], data["enrolment_token"]) == ("provisioned", "orders-db", None)
+    assert (data["status"], data["name"]) == ("provisioned", "orders-db")
     assert BackupClient.objects.get(pk=data["client"]).agent == mine.agent
 
 
@@ -115,18 +166,14 @@ def test_manual_policy_waits_for_the_backup_team_then_the_requester_gets_the_tok
     owner_api, admin_api, app, manual_policy
 ):
     created = owner_api.post(URL, body(app, manual_policy), format="json").json()
-    assert (created["status"], created["needs_approval"], created["enrolment_token"]) == (
-        "submitted",
-        True,
-        None,
-    )
+    assert (created["status"], created["needs_approval"]) == ("submitted", True)
+    assert owner_api.post(f"{URL}{created['id']}/enrolment-token/").status_code == 409
 
     approved = admin_api.post(f"{URL}{created['id']}/approve/")
 
     assert approved.status_code == 200
     assert approved.json()["status"] == "approved"
-    assert approved.json()["enrolment_token"] is None  # the approver is not the requester
-    assert owner_api.get(f"{URL}{created['id']}/").json()["enrolment_token"]
+    assert owner_api.post(f"{URL}{created['id']}/enrolment-token/").status_code == 201
 
 
 @pytest.mark.parametrize(

@@ -81,8 +81,15 @@ def build_stack(n: int) -> dict:
         acknowledged_at=now,
         acknowledged_by=owner,
     )
-    token, _ = EnrolmentToken.issue(application=application, hostname=agent.hostname, created_by=owner)
-    EnrolmentToken.objects.filter(pk=token.pk).update(used_at=now, agent=agent)
+    token = EnrolmentToken.objects.create(
+        token_hash=f"{n:064d}",
+        application=application,
+        hostname=agent.hostname,
+        created_by=owner,
+        expires_at=now + timedelta(days=1),
+        used_at=now,
+        agent=agent,
+    )
     return {
         "costcenter": application.cost_center,
         "application": application,
@@ -474,22 +481,33 @@ def test_client_status_is_set_on_creation_only(root_client, stack):
     assert created.status == ClientStatus.ACTIVE
 
 
-def test_agent_form_edits_applications_not_the_token(root_client, stack):
+def test_agent_form_edits_applications_not_the_token_nor_the_hostname(root_client, stack):
     agent = stack["agent"]
     agent.issue_token()
     agent.save()
-    token_hash = agent.token_hash
+    token_hash, hostname = agent.token_hash, agent.hostname
+    before = [app.slug for app in agent.applications.all()]
     other = factories.ApplicationFactory()
 
     response = root_client.post(
         change_url(agent),
-        {"hostname": agent.hostname, "applications": [other.pk], "token_hash": "f" * 64},
+        {
+            "hostname": "someone-else.example.com",
+            "applications": [other.pk],
+            "token_hash": "f" * 64,
+            "events-TOTAL_FORMS": "0",
+            "events-INITIAL_FORMS": "0",
+        },
     )
 
     assert response.status_code == 302
     agent = Agent.objects.get(pk=agent.pk)
     assert list(agent.applications.all()) == [other]
-    assert agent.token_hash == token_hash
+    assert (agent.token_hash, agent.hostname) == (token_hash, hostname)
+    # Who serves what is the team's decision, and it is on the record.
+    trail = [(e.action, e.actor_label, e.message) for e in agent.events.all()]
+    assert ("shared", "root", f"Now serves {other.slug}.") in trail
+    assert all(("unregistered", "root", f"Stops serving {slug}.") in trail for slug in before)
 
 
 def test_backup_now_action_queues_a_backup_per_enrolled_client(client, superuser):

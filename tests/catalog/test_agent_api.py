@@ -10,8 +10,8 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from catalog.choices import AlertKind, ClientStatus, JobKind, JobState, Plugin
-from catalog.models import Agent, Alert, Backup, BackupClient, EnrolmentToken, Job
-from catalog.services import jobs
+from catalog.models import Agent, Alert, Backup, BackupClient, Job
+from catalog.services import agents, jobs
 from tests import factories
 
 SHA = hashlib.sha256(b"data").hexdigest()
@@ -62,7 +62,7 @@ def test_enrol_exchanges_one_time_token_and_activates_waiting_client(db, app):
         policy=policy,
         status=ClientStatus.PENDING_ENROLMENT,
     )
-    _, token = EnrolmentToken.issue(application=app, hostname="db01.example.com")
+    _, token = agents.issue_enrolment_token(application=app, hostname="db01.example.com")
     body = {"token": token, "hostname": "db01.example.com", "version": "0.1.0", "plugins": ["postgresql"]}
 
     response = APIClient().post("/api/agent/v1/enrol", body, format="json")
@@ -82,7 +82,7 @@ def test_enrol_exchanges_one_time_token_and_activates_waiting_client(db, app):
 
 
 def test_enrol_refuses_token_issued_for_another_host(db, app):
-    _, token = EnrolmentToken.issue(application=app, hostname="db01.example.com")
+    _, token = agents.issue_enrolment_token(application=app, hostname="db01.example.com")
     response = APIClient().post(
         "/api/agent/v1/enrol", {"token": token, "hostname": "evil.example.com"}, format="json"
     )
@@ -307,6 +307,6 @@ def test_failed_report_is_classified_and_retried(backup_job):
 def test_tokens_say_what_they_are_and_never_look_like_an_option(db, app):
     # A token starting with "-" broke `backup-agent enrol --token …` (argparse read it as an option).
     for _ in range(50):
-        _, enrolment = EnrolmentToken.issue(application=app, hostname="db01.example.com")
+        _, enrolment = agents.issue_enrolment_token(application=app, hostname="db01.example.com")
         agent_token = factories.AgentFactory().issue_token()
         assert enrolment.startswith("bpe_") and agent_token.startswith("bpa_")

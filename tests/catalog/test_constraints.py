@@ -25,11 +25,11 @@ from catalog.models import (
     Backup,
     BackupClient,
     CostCenter,
-    EnrolmentToken,
     Job,
     ProtectionPolicy,
     StorageTarget,
 )
+from catalog.services import agents
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -311,7 +311,8 @@ def test_uncompressed_storage_refuses_gzip():
 
 
 def test_used_enrolment_token_names_the_agent_it_enrolled():
-    token, _ = EnrolmentToken.issue(application=factories.ApplicationFactory(), hostname="db09.example.com")
+    application = factories.ApplicationFactory()
+    token, _ = agents.issue_enrolment_token(application=application, hostname="db09.example.com")
     with refused_by("enrolmenttoken_used_names_agent"):
         update(token, used_at=timezone.now())
     agent = factories.AgentFactory(hostname="db09.example.com")

@@ -27,6 +27,7 @@ from catalog.models import (
     ProtectionPolicy,
     StorageTarget,
 )
+from catalog.services import agents
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -51,7 +52,7 @@ def populate(app: Application) -> Tenant:
     client = backup.client
     restore = factories.JobFactory(kind=JobKind.RESTORE, client=client, backup=backup)
     alert = factories.AlertFactory(client=client)
-    token, _ = EnrolmentToken.issue(application=app, hostname=f"new-{app.slug}.example.com")
+    token, _ = agents.issue_enrolment_token(application=app, hostname=f"new-{app.slug}.example.com")
     return Tenant(
         app=app,
         pks={

@@ -16,7 +16,7 @@ from django.utils import timezone
 from django.utils.html import escape
 
 from catalog.choices import JobKind, JobState
-from catalog.models import Job
+from catalog.models import Agent, Job
 from requests_app import services
 from requests_app.actors import Actor
 from requests_app.choices import ActorKind, Channel, RequestStatus
@@ -272,15 +272,15 @@ def test_approve_needs_the_csrf_token(backup_admin, restore):
     assert refreshed(restore).status == RequestStatus.SUBMITTED
 
 
-def test_approving_a_client_request_provisions_it_without_showing_the_secret(team_client, client_request):
+def test_approving_a_client_request_registers_the_host_and_issues_no_token(team_client, client_request):
     response = team_client.post(approve_url(client_request), follow=True)
 
     client_request.refresh_from_db()
     assert client_request.status == RequestStatus.APPROVED
-    assert client_request.client is not None and client_request.enrolment_secret
+    assert client_request.client is not None and client_request.enrolment is None
     assert messages_of(response) == [f"Client request #{client_request.pk} is approved."]
-    for url in (change_url(client_request), changelist_url(ClientRequest), changelist_url(AuditEvent)):
-        assert client_request.enrolment_secret not in team_client.get(url).text
+    agent = Agent.objects.get(hostname=client_request.hostname)
+    assert list(agent.applications.all()) == [client_request.application]
 
 
 def test_approval_mails_the_requester(team_client, restore, django_capture_on_commit_callbacks):

@@ -96,7 +96,7 @@ def test_restore_onto_an_agent_of_another_application_needs_the_backup_team(owne
     assert foreign_agent.hostname in request.approval_rule
 
 
-def test_client_request_on_an_automatic_policy_is_provisioned_with_an_enrolment_token(owner, app):
+def test_client_request_on_an_automatic_policy_registers_the_host_and_waits_for_its_agent(owner, app):
     policy = factories.ProtectionPolicyFactory(auto_approve_clients=True)
     request = services.submit_client(
         actor=web(owner),
@@ -111,8 +111,9 @@ def test_client_request_on_an_automatic_policy_is_provisioned_with_an_enrolment_
     assert (request.status, request.needs_approval) == (RequestStatus.APPROVED, False)
     assert request.client.status == ClientStatus.PENDING_ENROLMENT
     assert request.client.hostname == "db09.example.com"
-    assert request.enrolment.hostname == "db09.example.com"
-    assert request.enrolment_secret  # shown to the requester until used
+    # The host is the application's from now on; no token exists until the requester asks for one.
+    assert list(Agent.objects.get(hostname="db09.example.com").applications.all()) == [app]
+    assert request.enrolment is None and not EnrolmentToken.objects.exists()
 
 
 def test_client_request_on_a_manual_policy_waits_for_the_backup_team(owner, app):
@@ -126,11 +127,12 @@ def test_client_request_on_a_manual_policy_waits_for_the_backup_team(owner, app)
         options={"paths": ["/srv/www"]},
         policy=policy,
     )
-    assert (request.status, request.client, request.enrolment_secret) == (RequestStatus.SUBMITTED, None, "")
+    assert (request.status, request.client) == (RequestStatus.SUBMITTED, None)
+    assert not Agent.objects.filter(hostname="web09.example.com").exists()
 
 
-def test_client_request_for_a_host_with_an_agent_attaches_the_client_at_once(owner, app, other_app):
-    agent = factories.AgentFactory(hostname="shared01.example.com", applications=[other_app])
+def test_client_request_for_a_host_of_the_same_application_attaches_the_client_at_once(owner, app):
+    agent = factories.AgentFactory(hostname="shared01.example.com", applications=[app])
     policy = factories.ProtectionPolicyFactory(auto_approve_clients=True)
     request = services.submit_client(
         actor=web(owner),
@@ -148,7 +150,7 @@ def test_client_request_for_a_host_with_an_agent_attaches_the_client_at_once(own
     assert request.enrolment is None
 
 
-def test_enrolment_with_the_requests_token_marks_it_provisioned_and_forgets_the_secret(
+def test_enrolment_with_the_requests_token_marks_it_provisioned(
     owner, app, django_capture_on_commit_callbacks
 ):
     policy = factories.ProtectionPolicyFactory(auto_approve_clients=True)
@@ -161,11 +163,12 @@ def test_enrolment_with_the_requests_token_marks_it_provisioned_and_forgets_the_
         options={"database": "shop"},
         policy=policy,
     )
-    secret = ClientRequest.objects.get(pk=request.pk).enrolment_secret
+    _, secret = services.issue_enrolment(request.pk, actor=web(owner))
     with django_capture_on_commit_callbacks(execute=True):
         agent_services.enrol(token=secret, hostname="db10.example.com", version="0.1.0", plugins=["mysql"])
     request.refresh_from_db()
-    assert (request.status, request.enrolment_secret) == (RequestStatus.PROVISIONED, "")
+    assert request.status == RequestStatus.PROVISIONED
+    assert request.enrolment.used_at is not None
     assert request.client.status == ClientStatus.ACTIVE
     assert events(request)[-1] == ("provisioned", "approved", "provisioned", "db10.example.com")
 
@@ -318,16 +321,17 @@ def test_cancelling_a_client_request_retires_the_pending_client_and_kills_the_to
         options={"paths": ["/srv"]},
         policy=policy,
     )
-    secret = ClientRequest.objects.get(pk=request.pk).enrolment_secret
+    _, secret = services.issue_enrolment(request.pk, actor=web(owner))
     services.cancel(ClientRequest, request.pk, actor=web(owner))
     request.refresh_from_db()
-    assert (request.status, request.enrolment_secret) == (RequestStatus.CANCELLED, "")
+    assert request.status == RequestStatus.CANCELLED
     assert request.client.status == ClientStatus.RETIRED
     from catalog.errors import InvalidEnrolment
 
     with pytest.raises(InvalidEnrolment):
         agent_services.enrol(token=secret, hostname="h1.example.com", version="", plugins=[])
-    assert not Agent.objects.filter(hostname="h1.example.com").exists()
+    # The host is free again: it was held for this request only and never enrolled.
+    assert not Agent.objects.get(hostname="h1.example.com").applications.exists()
     assert EnrolmentToken.objects.get().used_at is None
 
 

@@ -55,13 +55,14 @@ def test_bad_port_and_host_are_shown_on_their_fields(owner_client, app, auto_pol
 
 
 @pytest.mark.django_db
-def test_missing_command_arguments_are_required(owner_client, app, auto_policy):
-    response = protect(owner_client, app, plugin=Plugin.COMMAND, policy=auto_policy.pk)
+def test_missing_command_arguments_are_required(client, backup_admin, app, auto_policy):
+    client.force_login(backup_admin)  # commands are the backup team's
+    response = protect(client, app, plugin=Plugin.COMMAND, policy=auto_policy.pk)
     errors = response.context["form"].errors
     assert "Enter the backup command" in errors["backup_argv"][0]
     assert "Enter the restore command" in errors["restore_argv"][0]
     response = protect(
-        owner_client,
+        client,
         app,
         plugin=Plugin.COMMAND,
         backup_argv="dump\n{target}",
@@ -70,7 +71,7 @@ def test_missing_command_arguments_are_required(owner_client, app, auto_policy):
     )
     assert "must start with /" in response.context["form"].errors["backup_argv"][0]
     response = protect(
-        owner_client,
+        client,
         app,
         plugin=Plugin.COMMAND,
         backup_argv="/bin/dump",
@@ -79,6 +80,43 @@ def test_missing_command_arguments_are_required(owner_client, app, auto_policy):
     )
     assert "Unknown placeholder" in response.context["form"].errors["restore_argv"][0]
     assert not ClientRequest.objects.exists()
+
+
+@pytest.mark.django_db
+def test_owners_cannot_ask_for_a_custom_command(owner_client, app, auto_policy):
+    form = owner_client.get(reverse("requests:protect", args=[app.slug])).content.decode()
+    assert 'value="command"' not in form and "the backup team sets them up" in form
+
+    response = protect(
+        owner_client,
+        app,
+        plugin=Plugin.COMMAND,
+        backup_argv="/bin/sh\n-c\nid > /tmp/x; cat /srv/payroll/documents/*",
+        restore_argv="/bin/sh\n-c\ntrue",
+        policy=auto_policy.pk,
+    )
+
+    assert response.status_code == 403
+    assert "Custom commands are the backup team&#x27;s" in response.content.decode()
+    assert not ClientRequest.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_team_members_command_request_is_never_approved_by_the_system(
+    client, backup_admin, app, auto_policy
+):
+    client.force_login(backup_admin)
+    protect(
+        client,
+        app,
+        plugin=Plugin.COMMAND,
+        backup_argv="/usr/local/bin/export-app",
+        restore_argv="/usr/local/bin/import-app\n{target}",
+        policy=auto_policy.pk,
+    )
+    request = ClientRequest.objects.get()
+    assert (request.status, request.needs_approval) == (RequestStatus.SUBMITTED, True)
+    assert "backup team" in request.approval_rule
 
 
 @pytest.mark.django_db
@@ -118,24 +156,16 @@ def test_database_options_are_built_from_the_fields(owner_client, app, manual_po
 
 
 @pytest.mark.django_db
-def test_auto_approved_request_leads_to_the_request_page_with_the_token(
+def test_auto_approved_request_leads_to_the_request_page_with_the_enrol_button(
     owner_client, owner, app, auto_policy
 ):
-    response = protect(
-        owner_client,
-        app,
-        plugin=Plugin.COMMAND,
-        backup_argv="/usr/local/bin/dump\n--out\n{target}",
-        restore_argv="/usr/local/bin/load\n{target}",
-        policy=auto_policy.pk,
-    )
+    response = protect(owner_client, app, plugin=Plugin.FILES, paths="/srv/orders", policy=auto_policy.pk)
     request = ClientRequest.objects.get()
     assert response.url == request.get_absolute_url()
     assert request.status == RequestStatus.APPROVED
     assert request.requester == owner
-    assert request.options["backup_argv"] == ["/usr/local/bin/dump", "--out", "{target}"]
     page = owner_client.get(response.url).content.decode()
-    assert request.enrolment_secret in page
+    assert "Show the enrol command" in page
 
 
 @pytest.mark.django_db

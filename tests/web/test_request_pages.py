@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from datetime import timedelta
 
 import pytest
@@ -98,30 +99,43 @@ def test_running_restore_cannot_be_cancelled(owner_client, owner, mine):
 
 
 @pytest.mark.django_db
-def test_enrolment_token_is_shown_only_to_the_requester(
-    client, owner, co_owner, backup_admin, app, auto_policy
+def test_the_requester_gets_the_enrol_command_once_with_its_allow_list(
+    client, owner, co_owner, app, auto_policy
 ):
     request = client_request_for(owner, app, auto_policy)
-    assert request.status == RequestStatus.APPROVED and request.enrolment_secret
+    assert request.status == RequestStatus.APPROVED
     client.force_login(owner)
     page = client.get(request.get_absolute_url()).content.decode()
-    assert (
-        f"backup-agent enrol --server http://127.0.0.1:8000 --token {request.enrolment_secret} "
-        f"--hostname new01.example.com"
-    ) in page
-    for other in (co_owner, backup_admin):
-        client.force_login(other)
-        response = client.get(request.get_absolute_url())
-        assert response.status_code == 200
-        assert request.enrolment_secret not in response.content.decode()
+    assert "Show the enrol command" in page and "--token" not in page
+
+    response = client.post(reverse("requests:issue-enrolment", args=[request.pk]))
+
+    assert response.status_code == 200
+    assert "no-store" in response["Cache-Control"]
+    request.refresh_from_db()
+    command = response.context["enrol_command"]
+    assert command.startswith("backup-agent enrol --server http://127.0.0.1:8000 --token bpe_")
+    assert "--hostname new01.example.com" in command
+    assert command in html.unescape(response.content.decode())
+    token = command.split("--token ")[1].split()[0]
+    # Shown this once: the page, reloaded, no longer holds it; the database holds only its hash.
+    assert token not in client.get(request.get_absolute_url()).content.decode()
+    assert request.enrolment.token_hash != token
+
+    client.force_login(co_owner)
+    assert "Show the enrol command" not in client.get(request.get_absolute_url()).content.decode()
+    refused = client.post(reverse("requests:issue-enrolment", args=[request.pk]), follow=True)
+    assert "Only the person who asked" in refused.content.decode()
 
 
 @pytest.mark.django_db
-def test_token_disappears_once_cancelled(owner_client, owner, app, auto_policy):
+def test_no_enrol_command_once_cancelled(owner_client, owner, app, auto_policy):
     request = client_request_for(owner, app, auto_policy)
-    secret = request.enrolment_secret
     owner_client.post(reverse("requests:cancel", args=["client", request.pk]))
-    assert secret not in owner_client.get(request.get_absolute_url()).content.decode()
+    page = owner_client.get(request.get_absolute_url()).content.decode()
+    assert "Show the enrol command" not in page
+    response = owner_client.post(reverse("requests:issue-enrolment", args=[request.pk]), follow=True)
+    assert "cannot be enrolled" in response.content.decode()
 
 
 @pytest.mark.django_db

@@ -1,4 +1,8 @@
-"""Queue a backup of one client immediately: ``manage.py backup_now CLIENT_ID``."""
+"""Queue a backup of one client immediately: ``manage.py backup_now CLIENT_ID``.
+
+A client has one backup at a time: when one is already queued or running, the
+command names that job and queues nothing.
+"""
 
 from django.core.management.base import BaseCommand, CommandError
 
@@ -20,7 +24,11 @@ class Command(BaseCommand):
         except BackupClient.DoesNotExist as exc:
             raise CommandError(f"No backup client with id {client_id}.") from exc
         try:
-            job = jobs.queue_backup(client, trigger=JobTrigger.USER)
+            job, created = jobs.get_or_queue_backup(client, trigger=JobTrigger.USER)
         except InvalidTransition as exc:
             raise CommandError(str(exc)) from exc
-        self.stdout.write(f"Queued backup job {job.pk} for {client}.")
+        if created:
+            self.stdout.write(f"Queued backup job {job.pk} for {client}.")
+        else:
+            state = job.get_state_display().lower()
+            self.stdout.write(f"A backup of {client} is already {state} (job {job.pk}); nothing new queued.")

@@ -1,7 +1,8 @@
 """Prepare the demo's real agent: a folder to protect, a client waiting for it, a token.
 
-``make demo`` runs ``demo_agent --prepare`` (prints an enrolment token, nothing
-else, on stdout), enrols ``backup-agent`` with it, then ``demo_agent
+``make demo`` runs ``demo_agent --prepare`` (prints an enrolment token, or a
+re-key token when the demo agent enrolled before, nothing else, on stdout),
+enrols ``backup-agent`` with it, then ``demo_agent
 --backup-now`` so the first real backup lands in the catalog within seconds.
 """
 
@@ -14,8 +15,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from catalog.choices import ClientStatus, JobTrigger, Plugin
-from catalog.models import Application, BackupClient, EnrolmentToken, ProtectionPolicy, StorageTarget
-from catalog.services import jobs
+from catalog.models import Agent, Application, BackupClient, ProtectionPolicy, StorageTarget
+from catalog.services import agents, jobs
 
 HOSTNAME = "demo-agent.local"
 CLIENT_NAME = "demo-files"
@@ -89,5 +90,11 @@ class Command(BaseCommand):
                 "status": ClientStatus.PENDING_ENROLMENT,
             },
         )
-        _, token = EnrolmentToken.issue(application=application, hostname=HOSTNAME)
+        # Run by the operator of this machine, the backup team of the demo: an agent
+        # enrolled by an earlier run gets a re-key token, as a rebuilt server would.
+        agent = Agent.objects.filter(hostname=HOSTNAME).first()
+        if agent is not None and agent.is_enrolled:
+            _, token = agents.issue_rekey_token(agent, created_by=None)
+        else:
+            _, token = agents.issue_enrolment_token(application=application, hostname=HOSTNAME)
         self.stdout.write(token)
