@@ -26,6 +26,7 @@ PATHS = {
     "/api/v1/client-requests/{id}/approve/",
     "/api/v1/client-requests/{id}/reject/",
     "/api/v1/client-requests/{id}/cancel/",
+    "/api/v1/client-requests/{id}/enrolment-token/",
     "/api/v1/applications/",
     "/api/v1/applications/{id}/",
     "/api/v1/clients/",
@@ -91,7 +92,7 @@ def test_representations_in_the_schema_match_the_contract(schema):
 def test_every_post_takes_an_idempotency_key_and_the_token_is_a_security_scheme(schema):
     posts = [op for item in schema["paths"].values() for method, op in item.items() if method == "post"]
 
-    assert len(posts) == 9
+    assert len(posts) == 10
     for operation in posts:
         assert "Idempotency-Key" in [p["name"] for p in operation.get("parameters", [])]
         assert {"apiKeyAuth": []} in operation["security"]
