@@ -317,6 +317,8 @@ def issue_enrolment(pk: int, *, actor: Actor) -> tuple[ClientRequest, str]:
         _expect(request, "enrolled", RequestStatus.APPROVED)
         if request.client is None or request.client.status != ClientStatus.PENDING_ENROLMENT:
             raise InvalidTransition(f"{request} is not waiting for an agent.")
+        # Two requests for one host issuing at once: one token per host, so one at a time.
+        hosts.lock(request.hostname)
         try:
             enrolment, token = agents.issue_enrolment_token(
                 application=request.application, hostname=request.hostname, created_by=actor.user

@@ -98,6 +98,8 @@ def issue_rekey_token(
 ) -> tuple[EnrolmentToken, str]:
     """The backup team's one-time token for a rebuilt server: it gives ``agent`` a new key when used."""
     with transaction.atomic():
+        # Two team members re-keying at once: one token per host, so one at a time.
+        agent = Agent.objects.select_for_update().get(pk=agent.pk)
         enrolment, token = _issue(
             purpose=EnrolmentPurpose.REKEY,
             hostname=agent.hostname,

@@ -6,7 +6,7 @@ import pytest
 
 from catalog.models import BackupClient
 from requests_app.choices import RequestStatus
-from requests_app.models import ClientRequest
+from requests_app.models import AuditEvent, ClientRequest
 from tests import factories
 from tests.api.conftest import key_client
 from tests.requests.factories import submit_client
@@ -90,6 +90,8 @@ def test_the_requester_issues_a_one_time_enrol_command_with_the_allow_list(owner
     )
     # Stored hashed only: the clear token is nowhere in the database.
     assert request.enrolment.token_hash != data["token"]
+    assert request.events.filter(action="enrolment_token_issued").exists()
+    assert not AuditEvent.objects.filter(message__contains=data["token"]).exists()
     assert data["token"] not in str(owner_api.get(f"{URL}{created['id']}/").json())
 
 
