@@ -311,7 +311,7 @@ COLUMNS = {
     "requests_app_clientrequest": (
         "id, status, needs_approval, approval_rule, external_ref, decided_at, decision_reason, "
         "error, created_at, updated_at, hostname, name, plugin, options, justification, "
-        "enrolment_secret, application_id, client_id, decided_by_id, enrolment_id, policy_id, "
+        "application_id, client_id, decided_by_id, enrolment_id, policy_id, "
         "requester_id"
     ),
     "requests_app_auditevent": (
@@ -1126,7 +1126,7 @@ class Requests:
         row = {
             **asked, "id": request_id, "status": "submitted", "needs_approval": needs, "approval_rule": rule,
             "external_ref": "", "decided_at": None, "decided_by_id": None, "decision_reason": "", "error": "",
-            "created_at": at(created), "updated_at": at(created), "justification": "", "enrolment_secret": "",
+            "created_at": at(created), "updated_at": at(created), "justification": "",
             "enrolment_id": None, "requester_id": owner,
         }  # fmt: skip
         trail(created, self.person(owner), "submitted", "", "submitted")
