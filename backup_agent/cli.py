@@ -1,4 +1,4 @@
-"""Command line: `backup-agent enrol | run | status`.
+"""Command line: `backup-agent enrol | run | status | allow | deny | policy`.
 
 Exit codes: 0 success; 1 a job report or poll did not reach the portal (it
 stays spooled); 2 usage or configuration error.
@@ -7,7 +7,10 @@ stays spooled); 2 usage or configuration error.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import logging
+import os
 import signal
 import socket
 import sys
@@ -17,6 +20,7 @@ from pathlib import Path
 from types import FrameType
 
 from backup_agent import __version__, plugins
+from backup_agent.allow import FLAGS, KEYS, AllowList, checked
 from backup_agent.client import PortalClient
 from backup_agent.config import DEFAULT_SPOOL_DIR, Config, config_path, load, write_private
 from backup_agent.errors import ConfigError, PortalError, PortalUnreachable
@@ -24,6 +28,23 @@ from backup_agent.runner import Agent
 from backup_agent.spool import Spool
 
 log = logging.getLogger("backup_agent")
+
+# The allow-list flags: `enrol` spells them --allow-path …, `allow`/`deny` --path ….
+ENROL_FLAGS = {
+    "paths": "--allow-path",
+    "restore_roots": "--restore-root",
+    "commands": "--allow-command",
+    "databases": "--allow-database",
+    "storage": "--allow-storage",
+}
+EDIT_FLAGS = {key: f"--{FLAGS[key]}" for key in KEYS}
+ALLOW_HELP = {
+    "paths": "files: backups may read this path; in-place restores may write under it",
+    "restore_roots": "files: restores may write new copies into this folder",
+    "commands": "command: the plugin may run this program (absolute path, matched exactly)",
+    "databases": "postgresql:NAME or mysql:NAME; NAME may be a pattern such as orders_*",
+    "storage": "backups may be written to and read from this storage root",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     enrol.add_argument("--ca-file", default=None, help="CA bundle to trust for the portal's certificate")
     enrol.add_argument("--force", action="store_true", help="replace an existing config file")
+    _allow_args(enrol, ENROL_FLAGS)
     _config_arg(enrol)
 
     run = commands.add_parser("run", help="poll the portal and run jobs")
@@ -49,7 +71,41 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = commands.add_parser("status", help="show the configuration and the report spool")
     _config_arg(status)
+
+    allow = commands.add_parser("allow", help="add entries to this server's allow-list")
+    _allow_args(allow, EDIT_FLAGS)
+    _config_arg(allow)
+    deny = commands.add_parser("deny", help="remove entries from this server's allow-list")
+    _allow_args(deny, EDIT_FLAGS)
+    _config_arg(deny)
+    policy = commands.add_parser("policy", help="show what the portal may ask of this server")
+    policy.add_argument("--json", action="store_true", help="print the allow-list as JSON")
+    _config_arg(policy)
     return parser
+
+
+def _allow_args(parser: argparse.ArgumentParser, flags: dict[str, str]) -> None:
+    for key, flag in flags.items():
+        metavar = "PLUGIN:NAME" if key == "databases" else "PROGRAM" if key == "commands" else "PATH"
+        parser.add_argument(
+            flag,
+            dest=key,
+            action="append",
+            default=None,
+            metavar=metavar,
+            help=ALLOW_HELP[key] + " (repeatable)",
+        )
+
+
+def _allow_list_from(args: argparse.Namespace, flags: dict[str, str]) -> AllowList:
+    """The allow-list the flags name, validated like the config file's; ConfigError names the flag."""
+    values: dict[str, tuple[str, ...]] = {}
+    for key, flag in flags.items():
+        try:
+            values[key] = checked(key, getattr(args, key) or [])
+        except ValueError as exc:
+            raise ConfigError(f"{flag} {exc}") from None
+    return AllowList(**values)
 
 
 def _config_arg(parser: argparse.ArgumentParser) -> None:
@@ -79,6 +135,8 @@ def cmd_enrol(args: argparse.Namespace) -> int:
     if path.exists() and not args.force:
         log.error("%s exists: this server is already enrolled (use --force to replace it)", path)
         return 2
+    # Checked before the portal is called: a typo must not use up the one-time token.
+    allow = _allow_list_from(args, ENROL_FLAGS)
     hostname = args.hostname or socket.getfqdn()
     spool = Spool(args.spool_dir)
     try:
@@ -106,15 +164,19 @@ def cmd_enrol(args: argparse.Namespace) -> int:
         spool_dir=str(Path(args.spool_dir).absolute()),
         poll_after=int(answer.get("poll_after") or 30),
         ca_file=args.ca_file,
+        allow=allow,
     )
     write_private(path, config)
     print(f"enrolled {config.hostname} as agent {config.agent_id}; config written to {path}")
+    if allow.is_empty():
+        print("the allow-list is empty: every job will be refused until you run 'backup-agent allow …'")
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    config = load(config_path(args.config))
-    agent = Agent(config)
+    path = config_path(args.config)
+    config = load(path)
+    agent = Agent(config, config_file=path)
     if args.once:
         return agent.run_once()
 
@@ -136,6 +198,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"hostname:    {config.hostname} (agent {config.agent_id})")
     print("token:       set (not shown)")
     print(f"plugins:     {', '.join(plugins.available(config.plugin_env)) or 'none'}")
+    entries = sum(len(getattr(config.allow, key)) for key in KEYS)
+    print(f"allow-list:  {entries} entr{'y' if entries == 1 else 'ies'} (backup-agent policy)")
     pending = Spool(config.spool_dir).pending()
     print(f"spool:       {config.spool_dir} ({len(pending)} report(s) not yet acknowledged)")
     for entry in pending:
@@ -144,4 +208,75 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"enrol": cmd_enrol, "run": cmd_run, "status": cmd_status}
+def cmd_allow(args: argparse.Namespace) -> int:
+    return _edit_allow_list(args, add=True)
+
+
+def cmd_deny(args: argparse.Namespace) -> int:
+    return _edit_allow_list(args, add=False)
+
+
+def _edit_allow_list(args: argparse.Namespace, *, add: bool) -> int:
+    """Add or remove entries and rewrite the config (0600, atomically); a running agent reads it per job."""
+    path = config_path(args.config)
+    config = load(path)
+    change = _allow_list_from(args, EDIT_FLAGS)
+    if change.is_empty():
+        log.error("name at least one entry, e.g. --path /srv/app (see --help)")
+        return 2
+    if add:
+        allow = config.allow.added(change)
+        for entry in (*change.paths, *change.restore_roots, *change.storage):
+            real = os.path.realpath(entry)
+            if real != entry:
+                # Jobs' paths are resolved before they are compared; the entry is not.
+                print(f"note: {entry} resolves to {real}; jobs reaching it through symlinks need {real}")
+    else:
+        for key in KEYS:
+            for entry in getattr(change, key):
+                if entry not in getattr(config.allow, key):
+                    print(f"note: {FLAGS[key]} {entry} was not in the allow-list")
+        allow = config.allow.removed(change)
+    write_private(path, dataclasses.replace(config, allow=allow))
+    print(f"allow-list written to {path}; a running agent applies it from its next job")
+    print_allow_list(allow)
+    return 0
+
+
+def cmd_policy(args: argparse.Namespace) -> int:
+    path = config_path(args.config)
+    allow = load(path).allow
+    if args.json:
+        print(json.dumps(allow.to_json(), indent=2))
+        return 0
+    print(f"allow-list of this server ({path}):")
+    print_allow_list(allow)
+    return 0
+
+
+POLICY_TITLES = {
+    "paths": "paths: files backups may read these; in-place restores may write only under them",
+    "restore_roots": "restore roots: files restores may write new copies into these",
+    "commands": "commands: the command plugin may run these programs",
+    "databases": "databases: backups of and restores into these (NAME may be a pattern)",
+    "storage": "storage: backups may be written to and read from these roots",
+}
+
+
+def print_allow_list(allow: AllowList) -> None:
+    if allow.is_empty():
+        print("nothing is allowed: every job is refused")
+    for key in KEYS:
+        print(POLICY_TITLES[key])
+        for entry in getattr(allow, key) or ("(none)",):
+            print(f"  {entry}")
+
+
+COMMANDS = {
+    "enrol": cmd_enrol,
+    "run": cmd_run,
+    "status": cmd_status,
+    "allow": cmd_allow,
+    "deny": cmd_deny,
+    "policy": cmd_policy,
+}

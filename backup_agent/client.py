@@ -54,8 +54,9 @@ class PortalClient:
         body = {"token": token, "hostname": hostname, "version": __version__, "plugins": plugins}
         return self._call("enrol", body, authenticated=False)
 
-    def poll(self, plugins: list[str], running: list[int]) -> dict[str, Any]:
-        body = {"version": __version__, "plugins": plugins, "running": running}
+    def poll(self, plugins: list[str], running: list[int], allow: dict[str, list[str]]) -> dict[str, Any]:
+        """Heartbeat and claim; `allow` is this server's allow-list, for the portal to show."""
+        body = {"version": __version__, "plugins": plugins, "running": running, "allow": allow}
         return self._call("poll", body)
 
     def progress(self, job_id: int, bytes_done: int, bytes_total: int | None) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from backup_agent.allow import AllowList
 from backup_agent.errors import ConfigError
 from backup_agent.fsutil import write_atomic
 
@@ -46,6 +47,9 @@ class Config:
     # Per-plugin environment, e.g. {"postgresql": {"PGPASSWORD": "..."}}: secrets
     # live here on the server, never in client options that the portal stores.
     plugin_env: dict[str, dict[str, str]] = field(default_factory=dict)
+    # What the portal may ask of this server (backup_agent/allow.py). Set by the
+    # server's admin (enrol flags, `backup-agent allow`); missing means nothing.
+    allow: AllowList = field(default_factory=AllowList)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
@@ -70,6 +74,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "http_timeout": (int, float),
     "ca_file": (str, type(None)),
     "plugin_env": (dict,),
+    "allow": (dict,),
 }
 
 
@@ -97,7 +102,8 @@ def parse(data: Any, source: str = "config") -> Config:
             isinstance(k, str) and isinstance(v, str) for k, v in env.items()
         ):
             raise ConfigError(f"{source}: plugin_env.{section} must map names to strings")
-    cfg = Config(**data)
+    allow = AllowList.from_json(data["allow"], source) if "allow" in data else AllowList()
+    cfg = Config(**{**data, "allow": allow})
     if cfg.poll_after < 1 or cfg.max_parallel_jobs < 1 or cfg.progress_interval <= 0:
         raise ConfigError(f"{source}: poll_after, max_parallel_jobs and progress_interval must be positive")
     if not cfg.server.startswith(("https://", "http://")):

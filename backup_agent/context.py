@@ -55,6 +55,9 @@ class JobContext:
     log: LogTail = field(default_factory=LogTail)
     tool_timeout: float | None = None
     scratch_dir: str | None = None
+    # Set by the allow-list for an in-place files restore: every archive member
+    # must land under one of these paths (backup_agent/allow.py, Permit).
+    restore_only_under: tuple[str, ...] | None = None
 
     def check_cancelled(self) -> None:
         if self.cancel.is_set():

@@ -89,6 +89,19 @@ class UnsafeArchive(AgentError):
         super().__init__(f"unsafe archive member refused: {detail}")
 
 
+class RefusedByAgent(AgentError):
+    """The job asks for something this server's allow-list does not grant.
+
+    The allow-list is set by the server's administrator in the agent's config
+    file, so a portal that was taken over cannot widen it. The message always
+    starts with "refused by agent:" (the portal classifies on it) and, where
+    possible, ends with the command that would allow the job.
+    """
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"refused by agent: {detail}")
+
+
 class PortalError(Exception):
     """The portal answered with an error status."""
 

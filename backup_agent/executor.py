@@ -7,14 +7,17 @@ can classify and the tail of the tools' stderr.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+from pathlib import Path
 from typing import Any
 
 from backup_agent import __version__, plugins
-from backup_agent.config import Config
+from backup_agent.allow import AllowList
+from backup_agent.config import Config, load
 from backup_agent.context import JobContext
-from backup_agent.errors import AgentError, describe_os_error
+from backup_agent.errors import AgentError, ConfigError, RefusedByAgent, describe_os_error
 from backup_agent.jobs import BackupRef, JobSpec, parse, utc_now
 from backup_agent.plugins.base import Facts, Plugin
 from backup_agent.progress import Progress
@@ -40,14 +43,40 @@ def new_context(raw: dict[str, Any], config: Config) -> JobContext:
 
 
 class Executor:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, config_file: Path | None = None) -> None:
         self.config = config
+        # When set, the allow-list is re-read from this file before every job:
+        # the file on the server is the authority, and `backup-agent allow`
+        # takes effect without a restart.
+        self.config_file = config_file
+
+    def allow_list(self) -> AllowList:
+        """The allow-list as it is now; RefusedByAgent when the config file cannot be read."""
+        if self.config_file is None:
+            return self.config.allow
+        try:
+            return load(self.config_file).allow
+        except ConfigError as exc:
+            # Fail closed: a broken config must not fall back to a stale, wider list.
+            raise RefusedByAgent(f"cannot read this server's allow-list: {exc}") from None
+
+    def admit(self, spec: JobSpec, ctx: JobContext) -> JobSpec:
+        """Check the job against the allow-list before any storage or plugin code touches data.
+
+        The plugin's validate() runs first: it only checks and normalises the
+        options (no I/O), so the allow-list judges exactly what will run.
+        """
+        if spec.kind != "expire":
+            spec = dataclasses.replace(spec, options=plugins.get(spec.plugin).validate(spec.options))
+        permit = self.allow_list().check_job(spec)
+        ctx.restore_only_under = permit.restore_only_under
+        return spec
 
     def execute(self, raw: dict[str, Any], ctx: JobContext, progress: Progress) -> dict[str, Any]:
         started = utc_now()
         try:
             ctx.check_cancelled()  # stopped while waiting for a free slot
-            spec = parse(raw)
+            spec = self.admit(parse(raw), ctx)
             handler = {
                 "backup": self._backup,
                 "restore": self._restore,

@@ -12,13 +12,15 @@ import logging
 import random
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from backup_agent import plugins
+from backup_agent.allow import AllowList
 from backup_agent.client import PortalClient
 from backup_agent.config import Config
 from backup_agent.context import JobContext
-from backup_agent.errors import PortalError, PortalUnreachable
+from backup_agent.errors import PortalError, PortalUnreachable, RefusedByAgent
 from backup_agent.executor import Executor, new_context
 from backup_agent.jobs import job_id_of
 from backup_agent.progress import Progress, ProgressReporter
@@ -42,13 +44,16 @@ def backoff_delay(failures: int, rand: Callable[[], float] = random.random) -> f
 
 
 class Agent:
-    def __init__(self, config: Config, client: PortalClient | None = None) -> None:
+    def __init__(
+        self, config: Config, client: PortalClient | None = None, config_file: Path | None = None
+    ) -> None:
+        """`config_file`: re-read the allow-list from it before every job and poll (see Executor)."""
         self.config = config
         self.client = client or PortalClient(
             config.server, config.agent_token, timeout=config.http_timeout, ca_file=config.ca_file
         )
         self.spool = Spool(config.spool_dir)
-        self.executor = Executor(config)
+        self.executor = Executor(config, config_file)
         self.stop_event = threading.Event()
         self._slots = threading.BoundedSemaphore(config.max_parallel_jobs)
         self._lock = threading.Lock()
@@ -149,8 +154,18 @@ class Agent:
 
     # --- the loop -----------------------------------------------------------------
 
+    def reported_allow_list(self) -> AllowList:
+        """The allow-list for the poll body: what the next job will be checked against."""
+        try:
+            return self.executor.allow_list()
+        except RefusedByAgent as exc:
+            log.error("%s; every job is refused until the config file is fixed", exc)
+            return AllowList()
+
     def poll(self) -> tuple[list[Any], int]:
-        answer = self.client.poll(plugins.available(self.config.plugin_env), self.running())
+        answer = self.client.poll(
+            plugins.available(self.config.plugin_env), self.running(), self.reported_allow_list().to_json()
+        )
         jobs = answer.get("jobs") or []
         poll_after = answer.get("poll_after", self.config.poll_after)
         if not isinstance(poll_after, int) or isinstance(poll_after, bool):

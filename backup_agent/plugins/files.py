@@ -24,6 +24,7 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
+from backup_agent.allow import check_restored_member
 from backup_agent.context import JobContext, Sink, Source
 from backup_agent.errors import AgentError, InvalidOptions, TargetNotEmpty, UnsafeArchive, describe_os_error
 from backup_agent.plugins.base import Facts, reject_unknown, require_mapping
@@ -177,7 +178,7 @@ def restore(
     staging = dest / f".restore-{ctx.job_id}-{secrets.token_hex(4)}"
     staging.mkdir(mode=0o700)
     try:
-        facts, archived_dirs = _extract(source, staging, ctx)
+        facts, archived_dirs = _extract(source, staging, ctx, os.path.realpath(dest))
         _merge(str(staging), str(dest), archived_dirs)
     except BaseException as exc:
         # A target we created holds nothing but this restore: remove it whole,
@@ -190,8 +191,13 @@ def restore(
     return facts
 
 
-def _extract(source: Source, staging: Path, ctx: JobContext) -> tuple[Facts, set[str]]:
-    """Unpack into ``staging``; returns the facts and the directories the archive itself holds."""
+def _extract(source: Source, staging: Path, ctx: JobContext, final_base: str) -> tuple[Facts, set[str]]:
+    """Unpack into ``staging``; returns the facts and the directories the archive itself holds.
+
+    ``final_base`` is the resolved target, where the members end up after the
+    merge; an in-place restore (ctx.restore_only_under) may put them only
+    under the paths this server allows.
+    """
     facts: Facts = {"members": 0, "total_size": 0, "skipped_links": []}
     archived_dirs: set[str] = set()
     dest = os.path.realpath(staging)
@@ -205,6 +211,9 @@ def _extract(source: Source, staging: Path, ctx: JobContext) -> tuple[Facts, set
             if member.isreg():
                 facts["total_size"] += member.size
             safe = _safe_member(member, dest, ctx, facts)
+            if safe is not None and ctx.restore_only_under is not None:
+                final = os.path.normpath(os.path.join(final_base, member.name))
+                check_restored_member(_printable(member.name), final, ctx.restore_only_under)
             if safe is not None:
                 if safe.isdir():
                     archived_dirs.add(os.path.normpath(safe.name))

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import itertools
+import shutil
 from pathlib import Path
 from typing import Any
 
+from backup_agent.allow import AllowList
 from backup_agent.config import Config
 from backup_agent.executor import Executor, new_context
 from backup_agent.progress import Progress
@@ -98,9 +100,41 @@ def other_job(
     }
 
 
-def execute(job: dict[str, Any], **config_overrides: Any) -> dict[str, Any]:
-    """Run one job as the agent would, minus the portal; returns the `complete` body."""
-    cfg = config(**config_overrides)
+def tool(name: str) -> str:
+    """The absolute path of a program: the allow-list names programs by absolute path."""
+    path = shutil.which(name)
+    assert path, f"{name} is not installed"
+    return path
+
+
+def allow_for(job: dict[str, Any]) -> AllowList:
+    """The allow-list a server's admin would write for this job: its storage, sources, target, program.
+
+    A files restore into "/" is left to the in-place rule (only the client's paths allowed).
+    """
+    client, target = job["client"], (job.get("target") or {}).get("location")
+    plugin, options = client["plugin"], client["options"]
+    root = job["storage"]["root"]
+    allow: dict[str, list[str]] = {"storage": [root] if root.startswith("/") else []}
+    if plugin == "files":
+        allow["paths"] = list(options.get("paths", []))
+        allow["restore_roots"] = [target] if target and target != "/" else []
+    elif plugin in ("postgresql", "mysql"):
+        allow["databases"] = [f"{plugin}:{options.get('database')}"] + (
+            [f"{plugin}:{target}"] if target else []
+        )
+    elif plugin == "command":
+        programs = [options.get(key, [""])[0] for key in ("backup_argv", "restore_argv")]
+        allow["commands"] = [p for p in programs if p.startswith("/")]
+    return AllowList.from_json(allow)
+
+
+def execute(job: dict[str, Any], allow: AllowList | None = None, **config_overrides: Any) -> dict[str, Any]:
+    """Run one job as the agent would, minus the portal; returns the `complete` body.
+
+    `allow` defaults to the allow-list this job needs (allow_for).
+    """
+    cfg = config(allow=allow_for(job) if allow is None else allow, **config_overrides)
     return Executor(cfg).execute(job, new_context(job, cfg), Progress())
 
 

@@ -18,7 +18,7 @@ from backup_agent.cli import main
 from backup_agent.config import Config, ConfigError, config_path, load, parse
 
 from .fakeportal import FakePortal
-from .helpers import backup_job
+from .helpers import backup_job, tool
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -129,8 +129,8 @@ def agent_process(config: Path, *args: str) -> subprocess.Popen:
 
 
 def test_run_once_as_a_process(portal: FakePortal, tmp_path: Path, storage_root: Path):
-    assert enrol(portal, tmp_path) == 0
-    job = backup_job("command", {"backup_argv": ["echo", "hi"]}, storage_root)
+    assert enrol(portal, tmp_path, "--allow-command", tool("echo"), "--allow-storage", str(storage_root)) == 0
+    job = backup_job("command", {"backup_argv": [tool("echo"), "hi"]}, storage_root)
     portal.queued = [job]
 
     proc = agent_process(tmp_path / "etc" / "config.json", "--once")

@@ -15,14 +15,21 @@ from backup_agent.context import JobContext
 from backup_agent.errors import Cancelled, InvalidOptions, TimedOut, ToolFailed, ToolNotFound
 from backup_agent.plugins import command
 
-from .helpers import backup_job, backup_ref, execute, other_job, restore_job, succeeded
+from .helpers import backup_job, backup_ref, execute, other_job, restore_job, succeeded, tool
 
 
 def test_stdout_is_the_backup_and_placeholders_fill_single_arguments(storage_root: Path, tmp_path: Path):
     pwned = tmp_path / "pwned"
     options = {
-        "backup_argv": ["printf", "%s|%s|%s|%s", "{job_id}", "client={client}", f"; touch {pwned}", "$(id)"],
-        "restore_argv": ["dd", "of={target}/restored.bin", "status=none"],
+        "backup_argv": [
+            tool("printf"),
+            "%s|%s|%s|%s",
+            "{job_id}",
+            "client={client}",
+            f"; touch {pwned}",
+            "$(id)",
+        ],
+        "restore_argv": [tool("dd"), "of={target}/restored.bin", "status=none"],
     }
     job = backup_job("command", options, storage_root)
 
@@ -35,8 +42,8 @@ def test_stdout_is_the_backup_and_placeholders_fill_single_arguments(storage_roo
 
 def test_restore_streams_into_stdin_with_target_placeholder(storage_root: Path, tmp_path: Path):
     options = {
-        "backup_argv": ["head", "-c", "3000000", "/dev/urandom"],
-        "restore_argv": ["dd", "of={target}/restored.bin", "status=none"],
+        "backup_argv": [tool("head"), "-c", "3000000", "/dev/urandom"],
+        "restore_argv": [tool("dd"), "of={target}/restored.bin", "status=none"],
     }
     report = succeeded(execute(backup_job("command", options, storage_root, "gzip")))
     target = tmp_path / "restore here; rm -rf ~"  # spaces and metacharacters: still one argument
@@ -50,7 +57,10 @@ def test_restore_streams_into_stdin_with_target_placeholder(storage_root: Path, 
 
 
 def test_restore_test_runs_restore_argv_into_a_scratch_folder(storage_root: Path, tmp_path: Path):
-    options = {"backup_argv": ["echo", "hello"], "restore_argv": ["dd", "of={target}/out", "status=none"]}
+    options = {
+        "backup_argv": [tool("echo"), "hello"],
+        "restore_argv": [tool("dd"), "of={target}/out", "status=none"],
+    }
     report = succeeded(execute(backup_job("command", options, storage_root)))
     scratch = tmp_path / "scratch"
     scratch.mkdir()
@@ -124,7 +134,9 @@ def test_cancel_kills_the_tool_and_its_children(ctx: JobContext, tmp_path: Path)
 
 
 def test_failed_backup_report_has_error_and_log_tail(storage_root: Path):
-    options = {"backup_argv": ["sh", "-c", "echo partial; echo 'disk: No space left on device' >&2; exit 1"]}
+    options = {
+        "backup_argv": [tool("sh"), "-c", "echo partial; echo 'disk: No space left on device' >&2; exit 1"]
+    }
     report = execute(backup_job("command", options, storage_root))
     assert report["status"] == "failed"
     assert "no space left on device" in report["error"]

@@ -11,7 +11,7 @@ from backup_agent.errors import InvalidOptions
 from backup_agent.plugins import mysql as mysql_plugin
 
 from .conftest import MARIADB, mysql
-from .helpers import backup_job, backup_ref, execute, other_job, restore_job, succeeded
+from .helpers import backup_job, backup_ref, execute, other_job, restore_job, succeeded, tool
 
 SCHEMA = """
 CREATE TABLE customers (id INT AUTO_INCREMENT PRIMARY KEY, name VARCHAR(100) NOT NULL, note TEXT)
@@ -112,7 +112,7 @@ def test_failed_load_into_a_new_database_leaves_no_database(
     source_db: str, maria_database, storage_root: Path
 ):
     report = succeeded(
-        execute(backup_job("command", {"backup_argv": ["echo", "THIS IS NOT SQL;"]}, storage_root))
+        execute(backup_job("command", {"backup_argv": [tool("echo"), "THIS IS NOT SQL;"]}, storage_root))
     )
     target = maria_database()
 

@@ -11,7 +11,7 @@ from backup_agent.errors import InvalidOptions
 from backup_agent.plugins import postgresql
 
 from .conftest import PG, psql
-from .helpers import backup_job, backup_ref, execute, other_job, restore_job, succeeded
+from .helpers import backup_job, backup_ref, execute, other_job, restore_job, succeeded, tool
 
 SCHEMA = """
 CREATE TABLE customers (id serial PRIMARY KEY, name text NOT NULL, note text);
@@ -86,7 +86,9 @@ def test_restore_refuses_a_non_empty_database_unless_overwrite(
 def test_failed_restore_into_a_new_database_leaves_no_database(
     source_db: str, pg_database, storage_root: Path
 ):
-    report = succeeded(execute(backup_job("command", {"backup_argv": ["echo", "not a dump"]}, storage_root)))
+    report = succeeded(
+        execute(backup_job("command", {"backup_argv": [tool("echo"), "not a dump"]}, storage_root))
+    )
     target = pg_database()
 
     result = execute(restore_job("postgresql", options(source_db), storage_root, backup_ref(report), target))

@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from backup_agent.allow import AllowList
 from backup_agent.client import PortalClient
 from backup_agent.runner import BACKOFF_CAP, Agent, backoff_delay
 from backup_agent.spool import Spool
 
 from .fakeportal import FakePortal
-from .helpers import backup_job, config
+from .helpers import allow_for, backup_job, config, tool
 
 
 @pytest.fixture(autouse=True)
@@ -28,8 +29,12 @@ def spool_dir(tmp_path: Path) -> Path:
     return tmp_path / "spool"
 
 
-def agent_for(portal_url: str, spool_dir: Path, **overrides) -> Agent:
-    return Agent(config(server=portal_url, spool_dir=str(spool_dir), **overrides))
+def agent_for(portal_url: str, spool_dir: Path, *jobs: dict, **overrides) -> Agent:
+    """An agent whose allow-list grants what `jobs` need (and nothing when there are none)."""
+    allow = AllowList()
+    for job in jobs:
+        allow = allow.added(allow_for(job))
+    return Agent(config(server=portal_url, spool_dir=str(spool_dir), allow=allow, **overrides))
 
 
 def closed_port_url() -> str:
@@ -40,7 +45,7 @@ def closed_port_url() -> str:
 
 
 def command_job(storage_root: Path, argv: list[str]) -> dict:
-    return backup_job("command", {"backup_argv": argv}, storage_root)
+    return backup_job("command", {"backup_argv": [tool(argv[0]), *argv[1:]]}, storage_root)
 
 
 def test_run_once_executes_a_backup_and_reports_its_checksum(
@@ -51,7 +56,7 @@ def test_run_once_executes_a_backup_and_reports_its_checksum(
     job = backup_job("files", {"paths": [str(tmp_path / "data")]}, storage_root, "gzip")
     portal.queued = [job]
 
-    assert agent_for(portal.url, spool_dir).run_once() == 0
+    assert agent_for(portal.url, spool_dir, job).run_once() == 0
 
     [report] = portal.completes(job["id"])
     stored = (storage_root / job["destination"] / "data.tar.gz").read_bytes()
@@ -72,7 +77,7 @@ def test_report_refused_with_500_is_retried_until_acknowledged(
     portal.queued = [job]
     portal.complete_answers = ["500"]
 
-    assert agent_for(portal.url, spool_dir).run_once() == 0
+    assert agent_for(portal.url, spool_dir, job).run_once() == 0
 
     first, second = portal.completes(job["id"])
     assert first == second and second["status"] == "succeeded"
@@ -85,7 +90,7 @@ def test_report_stays_spooled_while_the_portal_fails_and_is_resent_next_time(
     job = command_job(storage_root, ["echo", "hello"])
     portal.queued = [job]
     portal.complete_answers = ["500", "drop", "500"]  # every in-line try fails
-    agent = agent_for(portal.url, spool_dir)
+    agent = agent_for(portal.url, spool_dir, job)
 
     assert agent.run_once() == 1
     [entry] = Spool(spool_dir).pending()
@@ -112,7 +117,7 @@ def test_lease_lost_409_drops_the_spool_entry(portal: FakePortal, storage_root: 
     portal.queued = [job]
     portal.complete_answers = ["409"]
 
-    assert agent_for(portal.url, spool_dir).run_once() == 0
+    assert agent_for(portal.url, spool_dir, job).run_once() == 0
 
     assert len(portal.completes(job["id"])) == 1
     assert Spool(spool_dir).pending() == []
@@ -122,7 +127,7 @@ def test_progress_is_posted_while_a_job_runs(portal: FakePortal, storage_root: P
     job = command_job(storage_root, ["sh", "-c", "head -c 100000 /dev/zero; sleep 0.6"])
     portal.queued = [job]
 
-    assert agent_for(portal.url, spool_dir, progress_interval=0.05).run_once() == 0
+    assert agent_for(portal.url, spool_dir, job, progress_interval=0.05).run_once() == 0
 
     posts = portal.calls(f"jobs/{job['id']}/progress")
     assert len(posts) >= 3
@@ -137,7 +142,7 @@ def test_cancel_from_the_portal_stops_the_job_and_reports_it_failed(
     portal.cancel = {job["id"]}
     started = time.monotonic()
 
-    assert agent_for(portal.url, spool_dir, progress_interval=0.05).run_once() == 0
+    assert agent_for(portal.url, spool_dir, job, progress_interval=0.05).run_once() == 0
 
     assert time.monotonic() - started < 10
     [report] = portal.completes(job["id"])
@@ -150,7 +155,7 @@ def test_bad_jobs_are_reported_failed_or_ignored(portal: FakePortal, storage_roo
     unknown_plugin = backup_job("oracle", {}, storage_root)
     portal.queued = [bad_kind, unknown_plugin, {"kind": "backup"}]
 
-    assert agent_for(portal.url, spool_dir).run_once() == 0
+    assert agent_for(portal.url, spool_dir, bad_kind).run_once() == 0
 
     assert "job kind 'defragment'" in portal.completes(bad_kind["id"])[0]["error"]
     assert "plugin 'oracle' is not known" in portal.completes(unknown_plugin["id"])[0]["error"]
@@ -170,7 +175,7 @@ def test_loop_reports_running_jobs_and_stops_them_on_shutdown(
     job = command_job(storage_root, ["sleep", "30"])
     portal.queued = [job]
     portal.poll_after = 1
-    agent = agent_for(portal.url, spool_dir)
+    agent = agent_for(portal.url, spool_dir, job)
     loop = threading.Thread(target=agent.run_forever)
     loop.start()
     deadline = time.monotonic() + 10

@@ -13,7 +13,7 @@ import pytest
 from backup_agent.errors import ChecksumMismatch, InvalidOptions, StorageError
 from backup_agent.storage import FilesystemStorage
 
-from .helpers import backup_job, backup_ref, execute, other_job, restore_job, succeeded
+from .helpers import backup_job, backup_ref, execute, other_job, restore_job, succeeded, tool
 
 
 def write_backup(storage: FilesystemStorage, location: str, payload: bytes) -> None:
@@ -91,7 +91,7 @@ def test_symlinked_folder_inside_root_cannot_redirect_writes(storage_root: Path,
 
 
 def test_backup_job_with_traversing_destination_fails_and_writes_nothing(storage_root: Path, tmp_path: Path):
-    job = backup_job("command", {"backup_argv": ["echo", "hi"]}, storage_root)
+    job = backup_job("command", {"backup_argv": [tool("echo"), "hi"]}, storage_root)
     job["destination"] = "../outside/c/job-1"
     report = execute(job)
     assert report["status"] == "failed" and "invalid options" in report["error"]
@@ -167,7 +167,7 @@ def test_expire_refuses_anything_but_a_job_folder_inside_the_root(storage_root: 
 
 
 def test_unknown_storage_kind_is_refused(storage_root: Path):
-    job = backup_job("command", {"backup_argv": ["echo", "hi"]}, storage_root)
+    job = backup_job("command", {"backup_argv": [tool("echo"), "hi"]}, storage_root)
     job["storage"] = {"kind": "s3", "root": "bucket"}
     report = execute(job)
     assert report["status"] == "failed" and "storage kind 's3'" in report["error"]

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -114,10 +114,28 @@ def worker(request, tmp_path, settings) -> Iterator[str]:
         print((tmp_path / f"worker-{backend}.log").read_text()[-5000:])
 
 
+def scenario_allow_flags(tmp_path: Path) -> list[str]:
+    """The allow-list an admin would give the e2e server: what tests/e2e/scenario.py sets up, no more.
+
+    Its source tree (backups, and in-place restores into "/" under it), the two
+    restore targets the tests use, its storage, the Python the command-plugin
+    scenarios run, and the PostgreSQL databases the restore-test scenario creates.
+    """
+    return [
+        *("--allow-path", str(tmp_path / "source")),
+        *("--restore-root", str(tmp_path / "restored")),
+        *("--restore-root", str(tmp_path / "restore-target")),
+        *("--allow-storage", str(tmp_path / "storage")),
+        *("--allow-command", sys.executable),
+        *("--allow-database", "postgresql:e2e_rt_*"),
+    ]
+
+
 class AgentCLI:
     """Runs the real ``backup-agent`` program as a subprocess."""
 
     def __init__(self, tmp_path: Path, server: str) -> None:
+        self.tmp_path = tmp_path
         self.config = tmp_path / "agent" / "config.json"
         self.spool = tmp_path / "agent" / "spool"
         self.server = server
@@ -128,7 +146,9 @@ class AgentCLI:
     def argv(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "backup_agent", *args]
 
-    def enrol(self, token: str, hostname: str) -> None:
+    def enrol(self, token: str, hostname: str, allow: Sequence[str] | None = None) -> None:
+        """Enrol with the `enrol` allow-list flags `allow` (default: scenario_allow_flags)."""
+        allow = scenario_allow_flags(self.tmp_path) if allow is None else allow
         result = subprocess.run(
             self.argv(
                 "enrol",
@@ -142,6 +162,7 @@ class AgentCLI:
                 str(self.config),
                 "--spool-dir",
                 str(self.spool),
+                *allow,
             ),
             capture_output=True,
             text=True,
