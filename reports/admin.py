@@ -26,8 +26,8 @@ class ReportAdmin(CatalogAdmin):
     date_hierarchy = "month"
     actions = ("regenerate",)
     readonly_fields = (
-        "kind", "month", "cost_center", "application", "format", "paper", "download", "size", "pages",
-        "summary", "generated_at", "generated_by", "emailed_to", "emailed_at",
+        "kind", "month", "cost_center", "application", "applications", "format", "paper", "download", "size",
+        "pages", "summary", "generated_at", "generated_by", "emailed_to", "emailed_at",
     )  # fmt: skip
     exclude = ("file", "size_bytes")
 

@@ -1,8 +1,8 @@
 """Reports in the public API: ``GET /api/v1/reports/`` with a download link per file.
 
 Same tenancy as the portal's reports page (``Report.objects.visible_to``): an
-owner's key lists the reports of their applications and cost centres, and the
-download of any other report is a 404.
+owner's key lists the reports of their applications and of the cost centres all
+of whose applications they own, and the download of any other report is a 404.
 """
 
 from __future__ import annotations

@@ -2,6 +2,9 @@
 
 One row per (kind, month, scope, format): generating again replaces the file in
 place, so the monthly run and the admin's "Regenerate" can be repeated safely.
+Each row records the applications whose data it holds (``Report.applications``):
+an owner sees it only if they own every one. The cost centre's ``owner_email``
+gets its chargeback by mail whoever may see it on the portal.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from reports.base import BuiltReport
 from reports.choices import CONTENT_TYPES, Detail, Paper, ReportFormat, ReportKind
 from reports.models import Report
 from reports.periods import Month
+from reports.scope import Scope
 
 
 def default_detail(built: BuiltReport) -> str:
@@ -51,20 +55,43 @@ def generate(
     user=None,
     now: datetime | None = None,
 ) -> dict[str, Report]:
-    """Build the figures once and store them in each format; returns {format: Report}."""
-    built = builders.build(kind, month, cost_center=cost_center, application=application, now=now)
+    """Build the figures once and store them in each format; returns {format: Report}.
+
+    The applications covered are taken before and after building: one that joined or
+    left the cost centre meanwhile may be in the figures, so it counts as covered.
+    """
+    scope = Scope.of(cost_center=cost_center, application=application)
+    before = scope.application_ids()
+    built = builders.build(kind, month, cost_center=scope.cost_center, application=scope.application, now=now)
+    covers = before | built.scope.application_ids()
     stored = {}
     for fmt in formats:
         data, pages = encode(built, fmt, paper=paper, detail=detail)
         stored[fmt] = store(
-            built, fmt, data, pages=pages, paper=paper if fmt == ReportFormat.PDF else "", user=user
-        )
+            built, fmt, data, pages=pages, paper=paper if fmt == ReportFormat.PDF else "", user=user,
+            covers=covers,
+        )  # fmt: skip
     return stored
 
 
-def store(built: BuiltReport, fmt: str, data: bytes, *, pages: int | None, paper: str, user=None) -> Report:
-    """Create or replace the Report row of (kind, month, scope, format) with ``data``."""
+def store(
+    built: BuiltReport,
+    fmt: str,
+    data: bytes,
+    *,
+    pages: int | None,
+    paper: str,
+    user=None,
+    covers: Iterable[int] | None = None,
+) -> Report:
+    """Create or replace the Report row of (kind, month, scope, format) with ``data``.
+
+    ``covers``: the ids of the applications whose data is in it; by default the
+    scope's applications now.
+    """
     scope = built.scope
+    if covers is None:
+        covers = scope.application_ids()
     name = f"{built.kind}-{built.month}-{scope.slug}.{fmt}"
     with transaction.atomic():
         report = (
@@ -93,6 +120,8 @@ def store(built: BuiltReport, fmt: str, data: bytes, *, pages: int | None, paper
         report.generated_at = built.generated_at
         report.generated_by = user
         report.save()
+        # What the new file holds: an application gone from the cost centre since last time goes too.
+        report.applications.set(covers)
         if old_name and old_name != report.file.name:
             storage = report.file.storage
             # Only once the new row is committed: a rollback keeps the old file in use.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.urls import reverse
 from django.utils import timezone
 
@@ -16,13 +16,20 @@ from reports.periods import Month
 
 class ReportQuerySet(TenantQuerySet):
     def owned_by(self, user):
-        """An owner sees the reports of their applications and of their applications' cost centres.
+        """An owner sees a report only if they own, now, every application whose data is in it.
 
-        Company-wide reports name neither, so they stay with the backup team.
+        Those are its ``application`` and the ones recorded in ``applications`` when it
+        was generated (a cost centre's applications at that moment). A cost centre's
+        report that records none (made before they were recorded) is the backup team's,
+        and so are company-wide reports, which name no scope. One query: the ownership
+        test is a subquery, so no report is repeated.
         """
-        owned = Application.objects.filter(pk__in=owned_application_ids(user))
+        owned = owned_application_ids(user)
+        recorded = ReportApplication.objects.filter(report=OuterRef("pk"))
         return self.filter(
-            Q(application__in=owned.values("pk")) | Q(cost_center__in=owned.values("cost_center_id"))
+            Q(application__isnull=True) | Q(application__in=owned),
+            Q(application__isnull=False) | (Q(cost_center__isnull=False) & Exists(recorded)),
+            ~Exists(recorded.exclude(application__in=owned)),
         )
 
     def for_key(self, *, kind: str, month: Month, fmt: str, cost_center=None, application=None):
@@ -48,6 +55,14 @@ class Report(models.Model):
     )
     application = models.ForeignKey(
         Application, on_delete=models.PROTECT, related_name="reports", null=True, blank=True
+    )
+    applications = models.ManyToManyField(
+        Application,
+        through="ReportApplication",
+        related_name="covering_reports",
+        blank=True,
+        help_text="The applications whose data it holds, recorded when it was generated: "
+        "an owner sees it only if they own every one.",
     )
     format = models.CharField(max_length=8, choices=ReportFormat)
     paper = models.CharField(max_length=8, choices=Paper, blank=True)
@@ -129,6 +144,25 @@ class Report(models.Model):
         else:
             scope = "company"
         return f"{self.kind}-{self.month:%Y-%m}-{scope}.{self.format}"
+
+
+class ReportApplication(models.Model):
+    """One application a report covers, as it was when the report was generated.
+
+    PROTECT, like ``Report.application``: an application that vanished from the list
+    would let owners of the others read its figures.
+    """
+
+    report = models.ForeignKey(Report, on_delete=models.CASCADE, related_name="coverage")
+    application = models.ForeignKey(Application, on_delete=models.PROTECT, related_name="+")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["report", "application"], name="reportapplication_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.report_id} covers {self.application_id}"
 
 
 class PolicyPriceQuerySet(TenantQuerySet):

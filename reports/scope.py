@@ -50,6 +50,17 @@ class Scope:
             return f"app-{self.application.slug}"
         return "company"
 
+    def application_ids(self) -> set[int]:
+        """The applications a report of this scope holds the data of, as the catalog stands now.
+
+        Empty for company-wide: those reports are the backup team's whatever they cover.
+        """
+        if self.cost_center is not None:
+            return set(Application.objects.filter(cost_center=self.cost_center).values_list("pk", flat=True))
+        if self.application is not None:
+            return {self.application.pk}
+        return set()
+
     def q(self, application_path: str) -> Q:
         """A filter for rows whose application is at ``application_path`` (e.g. ``client__application``)."""
         if self.cost_center is not None:

@@ -308,3 +308,69 @@ def operations_estate(app, owner, silver) -> OperationsEstate:
         client=client, created_at=at(10, 11), acknowledged_at=at(10, 12), acknowledged_by=owner
     )
     return OperationsEstate(client)
+
+
+@dataclass
+class SharedCenterEstate:
+    """Cost centre CC-100 holds two applications: Orders (``app``) and Web Shop.
+
+    ``owner`` owns both, so all of CC-100; ``other_owner`` owns Web Shop only (and
+    ``other_app`` elsewhere). Each application has one client with an October backup
+    (``orders-db`` 10 GB, ``shop-db`` 20 GB), so CC-100's chargeback holds both.
+    Generated the way the monthly run does (``delivery.generate``), CSV only:
+    ``center_report`` is CC-100's chargeback, ``shop_report`` Web Shop's own.
+    """
+
+    center: CostCenter
+    web_shop: object
+    center_report: object
+    shop_report: object
+
+
+@pytest.fixture
+def web_shop(app, owner, other_owner):
+    """Web Shop, in Orders' cost centre (renamed CC-100, mailed to online-finance@example.com)."""
+    CostCenter.objects.filter(pk=app.cost_center_id).update(
+        code="CC-100", name="Online", owner_email="online-finance@example.com"
+    )
+    app.cost_center.refresh_from_db()
+    return factories.ApplicationFactory(
+        slug="web-shop", name="Web Shop", cost_center=app.cost_center, owners=[owner, other_owner]
+    )
+
+
+@pytest.fixture
+def shared_center(app, web_shop, silver) -> SharedCenterEstate:
+    from reports import delivery
+
+    backup(factories.BackupClientFactory(application=app, name="orders-db", policy=silver), at(10, 1), 10)
+    backup(factories.BackupClientFactory(application=web_shop, name="shop-db", policy=silver), at(10, 1), 20)
+    center_report = delivery.generate(
+        "chargeback", OCTOBER, formats=("csv",), cost_center=app.cost_center, now=at(11, 2)
+    )["csv"]
+    shop_report = delivery.generate(
+        "chargeback", OCTOBER, formats=("csv",), application=web_shop, now=at(11, 2)
+    )["csv"]
+    return SharedCenterEstate(app.cost_center, web_shop, center_report, shop_report)
+
+
+def api_client(user):
+    """The REST API as an integration acting for ``user``, with an API key of its own."""
+    from rest_framework.test import APIClient
+
+    from requests_app.models import ApiKey
+
+    _, key = ApiKey.issue(user=user, name=f"{user.username}'s integration")
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+    return client
+
+
+@pytest.fixture
+def fresh_throttle():
+    """The API's throttle counters live in the cache, which outlives a test."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()

@@ -66,3 +66,15 @@ def test_backup_team_records_a_price_change_in_advance(client, backup_admin, gol
 
     assert response.status_code == 302
     assert PolicyPrice.objects.get().price_per_gb_month == Decimal("0.1500")
+
+
+def test_a_reports_page_shows_the_applications_it_covers(client, backup_admin, chargeback_estate, app):
+    report = delivery.generate("chargeback", OCTOBER, formats=("csv",), cost_center=chargeback_estate.retail)[
+        "csv"
+    ]
+    client.force_login(backup_admin)
+
+    response = client.get(reverse("admin:reports_report_change", args=[report.pk]))
+
+    assert response.status_code == 200
+    assert app.name.encode() in response.content

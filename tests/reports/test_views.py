@@ -9,13 +9,17 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from reports.models import Report
+from reports.scope import Scope
 from tests import factories
 from tests.reports.conftest import OCTOBER
 
 pytestmark = pytest.mark.django_db
 
 
-def make_report(kind="chargeback", *, cost_center=None, application=None, fmt="pdf", month=OCTOBER):
+def make_report(
+    kind="chargeback", *, cost_center=None, application=None, fmt="pdf", month=OCTOBER, covers=None
+):
+    """A Report row with a small file; it covers ``covers`` (ids), by default its scope's applications now."""
     report = Report(
         kind=kind, month=month.first_day, cost_center=cost_center, application=application, format=fmt
     )
@@ -24,6 +28,9 @@ def make_report(kind="chargeback", *, cost_center=None, application=None, fmt="p
     )
     report.size_bytes = report.file.size
     report.save()
+    if covers is None:
+        covers = Scope(cost_center=cost_center, application=application).application_ids()
+    report.applications.set(covers)
     return report
 
 
