@@ -1,105 +1,114 @@
-"""Signing in, with repeated failures throttled per user name and per client address.
+"""Signing in, with repeated failures locked out per pair of user name and client address.
 
-After ``FAILURE_LIMIT`` failed attempts for the same user name, or from the same
-address, within ``WINDOW`` seconds of the first, every further attempt is
-refused — even with the right password — until the window ends. Counting both
-keys stops a guesser trying one account from many addresses and one address
-trying many accounts.
+django-axes counts the failures (settings ``AXES_*``, from ``LOGIN_FAILURE_LIMIT`` and
+``LOGIN_LOCKOUT_MINUTES``). Its backend comes first in ``AUTHENTICATION_BACKENDS`` and
+refuses a locked pair before any password is checked, so the right password is refused
+too until the lock ends. The failures are kept in the database, so every gunicorn worker
+sees the same count.
 
-The counters live in Django's default cache. With the default LocMemCache that
-is per process: behind N gunicorn workers an attacker gets up to N × the limit.
-Configure a shared cache (Redis, database) in CACHES to make it exact.
+The pair, not the user name alone nor the address alone: behind the reverse proxy many
+people may arrive from one address, and user names are no secret, so a lock on either
+alone would let one guesser lock everybody else out. The address is the one the REST
+framework's throttles use, decided by ``NUM_PROXIES`` (see ``client_ip``).
+
+What lives here: that address, the message on both sign-in pages (the portal's and the
+admin's, one count for both), and the response to a locked-out attempt.
 """
 
 from __future__ import annotations
 
-import hashlib
+import ipaddress
 import math
-import time
 
+from axes.helpers import get_cool_off
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.forms import AuthenticationForm
 from django.contrib.auth.views import LoginView
-from django.core.cache import cache
-from django.core.exceptions import ValidationError
-from django.http import HttpRequest
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.template.response import TemplateResponse
+from rest_framework.throttling import BaseThrottle
 
-FAILURE_LIMIT = 5
-WINDOW = 15 * 60  # seconds, from the first failure
-
-
-def _keys(request: HttpRequest | None, username: str) -> tuple[str, str]:
-    # REMOTE_ADDR, not X-Forwarded-For: a client sets that header to whatever it likes.
-    # Behind a proxy, the proxy should rewrite REMOTE_ADDR (e.g. gunicorn --forwarded-allow-ips).
-    address = request.META.get("REMOTE_ADDR", "") if request is not None else ""
-    name = hashlib.sha256(username.strip().lower().encode()).hexdigest()
-    return f"login-fail:addr:{address}", f"login-fail:user:{name}"
+LOCKED_OUT = 429  # Too Many Requests, as django-axes answers by default
 
 
-def seconds_blocked(request: HttpRequest | None, username: str) -> int:
-    """How long further attempts are refused (0: not throttled)."""
-    now = time.time()
-    waits = [
-        entry["until"] - now
-        for entry in cache.get_many(_keys(request, username)).values()
-        if entry["count"] >= FAILURE_LIMIT and entry["until"] > now
-    ]
-    return math.ceil(max(waits)) if waits else 0
+def client_ip(request: HttpRequest) -> str | None:
+    """The client's address (``AXES_CLIENT_IP_CALLABLE``).
+
+    ``REMOTE_ADDR`` with ``NUM_PROXIES=0``; with ``NUM_PROXIES=n``, the n-th entry of
+    ``X-Forwarded-For`` from the right, the one the outermost trusted proxy appended.
+    It is the REST framework's own rule (``BaseThrottle.get_ident``, reading
+    ``REST_FRAMEWORK["NUM_PROXIES"]``), so sign-in and the API never disagree about
+    who a client is. django-ipware's proxy count means something else (proxies listed
+    inside the header; nginx's own address is not) and yields no address at all for
+    a chain of another length, which would pool every attempt at a user name.
+
+    An entry that is not an IP address (only possible when NUM_PROXIES exceeds the
+    real chain, letting a client's own header through) counts as ``REMOTE_ADDR``.
+    """
+    ident = BaseThrottle().get_ident(request)
+    try:
+        return str(ipaddress.ip_address(ident))
+    except ValueError:
+        return request.META.get("REMOTE_ADDR")
 
 
-def record_failure(request: HttpRequest | None, username: str) -> None:
-    # Read-modify-write without a lock: two simultaneous failures may count as one,
-    # which costs an attacker nothing worth having (one extra guess per window).
-    now = time.time()
-    for key in _keys(request, username):
-        entry = cache.get(key) or {"count": 0, "until": now + WINDOW}
-        entry["count"] += 1
-        cache.set(key, entry, timeout=max(1, math.ceil(entry["until"] - now)))
+def lockout_minutes(request: HttpRequest | None = None) -> int:
+    cool_off = get_cool_off(request)
+    return max(1, math.ceil(cool_off.total_seconds() / 60)) if cool_off else 0
 
 
-def record_success(request: HttpRequest | None, username: str) -> None:
-    # Only the user name's counter: whoever owns an account must not be able to
-    # wipe the address counter between guesses at somebody else's.
-    cache.delete(_keys(request, username)[1])
-
-
-def throttled_message(seconds: int) -> str:
-    minutes = max(1, math.ceil(seconds / 60))
+def lockout_message(request: HttpRequest | None = None) -> str:
+    minutes = lockout_minutes(request)
     return (
-        "Too many failed sign-in attempts. For your security, signing in is blocked for "
-        f"{minutes} more minute{'s' if minutes != 1 else ''}."
+        "Too many failed sign-in attempts for this user name from your address. "
+        f"Wait {minutes} minute{'s' if minutes != 1 else ''}, then try again: until then every "
+        "attempt is refused, even with the right password, and starts the wait again."
     )
 
 
-class ThrottleMixin:
-    """For an AuthenticationForm: refuse while throttled, count failed passwords."""
+class LockoutMessageMixin:
+    """For an AuthenticationForm: say so when django-axes refused (or just locked) the pair."""
 
     def clean(self):
-        username = self.cleaned_data.get("username") or ""
-        wait = seconds_blocked(self.request, username)
-        if wait:
-            raise ValidationError(throttled_message(wait), code="throttled")
         try:
-            cleaned = super().clean()
+            return super().clean()
         except ValidationError:
-            # A wrong password, not a right one refused for another reason (inactive,
-            # or an owner trying the admin): only those count against the limit.
-            if self.user_cache is None and username:
-                record_failure(self.request, username)
+            # Set by django-axes on the attempt that reached the limit and on every one after.
+            if getattr(self.request, "axes_locked_out", False):
+                raise ValidationError(lockout_message(self.request), code="locked_out") from None
             raise
-        record_success(self.request, username)
-        return cleaned
 
 
-class ThrottledAuthenticationForm(ThrottleMixin, AuthenticationForm):
+class SignInForm(LockoutMessageMixin, AuthenticationForm):
     pass
 
 
-class ThrottledAdminAuthenticationForm(ThrottleMixin, AdminAuthenticationForm):
-    """The admin's sign-in form with the same limit: one door must not bypass the other."""
+class AdminSignInForm(LockoutMessageMixin, AdminAuthenticationForm):
+    """The admin's sign-in form: the same count, so one door does not bypass the other."""
+
+
+def lockout_response(
+    request: HttpRequest, original_response: HttpResponse | None = None, credentials: dict | None = None
+) -> HttpResponse:
+    """What a locked-out attempt gets (``AXES_LOCKOUT_CALLABLE``), with status 429.
+
+    The sign-in page it was made on, its form showing the message — not a bare error
+    page, and whichever door it was (portal or admin). Any other page that signs in
+    gets a page with the same message.
+    """
+    if isinstance(original_response, TemplateResponse):
+        form = (original_response.context_data or {}).get("form")
+        if form is not None and form.has_error(NON_FIELD_ERRORS, "locked_out"):
+            original_response.status_code = LOCKED_OUT
+            return original_response
+    return render(
+        request, "registration/locked_out.html", {"message": lockout_message(request)}, status=LOCKED_OUT
+    )
 
 
 class PortalLoginView(LoginView):
     template_name = "registration/login.html"
-    authentication_form = ThrottledAuthenticationForm
+    authentication_form = SignInForm
     redirect_authenticated_user = True

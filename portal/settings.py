@@ -8,6 +8,7 @@ turns on every protection ``manage.py check --deploy`` asks for.
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from pathlib import Path
 
 from portal import env
@@ -20,12 +21,15 @@ DEBUG = env.get_bool("DEBUG", False)
 
 _DEV_SECRET_KEY = "django-insecure-dev-only-key-never-use-this-in-production-0123456789"  # noqa: S105 - refused unless DEBUG
 SECRET_KEY = env.get_str("SECRET_KEY") or ""
-if not SECRET_KEY:
-    if not DEBUG:
-        raise ConfigError(
-            "SECRET_KEY is not set. Set SECRET_KEY (or SECRET_KEY_FILE), or DEBUG=true for development."
-        )
-    SECRET_KEY = _DEV_SECRET_KEY
+if not DEBUG and SECRET_KEY in ("", _DEV_SECRET_KEY):
+    # Every entry point (gunicorn, manage.py, celery) reads these settings: none of them
+    # falls back to the public development key unless DEBUG=true says so.
+    raise ConfigError(
+        ("SECRET_KEY is not set." if not SECRET_KEY else "SECRET_KEY is the public development key.")
+        + " For production set SECRET_KEY (or SECRET_KEY_FILE) to 50+ random characters;"
+        " for development set DEBUG=true."
+    )
+SECRET_KEY = SECRET_KEY or _DEV_SECRET_KEY
 
 ALLOWED_HOSTS = env.get_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost"] if DEBUG else [])
 CSRF_TRUSTED_ORIGINS = env.get_list("CSRF_TRUSTED_ORIGINS", [])
@@ -38,6 +42,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django.contrib.humanize",
+    "axes",
     "rest_framework",
     "django_filters",
     "django_tables2",
@@ -58,6 +63,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: turns a locked-out sign-in into portal.auth.lockout_response.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -106,9 +113,39 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+AUTHENTICATION_BACKENDS = [
+    # First: refuses a locked-out (user name, address) before any password is checked.
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "login"
+
+# How many proxies (nginx, a load balancer) stand between clients and gunicorn. Each
+# appends the address it saw to X-Forwarded-For, so the client is the NUM_PROXIES-th
+# entry from the right. 0: X-Forwarded-For is ignored and REMOTE_ADDR is the client.
+# One number for every place that needs the client's address: sign-in lockout (below)
+# and the REST framework's throttles (REST_FRAMEWORK["NUM_PROXIES"]).
+NUM_PROXIES = env.get_int("NUM_PROXIES", 0, minimum=0)
+
+# Sign-in lockout (django-axes, see portal/auth.py). Failures are counted per pair of
+# user name and client address: guessing at one account from one address locks that
+# pair only, so neither many names tried from a shared address (everyone behind one
+# proxy) nor one name tried from elsewhere locks anybody else out.
+AXES_ENABLED = True
+AXES_FAILURE_LIMIT = env.get_int("LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env.get_int("LOGIN_LOCKOUT_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+# The address as the REST framework's throttles see it (NUM_PROXIES), not django-ipware's
+# guess: see portal.auth.client_ip.
+AXES_CLIENT_IP_CALLABLE = "portal.auth.client_ip"
+AXES_LOCKOUT_CALLABLE = "portal.auth.lockout_response"
+# The sign-in page says "wait N minutes": each attempt during the lock starts the N again.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = True
+AXES_RESET_ON_SUCCESS = True  # a typo or two before the right password is forgotten
+AXES_DISABLE_ACCESS_LOG = True  # failures only: no ever-growing table of every sign-in
+AXES_VERBOSE = False  # no banner on every manage.py command; failures are still logged
 
 # --- I18n / time ------------------------------------------------------------
 LANGUAGE_CODE = "en-us"
@@ -200,6 +237,9 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "portal.api_errors.exception_handler",
     "DEFAULT_PAGINATION_CLASS": "catalog.api.v1_pagination.PagePagination",
     "PAGE_SIZE": 50,
+    # AnonRateThrottle (agent enrolment) keys on the client's address: with NUM_PROXIES=0 a
+    # client-supplied X-Forwarded-For is ignored; unset, DRF would trust it.
+    "NUM_PROXIES": NUM_PROXIES,
     # Per API key, or per person signed in; agents and anonymous callers are not counted here.
     "DEFAULT_THROTTLE_CLASSES": [
         "requests_app.api.throttling.BurstRateThrottle",

@@ -19,3 +19,8 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):  # noqa: F405
 
 # Tasks run in-line, so tests see their effects (mail, webhooks) without a worker.
 Q_CLUSTER = {**Q_CLUSTER, "sync": True}  # noqa: F405
+
+# django-axes refuses authenticate() without a request (client.login, seed_demo's password
+# checks). The lockout tests (tests/web/test_login_throttle.py) turn it back on and sign in
+# through the real forms; production always has it on (portal/settings.py).
+AXES_ENABLED = False

@@ -9,8 +9,8 @@ from portal import alerts_views, auth, dashboard, metrics, views
 admin.site.site_header = "Backup Portal"
 admin.site.site_title = "Backup Portal"
 admin.site.index_title = "Backup team"
-# The admin's sign-in is throttled like the portal's: one door must not bypass the other.
-admin.site.login_form = auth.ThrottledAdminAuthenticationForm
+# The admin's sign-in shares the portal's lockout (django-axes): one door must not bypass the other.
+admin.site.login_form = auth.AdminSignInForm
 
 urlpatterns = [
     path("healthz", views.healthz, name="healthz"),

@@ -83,20 +83,90 @@ def test_misspelt_debug_stops_start_up_with_a_clear_message(production_env):
     assert "DEBUG='Fasle' is not a boolean" in result.stderr
 
 
-def test_manage_py_on_an_unconfigured_checkout_runs_with_development_settings(tmp_path):
-    bare = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path), "LANG": "C.UTF-8",
+@pytest.fixture
+def bare_env(tmp_path) -> dict[str, str]:
+    """A developer's checkout with nothing configured."""
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path), "LANG": "C.UTF-8",
             "PORTAL_VAR_DIR": str(tmp_path / "var")}  # fmt: skip
-    result = manage(bare, "makemigrations", "--check", "--dry-run")
+
+
+@pytest.mark.parametrize(
+    "command", [["check"], ["migrate", "--noinput"], ["makemigrations", "--check", "--dry-run"]]
+)
+def test_manage_py_with_nothing_configured_refuses_and_says_what_to_set(bare_env, command):
+    """No silent development default: the public development key never runs a real server's commands."""
+    result = manage(bare_env, *command)
+    assert result.returncode != 0
+    assert "SECRET_KEY is not set" in result.stderr
+    assert "for development set DEBUG=true" in result.stderr
+    assert "Traceback" not in result.stderr  # a message, not a stack
+    assert not (Path(bare_env["PORTAL_VAR_DIR"]) / "portal.sqlite3").exists()
+
+
+def test_debug_true_is_all_development_needs(bare_env):
+    """What `make lint` runs (DEBUG=true manage.py makemigrations --check)."""
+    result = manage({**bare_env, "DEBUG": "true"}, "makemigrations", "--check", "--dry-run")
     assert result.returncode == 0, result.stderr
 
 
-def test_the_web_server_never_takes_the_development_default(tmp_path):
-    bare = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path), "LANG": "C.UTF-8",
-            "PORTAL_VAR_DIR": str(tmp_path / "var")}  # fmt: skip
+def test_production_refuses_the_development_key_given_explicitly(production_env):
+    from portal.settings import _DEV_SECRET_KEY
+
+    production_env["SECRET_KEY"] = _DEV_SECRET_KEY
+    result = manage(production_env, "check")
+    assert result.returncode != 0
+    assert "SECRET_KEY is the public development key" in result.stderr
+
+
+# --- Sign-in lockout and the proxies in front -------------------------------------------------------
+
+SHOW = (
+    "from django.conf import settings as s; "
+    "print(s.AXES_ENABLED, s.NUM_PROXIES, s.REST_FRAMEWORK['NUM_PROXIES'], s.AXES_FAILURE_LIMIT, "
+    "int(s.AXES_COOLOFF_TIME.total_seconds()), s.AXES_LOCKOUT_PARAMETERS, s.AUTHENTICATION_BACKENDS[0], "
+    "s.MIDDLEWARE[-1], sep='|')"
+)
+
+
+def test_lockout_and_proxy_defaults(production_env):
+    result = manage(production_env, "shell", "--verbosity", "0", "--command", SHOW)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().split("|") == [
+        "True", "0", "0", "5", "900", "[['username', 'ip_address']]",
+        "axes.backends.AxesStandaloneBackend", "axes.middleware.AxesMiddleware",
+    ]  # fmt: skip
+
+
+def test_lockout_and_proxy_settings_come_from_the_environment(production_env):
+    production_env.update(NUM_PROXIES="1", LOGIN_FAILURE_LIMIT="3", LOGIN_LOCKOUT_MINUTES="30")
+    result = manage(production_env, "shell", "--verbosity", "0", "--command", SHOW)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().split("|")[:5] == ["True", "1", "1", "3", "1800"]
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("NUM_PROXIES", "-1", "NUM_PROXIES=-1 must be at least 0"),
+        ("NUM_PROXIES", "one", "NUM_PROXIES='one' is not an integer"),
+        ("LOGIN_FAILURE_LIMIT", "0", "LOGIN_FAILURE_LIMIT=0 must be at least 1"),
+        ("LOGIN_FAILURE_LIMIT", "five", "LOGIN_FAILURE_LIMIT='five' is not an integer"),
+        ("LOGIN_LOCKOUT_MINUTES", "0", "LOGIN_LOCKOUT_MINUTES=0 must be at least 1"),
+        ("LOGIN_LOCKOUT_MINUTES", "15m", "LOGIN_LOCKOUT_MINUTES='15m' is not an integer"),
+    ],
+)
+def test_lockout_and_proxy_settings_are_parsed_strictly(production_env, name, value, message):
+    production_env[name] = value
+    result = manage(production_env, "check")
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+def test_the_web_server_never_takes_the_development_default(bare_env):
     result = subprocess.run(
         [sys.executable, "-c", "import portal.wsgi"],
         cwd=REPO,
-        env=bare,
+        env=bare_env,
         capture_output=True,
         text=True,
         timeout=60,
