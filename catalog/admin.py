@@ -446,15 +446,25 @@ class BackupClientAdmin(CatalogAdmin):
 
     @admin.action(description="Back up now")
     def backup_now(self, request, queryset):
-        queued, refused = 0, []
+        queued, already, refused = 0, [], []
         for client in queryset.select_related("application"):
             try:
-                jobs.queue_backup(client, trigger=JobTrigger.USER, requested_by=request.user)
-                queued += 1
+                job, created = jobs.get_or_queue_backup(
+                    client, trigger=JobTrigger.USER, requested_by=request.user
+                )
             except InvalidTransition as exc:
                 refused.append(str(exc))
+                continue
+            if created:
+                queued += 1
+            else:
+                already.append(f"{client} (job {job.pk}, {job.get_state_display().lower()})")
         if queued:
             self.message_user(request, f"Queued a backup of {queued} client(s).", messages.SUCCESS)
+        if already:
+            self.message_user(
+                request, f"A backup is already queued or running for {', '.join(already)}.", messages.INFO
+            )
         for reason in refused:
             self.message_user(request, reason, messages.WARNING)
 

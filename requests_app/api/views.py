@@ -247,12 +247,19 @@ class BackupNowView(IdempotentPostMixin, GenericAPIView):
         request=None,
         parameters=[IDEMPOTENCY_KEY],
         responses={
-            202: OpenApiResponse(JobSerializer, description="The queued backup job."),
+            202: OpenApiResponse(JobSerializer, description="A backup job was queued: this one."),
+            200: OpenApiResponse(
+                JobSerializer,
+                description="A backup of this client was already queued or running (see its state): "
+                "this is that job, and nothing new was queued.",
+            ),
             **error_responses(400, 401, 404, 409, 422, 429),
         },
     )
     def post(self, request, pk):
         client = get_object_or_404(BackupClient.objects.visible_to(request.user), pk=pk)
-        job = jobs.queue_backup(client, trigger=JobTrigger.USER, requested_by=request.user)
+        job, created = jobs.get_or_queue_backup(client, trigger=JobTrigger.USER, requested_by=request.user)
         job = Job.objects.select_related("agent").get(pk=job.pk)
-        return Response(JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+        return Response(
+            JobSerializer(job).data, status=status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK
+        )

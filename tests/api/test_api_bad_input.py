@@ -34,6 +34,9 @@ def deep(levels: int) -> str:
         ("NaN", "parse_error"),
         ('{"backup": "abc"}', "invalid"),
         ('{"backup": 123456789012345678901234567890}', "invalid"),
+        ('{"backup": 9223372036854775808}', "invalid"),  # one past bigint
+        ('{"backup": 1e23}', "invalid"),
+        ('{"backup": 2.5}', "invalid"),
         ('{"backup": 1e400}', "invalid"),
         ('{"backup": true}', "invalid"),
         ('{"backup": -1}', "invalid"),
@@ -66,6 +69,9 @@ def test_malformed_restore_requests(owner_api, mine, raw, code):
             "options": {"backup_argv": ["/bin/x", "{target!x}"], "restore_argv": ["/bin/y"]},
         },
         {"plugin": "postgresql", "options": {"database": "db", "port": 10**40}},
+        {"plugin": "postgresql", "options": {"database": "db", "port": 2**63}},
+        {"plugin": "postgresql", "options": {"database": "db", "port": 5432.0}},
+        {"plugin": "postgresql", "options": {"database": "db", "port": 1e23}},
         {"plugin": "postgresql", "options": {"database": "db", "port": True}},
         {"plugin": ["files"]},
         {"application": {"slug": "orders"}},
@@ -128,6 +134,9 @@ def test_a_body_over_the_limit_is_413(owner_api, mine, settings):
     "url",
     [
         "/api/v1/backups/?client=123456789012345678901234567890",
+        "/api/v1/backups/?client=9223372036854775808",
+        "/api/v1/jobs/?client=1e23",
+        "/api/v1/alerts/?client=9223372036854775808",
         "/api/v1/backups/?client=abc",
         "/api/v1/backups/?taken_after=yesterday",
         "/api/v1/backups/?taken_after=0001-01-01T00:00:00%2B05:00",
@@ -140,6 +149,15 @@ def test_a_body_over_the_limit_is_413(owner_api, mine, settings):
 )
 def test_malformed_filters_are_400(owner_api, mine, url):
     assert_refused(owner_api.get(url), 400)
+
+
+@pytest.mark.parametrize("size", ["99999999999999999999999", "-5", "1e23", "many"])
+@pytest.mark.parametrize("path", ["/api/v1/jobs/", "/api/v1/backups/", "/api/v1/applications/"])
+def test_any_page_size_is_a_page_never_a_500(owner_api, mine, path, size):
+    response = owner_api.get(path, {"page_size": size})
+
+    assert response.status_code == 200
+    assert len(response.json()["results"]) <= 200
 
 
 @pytest.mark.parametrize(

@@ -231,6 +231,17 @@ def test_backup_now_queues_a_job_and_answers_202(owner_api, owner, mine):
     assert (job.trigger, job.requested_by) == (JobTrigger.USER, owner)
 
 
+def test_backup_now_again_answers_with_the_backup_already_open(owner_api, mine):
+    url = f"/api/v1/clients/{mine.client.pk}/backup-now/"
+
+    answers = [owner_api.post(url) for _ in range(3)]
+
+    assert [a.status_code for a in answers] == [202, 200, 200]
+    assert len({a.json()["id"] for a in answers}) == 1
+    assert all(set(a.json()) == JOB_FIELDS for a in answers)
+    assert Job.objects.filter(client=mine.client, kind=JobKind.BACKUP, state=JobState.QUEUED).count() == 1
+
+
 def test_backup_now_of_another_tenants_client_is_404(owner_api, theirs):
     response = owner_api.post(f"/api/v1/clients/{theirs.client.pk}/backup-now/")
 

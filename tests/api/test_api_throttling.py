@@ -32,7 +32,7 @@ def test_the_fourth_request_in_a_minute_is_429(low_rates, owner_api, app):
 def test_posts_count_too(low_rates, owner_api, mine):
     codes = [owner_api.post(f"/api/v1/clients/{mine.client.pk}/backup-now/").status_code for _ in range(4)]
 
-    assert codes == [202, 202, 202, 429]
+    assert codes == [202, 200, 200, 429]  # one backup queued; the repeats answer with it
 
 
 def test_each_integration_has_its_own_budget(low_rates, owner, owner_api, app):

@@ -525,3 +525,15 @@ def test_backup_now_action_queues_a_backup_per_enrolled_client(client, superuser
     job = Job.objects.get()
     assert (job.client, job.kind, job.trigger, job.requested_by) == (enrolled, "backup", "user", superuser)
     assert "no enrolled agent" in response.content.decode()
+
+
+def test_backup_now_action_says_already_queued_instead_of_queuing_again(client, superuser):
+    enrolled = factories.BackupClientFactory()
+    client.force_login(superuser)
+    url = reverse("admin:catalog_backupclient_changelist")
+
+    client.post(url, {"action": "backup_now", "_selected_action": [enrolled.pk]})
+    response = client.post(url, {"action": "backup_now", "_selected_action": [enrolled.pk]}, follow=True)
+
+    job = Job.objects.get()
+    assert f"already queued or running for {enrolled} (job {job.pk}, queued)" in response.content.decode()

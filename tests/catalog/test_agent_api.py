@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 
 import pytest
 from django.test import Client
@@ -34,12 +35,13 @@ def poll(api: APIClient):
     return api.post("/api/agent/v1/poll", {"version": "0.1.0", "plugins": ["files"]}, format="json")
 
 
-def success_report(**overrides) -> dict:
+def success_report(job: Job | None = None, **overrides) -> dict:
+    """A successful backup's report; at ``job``'s assigned destination when given."""
     report = {
         "status": "succeeded",
         "size": 4,
         "stored_size": 4,
-        "location": "app/client/job-1",
+        "location": jobs.backup_destination(job) if job is not None else "app/client/job-1",
         "sha256": SHA,
         "compression": "none",
         "log_tail": "",
@@ -175,8 +177,9 @@ def test_poll_does_not_hand_out_jobs_before_their_retry_time(backup_job):
 
 
 def test_poll_query_count_is_constant_in_the_number_of_jobs(backup_job, django_assert_max_num_queries):
+    # One open backup per client: ten jobs are ten of this agent's clients.
     for _ in range(9):
-        factories.JobFactory(client=backup_job.client)
+        factories.JobFactory(client=factories.BackupClientFactory(agent=backup_job.agent))
     api, _ = agent_client(backup_job.agent)
     with django_assert_max_num_queries(12):
         response = poll(api)
@@ -192,7 +195,9 @@ def test_agent_cannot_touch_another_agents_job(backup_job):
     jobs.claim(backup_job.agent)
 
     progress = api.post(f"/api/agent/v1/jobs/{backup_job.pk}/progress", {"bytes_done": 1}, format="json")
-    complete = api.post(f"/api/agent/v1/jobs/{backup_job.pk}/complete", success_report(), format="json")
+    complete = api.post(
+        f"/api/agent/v1/jobs/{backup_job.pk}/complete", success_report(backup_job), format="json"
+    )
 
     assert progress.status_code == 404
     assert complete.status_code == 404
@@ -243,8 +248,8 @@ def test_complete_records_one_backup_and_a_repeat_creates_nothing(backup_job):
     jobs.claim(backup_job.agent)
     url = f"/api/agent/v1/jobs/{backup_job.pk}/complete"
 
-    first = api.post(url, success_report(), format="json")
-    second = api.post(url, success_report(), format="json")
+    first = api.post(url, success_report(backup_job), format="json")
+    second = api.post(url, success_report(backup_job), format="json")
 
     assert first.status_code == second.status_code == 200
     assert first.json()["backup"] == second.json()["backup"]
@@ -282,9 +287,141 @@ def test_complete_rejects_bad_reports_and_changes_nothing(backup_job, report, fi
     assert not Backup.objects.exists()
 
 
+# --- numbers the catalog cannot hold, locations it did not assign ---------------------------------
+
+MAX_BYTES = 2**63 - 1  # BigIntegerField
+
+
+@pytest.mark.parametrize(
+    "raw_size",
+    [
+        "100000000000000000000000",  # 10**23 as a JSON integer: once an OverflowError, a 500
+        str(MAX_BYTES + 1),
+        "1e23",  # a float
+        "5.0",  # a float, even a whole one: sizes are counted
+        "-1",
+        "true",
+        '"many"',
+    ],
+)
+def test_complete_refuses_sizes_the_catalog_cannot_hold(backup_job, raw_size):
+    api, _ = agent_client(backup_job.agent)
+    jobs.claim(backup_job.agent)
+    report = success_report(backup_job, size="SIZE", stored_size="SIZE")
+    raw = json.dumps(report).replace('"SIZE"', raw_size)
+
+    response = api.generic("POST", f"/api/agent/v1/jobs/{backup_job.pk}/complete", raw, "application/json")
+
+    assert response.status_code == 400, response.content
+    assert set(response.json()["errors"]) == {"size", "stored_size"}
+    backup_job.refresh_from_db()
+    assert backup_job.state == JobState.RUNNING
+    assert not Backup.objects.exists()
+
+
+def test_the_largest_size_the_catalog_holds_is_accepted(backup_job):
+    api, _ = agent_client(backup_job.agent)
+    jobs.claim(backup_job.agent)
+    report = success_report(backup_job, size=MAX_BYTES, stored_size=MAX_BYTES)
+
+    response = api.post(f"/api/agent/v1/jobs/{backup_job.pk}/complete", report, format="json")
+
+    assert response.status_code == 200, response.content
+    assert Backup.objects.get().size_bytes == MAX_BYTES
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '{"bytes_done": 100000000000000000000000}',
+        '{"bytes_done": 1e23}',
+        '{"bytes_done": 1, "bytes_total": 9223372036854775808}',
+        '{"bytes_done": 1, "bytes_total": 2.5}',
+        '{"bytes_done": -1}',
+    ],
+)
+def test_progress_refuses_byte_counts_the_catalog_cannot_hold(backup_job, raw):
+    api, _ = agent_client(backup_job.agent)
+    jobs.claim(backup_job.agent)
+
+    response = api.generic("POST", f"/api/agent/v1/jobs/{backup_job.pk}/progress", raw, "application/json")
+
+    assert response.status_code == 400, response.content
+    assert set(response.json()["errors"]) <= {"bytes_done", "bytes_total"}
+    backup_job.refresh_from_db()
+    assert (backup_job.bytes_done, backup_job.bytes_total) == (0, None)
+
+
+def test_progress_up_to_the_largest_byte_count_is_recorded(backup_job):
+    api, _ = agent_client(backup_job.agent)
+    jobs.claim(backup_job.agent)
+    body = {"bytes_done": MAX_BYTES, "bytes_total": MAX_BYTES}
+
+    response = api.post(f"/api/agent/v1/jobs/{backup_job.pk}/progress", body, format="json")
+
+    assert response.status_code == 200, response.content
+    backup_job.refresh_from_db()
+    assert (backup_job.bytes_done, backup_job.bytes_total) == (MAX_BYTES, MAX_BYTES)
+
+
+@pytest.mark.parametrize("manifest", ['{"tables": {"orders": 1e400}}', '{"note": "a\\u0000b"}'])
+def test_complete_refuses_a_manifest_the_database_cannot_store(backup_job, manifest):
+    api, _ = agent_client(backup_job.agent)
+    jobs.claim(backup_job.agent)
+    raw = json.dumps(success_report(backup_job, manifest="MANIFEST")).replace('"MANIFEST"', manifest)
+
+    response = api.generic("POST", f"/api/agent/v1/jobs/{backup_job.pk}/complete", raw, "application/json")
+
+    assert response.status_code == 400, response.content
+    assert "manifest" in response.json()["errors"]
+    assert not Backup.objects.exists()
+
+
+def test_the_destination_handed_out_is_the_location_accepted(backup_job):
+    api, _ = agent_client(backup_job.agent)
+    [job] = poll(api).json()["jobs"]
+
+    response = api.post(
+        f"/api/agent/v1/jobs/{backup_job.pk}/complete",
+        success_report(location=job["destination"]),
+        format="json",
+    )
+
+    assert response.status_code == 200, response.content
+    assert Backup.objects.get().location == job["destination"] == jobs.backup_destination(backup_job)
+
+
+def test_complete_at_another_location_than_assigned_is_refused_and_records_nothing(backup_job):
+    other = factories.JobFactory()  # another application's client
+    api, _ = agent_client(backup_job.agent)
+    jobs.claim(backup_job.agent)
+    assigned = jobs.backup_destination(backup_job)
+    url = f"/api/agent/v1/jobs/{backup_job.pk}/complete"
+
+    for location in (
+        jobs.backup_destination(other),  # another tenant's folder
+        assigned.rsplit("/", 1)[0] + f"/job-{backup_job.pk + 1}",  # another job's folder
+        assigned + "/sub",
+        assigned + "/",
+        assigned.upper(),
+        "elsewhere/entirely",
+    ):
+        response = api.post(url, success_report(location=location), format="json")
+
+        assert response.status_code == 400, location
+        [message] = response.json()["errors"]["location"]
+        assert assigned in message and "destination" in message
+    backup_job.refresh_from_db()
+    assert backup_job.state == JobState.RUNNING
+    assert not Backup.objects.exists()
+    assert api.post(url, success_report(backup_job), format="json").status_code == 200
+
+
 def test_complete_of_a_job_whose_lease_moved_on_is_409(backup_job):
     api, _ = agent_client(backup_job.agent)
-    response = api.post(f"/api/agent/v1/jobs/{backup_job.pk}/complete", success_report(), format="json")
+    response = api.post(
+        f"/api/agent/v1/jobs/{backup_job.pk}/complete", success_report(backup_job), format="json"
+    )
     assert response.status_code == 409
     assert response.json()["code"] == "lease_lost"
 

@@ -24,8 +24,8 @@ JOBS = 40
 def test_concurrent_polls_claim_every_job_exactly_once():
     first = factories.JobFactory()
     agent = first.agent
-    for _ in range(JOBS - 1):
-        factories.JobFactory(client=first.client)
+    for _ in range(JOBS - 1):  # one open backup per client: the agent's other clients
+        factories.JobFactory(client=factories.BackupClientFactory(agent=agent))
     barrier = threading.Barrier(THREADS)
     claimed: list[int] = []
     errors: list[BaseException] = []

@@ -177,3 +177,82 @@ def test_backup_now_refuses_a_paused_or_retired_client(db, status):
     client = factories.BackupClientFactory(status=status)
     with pytest.raises(InvalidTransition):
         jobs.queue_backup(client)
+
+
+# --- One open backup per client ---------------------------------------------------------------
+
+
+def test_a_second_backup_now_answers_with_the_open_job(db):
+    client = factories.BackupClientFactory()
+
+    first, created = jobs.get_or_queue_backup(client)
+    again, created_again = jobs.get_or_queue_backup(client)
+    third = jobs.queue_backup(client)
+
+    assert (created, created_again) == (True, False)
+    assert again.pk == third.pk == first.pk
+    assert Job.objects.filter(client=client).count() == 1
+
+    jobs.claim(first.agent)  # running now: still the one open backup
+    running, created = jobs.get_or_queue_backup(client)
+    assert (running.pk, running.state, created) == (first.pk, JobState.RUNNING, False)
+
+
+@pytest.mark.parametrize("finish", ["succeed", "fail", "cancel"])
+def test_once_the_open_backup_is_closed_a_new_one_is_queued(db, finish):
+    client = factories.BackupClientFactory()
+    client.policy.max_retries = 0
+    client.policy.save()
+    first = jobs.queue_backup(client)
+    if finish == "cancel":
+        jobs.cancel(first.pk)
+    else:
+        jobs.claim(first.agent)
+        if finish == "succeed":
+            report = jobs.BackupReport(
+                size=1, stored_size=1, location=jobs.backup_destination(first), sha256="0" * 64
+            )
+            jobs.complete_success(first.agent, first.pk, report=report)
+        else:
+            jobs.complete_failure(first.agent, first.pk, error="boom")
+
+    second, created = jobs.get_or_queue_backup(client)
+
+    assert created and second.pk != first.pk
+
+
+def test_a_failed_backup_is_still_retried_and_backup_now_brings_the_retry_forward(running_job, settings):
+    settings.PORTAL_RETRY_BASE_SECONDS = 3600
+    jobs.complete_failure(running_job.agent, running_job.pk, error="Connection refused")
+    retry = Job.objects.get(retry_of=running_job)
+    assert retry.not_before > timezone.now() + timedelta(minutes=59)  # the failed job is closed: retried
+
+    now = timezone.now()
+    job, created = jobs.get_or_queue_backup(running_job.client, now=now)
+
+    assert (job.pk, created) == (retry.pk, False)
+    retry.refresh_from_db()
+    assert retry.not_before == now  # asked for now, so it runs now
+    assert [j.pk for j in jobs.claim(running_job.agent, now=now)] == [retry.pk]
+
+
+def test_a_backup_queued_behind_the_check_is_found_after_the_constraint_refuses(db, monkeypatch):
+    client = factories.BackupClientFactory()
+    sneaked_in = factories.JobFactory(client=client)  # e.g. a writer that took no lock
+    real_lookup = jobs.open_backup_of
+    lookups = []
+
+    def blind_first_lookup(client_id):
+        lookups.append(client_id)
+        return None if len(lookups) == 1 else real_lookup(client_id)
+
+    monkeypatch.setattr(jobs, "open_backup_of", blind_first_lookup)
+
+    job, created = jobs.get_or_queue_backup(client)
+
+    assert (job.pk, created) == (sneaked_in.pk, False)
+    assert len(lookups) == 2  # the insert was tried, refused in its savepoint, then the open job read
+    assert Job.objects.filter(client=client).count() == 1
+    assert (
+        Job.objects.filter(client=client).update(state=JobState.CANCELLED) == 1
+    )  # the transaction is usable

@@ -11,6 +11,7 @@ from django.test.utils import CaptureQueriesContext
 
 from catalog.choices import ClientStatus, JobState, JobTrigger
 from catalog.models import BackupClient, Job
+from catalog.services import jobs
 from catalog.services.scheduler import schedule_due_backups
 from tests import factories
 
@@ -82,6 +83,33 @@ def test_backup_now_command_queues_a_job(db):
     call_command("backup_now", str(client.pk))
     job = Job.objects.get(client=client)
     assert (job.state, job.trigger) == (JobState.QUEUED, JobTrigger.USER)
+
+
+def test_backup_now_command_names_the_open_backup_instead_of_queuing_another(db, capsys):
+    client = factories.BackupClientFactory()
+    call_command("backup_now", str(client.pk))
+    call_command("backup_now", str(client.pk))
+
+    job = Job.objects.get(client=client)
+    first, second = capsys.readouterr().out.splitlines()
+    assert first == f"Queued backup job {job.pk} for {client}."
+    assert second == f"A backup of {client} is already queued (job {job.pk}); nothing new queued."
+
+
+def test_the_schedule_queues_nothing_on_top_of_a_backup_now(policy):
+    (client,) = make_clients(policy, 1)
+    asked = jobs.queue_backup(client, now=NOW - timedelta(seconds=5))
+
+    assert schedule_due_backups(now=NOW) == 0
+    assert list(Job.objects.filter(client=client).values_list("pk", flat=True)) == [asked.pk]
+    client.refresh_from_db()
+    assert client.next_backup_at > NOW
+    # …and a backup now after the schedule queued one gets the scheduled job.
+    Job.objects.filter(pk=asked.pk).update(state=JobState.CANCELLED)
+    BackupClient.objects.filter(pk=client.pk).update(next_backup_at=NOW)
+    assert schedule_due_backups(now=NOW) == 1
+    scheduled, created = jobs.get_or_queue_backup(client)
+    assert (scheduled.trigger, created) == (JobTrigger.SCHEDULE, False)
 
 
 def test_sync_schedules_registers_every_periodic_task_idempotently(db):

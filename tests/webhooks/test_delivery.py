@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from datetime import timedelta
 
@@ -12,7 +13,7 @@ from django.utils import timezone
 
 from requests_app.models import DeliveryStatus, WebhookAttempt, WebhookDelivery, WebhookSubscription
 from requests_app.webhooks import delivery, signing
-from tests.webhooks.conftest import SECRET
+from tests.webhooks.conftest import SECRET, Received
 
 BODY = json.dumps(
     {
@@ -34,6 +35,18 @@ def make_delivery(subscription, **fields) -> WebhookDelivery:
     )
 
 
+def verified(request, *, now: float | None = None) -> bool:
+    """A receiver's check of one received request: signature and timestamp (the docs' rules)."""
+    return signing.verify(
+        SECRET,
+        request.body,
+        timestamp=request.headers.get("X-Portal-Timestamp"),
+        delivery_id=request.headers.get("X-Portal-Delivery"),
+        signature=request.headers.get("X-Portal-Signature"),
+        now=now,
+    )
+
+
 def attempt_log(row: WebhookDelivery) -> list[tuple[int | None, str]]:
     return [(a.status_code, a.error) for a in row.attempt_log.order_by("attempted_at", "pk")]
 
@@ -49,8 +62,12 @@ def test_delivery_posts_the_exact_body_signed_with_the_portal_headers(team_subsc
     assert request.headers["Content-Type"] == "application/json"
     assert request.headers["X-Portal-Event"] == "job.changed"
     assert request.headers["X-Portal-Delivery"] == str(row.delivery_id)
-    assert request.headers["X-Portal-Signature"] == signing.sign(SECRET, request.body)
-    assert signing.verify(SECRET, request.body, request.headers["X-Portal-Signature"])
+    timestamp = request.headers["X-Portal-Timestamp"]
+    assert abs(int(timestamp) - time.time()) < 60  # signed when sent
+    assert request.headers["X-Portal-Signature"] == signing.sign(
+        SECRET, request.body, timestamp=timestamp, delivery_id=str(row.delivery_id)
+    )
+    assert verified(request)
     assert request.headers["User-Agent"].startswith("BackupPortal-Webhooks/")
     row.refresh_from_db()
     assert (row.status, row.attempts, row.last_status_code, row.last_error) == (
@@ -96,9 +113,13 @@ def test_failing_receiver_is_retried_with_backoff_until_it_answers(team_subscrip
         error.startswith("HTTP 503 Service Unavailable: receiver says no")
         for _, error in attempt_log(row)[:3]
     )
-    # Every attempt is the same delivery, under the same id, with the same bytes.
+    # Every attempt is the same delivery, under the same id, with the same bytes,
+    # each signed afresh at its own time: a receiver accepts each one when it arrives.
     assert {r.delivery_id for r in receiver.received} == {str(row.delivery_id)}
     assert {r.body for r in receiver.received} == {BODY.encode()}
+    sent_at = [int(r.headers["X-Portal-Timestamp"]) for r in receiver.received]
+    assert [t - sent_at[0] for t in sent_at] == [0, 30, 90, 210]
+    assert all(verified(r, now=t) for r, t in zip(receiver.received, sent_at, strict=True))
 
 
 def test_refused_connection_is_an_error_attempt_and_a_retry(subscribe, closed_port_url):
@@ -207,6 +228,37 @@ def test_gives_up_after_24_hours_of_failures(subscribe, receiver):
     assert delivery.retry_due(now=created + timedelta(days=3)) == 0
 
 
+def test_a_retry_hours_after_the_event_carries_a_current_timestamp(team_subscription, receiver):
+    receiver.fail_first(1, status=503)
+    row = make_delivery(team_subscription, created_at=timezone.now() - timedelta(hours=3))
+
+    assert delivery.retry_due() == 1  # fails
+    WebhookDelivery.objects.filter(pk=row.pk).update(next_attempt_at=timezone.now())
+    assert delivery.retry_due() == 1  # delivered
+
+    first, retry = receiver.received
+    assert first.delivery_id == retry.delivery_id == str(row.delivery_id)
+    assert verified(retry)  # three hours after the event, yet within the receiver's five minutes
+    assert abs(int(retry.headers["X-Portal-Timestamp"]) - time.time()) < 60
+
+
+def test_a_captured_delivery_replayed_later_is_refused(team_subscription, receiver):
+    row = make_delivery(team_subscription)
+    delivery.deliver(str(row.delivery_id))
+    [captured] = receiver.received
+    sent_at = int(captured.headers["X-Portal-Timestamp"])
+
+    assert verified(captured, now=sent_at + 60)
+    assert not verified(captured, now=sent_at + signing.TOLERANCE_SECONDS + 1)
+    # Nor can the capture be passed off as another delivery, or carry another body.
+    other_id = Received(
+        captured.path, {**captured.headers, "X-Portal-Delivery": str(uuid.uuid4())}, captured.body
+    )
+    other_body = Received(captured.path, captured.headers, captured.body.replace(b"disk full", b"all fine"))
+    assert not verified(other_id, now=sent_at)
+    assert not verified(other_body, now=sent_at)
+
+
 def test_an_old_delivery_gives_up_after_one_more_failure(subscribe, receiver):
     receiver.always(500)
     row = make_delivery(subscribe(receiver.url), created_at=timezone.now() - timedelta(hours=25))
@@ -236,8 +288,8 @@ def test_a_delivery_deleted_during_its_attempt_gets_no_attempt_row(team_subscrip
     row = make_delivery(team_subscription)
     real_send = delivery.send
 
-    def send_then_delete(d):
-        outcome = real_send(d)
+    def send_then_delete(d, now=None):
+        outcome = real_send(d, now)
         WebhookDelivery.objects.filter(pk=d.pk).delete()  # the subscription was removed meanwhile
         return outcome
 
