@@ -75,6 +75,23 @@ def violations(plugin: str, options: dict, storage_root: str, allow_list: dict |
     return problems
 
 
+def enrol_flags(plugin: str, options: dict, storage_root: str) -> list[str]:
+    """``backup-agent enrol`` arguments that allow this client and nothing more."""
+    flags: list[str] = []
+    if plugin == Plugin.FILES:
+        for path in options.get("paths", []):
+            flags += ["--allow-path", path]
+    elif plugin in (Plugin.POSTGRESQL, Plugin.MYSQL):
+        flags += ["--allow-database", f"{plugin}:{options.get('database', '')}"]
+    elif plugin == Plugin.COMMAND:
+        programs = {argv[0] for key in ("backup_argv", "restore_argv") if (argv := options.get(key))}
+        for program in sorted(programs):
+            flags += ["--allow-command", program]
+    if storage_root:
+        flags += ["--allow-storage", storage_root]
+    return flags
+
+
 def _problem(what: str, flag: str, value: str) -> str:
     return f"{what} is not allowed; on the server, as root: backup-agent allow {flag} {shlex.quote(value)}"
 

@@ -12,25 +12,9 @@ import shlex
 
 from django.conf import settings
 
-from catalog.choices import Plugin, StorageKind
+from catalog.allow_list import enrol_flags
+from catalog.choices import StorageKind
 from requests_app.models import ClientRequest
-
-
-def allow_flags(plugin: str, options: dict, storage_root: str) -> list[str]:
-    """``--allow-…`` arguments that let the agent run this client and nothing more."""
-    flags: list[str] = []
-    if plugin == Plugin.FILES:
-        for path in options.get("paths", []):
-            flags += ["--allow-path", path]
-    elif plugin in (Plugin.POSTGRESQL, Plugin.MYSQL):
-        flags += ["--allow-database", f"{plugin}:{options.get('database', '')}"]
-    elif plugin == Plugin.COMMAND:
-        programs = {argv[0] for key in ("backup_argv", "restore_argv") if (argv := options.get(key))}
-        for program in sorted(programs):
-            flags += ["--allow-command", program]
-    if storage_root:
-        flags += ["--allow-storage", storage_root]
-    return flags
 
 
 def enrol_command(request: ClientRequest, token: str) -> str:
@@ -46,6 +30,6 @@ def enrol_command(request: ClientRequest, token: str) -> str:
         token,
         "--hostname",
         request.hostname,
-        *allow_flags(request.plugin, request.options, mounted_root),
+        *enrol_flags(request.plugin, request.options, mounted_root),
     ]
     return shlex.join(argv)

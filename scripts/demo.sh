@@ -31,8 +31,11 @@ $PY scripts/wait_http.py "$URL/healthz" || { echo "the web server did not start;
 
 # Enrol (again) the local agent: each run issues a fresh one-time token.
 TOKEN=$($PY manage.py demo_agent --prepare)
+# The server's own allow-list: the demo folder, its storage, and var/restores for restores.
+mapfile -t ALLOW < <($PY manage.py demo_agent --allow-flags)
+mkdir -p var/restores
 $AGENT enrol --server "$URL" --token "$TOKEN" --hostname demo-agent.local \
-  --config "$AGENT_CONFIG" --spool-dir var/agent/spool --force
+  --config "$AGENT_CONFIG" --spool-dir var/agent/spool --force "${ALLOW[@]}"
 $PY manage.py demo_agent --backup-now
 $AGENT run --config "$AGENT_CONFIG" >var/log/agent.log 2>&1 & pids+=($!)
 
@@ -40,7 +43,9 @@ cat <<MSG
 
   Backup Portal is running at $URL/  (admin: $URL/admin/)
   Logins are printed above by seed_demo. Logs: var/log/{web,worker,agent}.log
-  The demo agent backs up var/demo-data/webshop into var/storage every 5 minutes.
+  The demo agent backs up var/demo-data/webshop into var/storage every 5 minutes;
+  its allow-list (backup-agent policy --config var/agent/config.json) lets it
+  restore into var/restores and nowhere else.
   Ctrl-C stops the web server, the worker and the agent.
 
 MSG

@@ -14,6 +14,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from catalog.allow_list import enrol_flags
 from catalog.choices import ClientStatus, JobTrigger, Plugin
 from catalog.models import Agent, Application, BackupClient, ProtectionPolicy, StorageTarget
 from catalog.services import agents, jobs
@@ -47,14 +48,27 @@ class Command(BaseCommand):
         group = parser.add_mutually_exclusive_group(required=True)
         group.add_argument("--prepare", action="store_true", help="print an enrolment token")
         group.add_argument("--backup-now", action="store_true", help="queue a backup of the demo client")
+        group.add_argument(
+            "--allow-flags",
+            action="store_true",
+            help="print the enrol command's --allow-* arguments for the demo client, one per line",
+        )
 
-    def handle(self, *args, prepare: bool, backup_now: bool, **options) -> None:
+    def handle(self, *args, prepare: bool, backup_now: bool, allow_flags: bool, **options) -> None:
         try:
             application = Application.objects.get(slug=APPLICATION)
         except Application.DoesNotExist as exc:
             raise CommandError("Run seed_demo first.") from exc
         if prepare:
             self._prepare(application)
+        elif allow_flags:
+            client = BackupClient.objects.select_related("policy__storage_target").get(
+                application=application, name=CLIENT_NAME
+            )
+            storage = client.policy.storage_target.location
+            restores = Path(settings.VAR_DIR).resolve() / "restores"
+            flags = [*enrol_flags(client.plugin, client.options, storage), "--restore-root", str(restores)]
+            self.stdout.write("\n".join(flags))
         else:
             client = BackupClient.objects.get(application=application, name=CLIENT_NAME)
             job = jobs.queue_backup(client, trigger=JobTrigger.USER)
