@@ -16,7 +16,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 django.setup()
 
 from catalog.choices import ClientStatus, Plugin  # noqa: E402
-from catalog.services import agents  # noqa: E402
 from catalog.models import (  # noqa: E402
     Application,
     BackupClient,
@@ -24,6 +23,7 @@ from catalog.models import (  # noqa: E402
     ProtectionPolicy,
     StorageTarget,
 )
+from catalog.services import agents  # noqa: E402
 
 HOSTNAME = "bench-agent.local"
 

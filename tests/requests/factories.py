@@ -34,7 +34,7 @@ def submit_restore(requester, *, backup=None, overwrite: bool = True, channel=Ch
 def submit_client(requester, *, application=None, policy=None, channel=Channel.WEB, **fields):
     """A new-client request on a policy that needs the backup team (unless ``policy`` says otherwise)."""
     n = next(_numbers)
-    fields.setdefault("hostname", f"new{n}.example.com")  # no agent there yet: an enrolment token
+    fields.setdefault("hostname", f"new{n}.example.com")  # a host the portal has never seen
     fields.setdefault("name", f"new-client-{n}")
     fields.setdefault("plugin", Plugin.FILES)
     fields.setdefault("options", {"paths": ["/srv/data"]})

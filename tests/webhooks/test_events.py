@@ -21,7 +21,7 @@ from tests.requests.factories import submit_client, submit_restore
 
 # The webhook's object is the API's representation: the same fields, in the same order.
 RESTORE_REQUEST_FIELDS = list(RestoreRequestSerializer.Meta.fields)
-CLIENT_REQUEST_FIELDS = [f for f in ClientRequestSerializer.Meta.fields if f != "enrolment_token"]
+CLIENT_REQUEST_FIELDS = list(ClientRequestSerializer.Meta.fields)
 JOB_FIELDS = list(JobSerializer.Meta.fields)
 ALERT_FIELDS = list(AlertSerializer.Meta.fields)
 
@@ -123,6 +123,7 @@ def test_restore_request_object_is_the_contract_representation(
         "id": request.pk,
         "status": "submitted",
         "needs_approval": True,
+        "approval_rule": "Overwriting existing data needs the backup team's approval.",
         "backup": backup.pk,
         "target_agent": backup.client.agent.hostname,
         "target_location": "/srv/data",
@@ -137,7 +138,7 @@ def test_restore_request_object_is_the_contract_representation(
     assert body["occurred_at"].endswith("Z")
 
 
-def test_client_request_object_is_the_contract_representation_without_the_enrolment_token(
+def test_client_request_object_is_the_contract_representation_and_holds_no_token(
     owner, app, backup_admin, team_subscription, receiver, django_capture_on_commit_callbacks
 ):
     policy = factories.ProtectionPolicyFactory(name="Gold", auto_approve_clients=False)
@@ -152,9 +153,10 @@ def test_client_request_object_is_the_contract_representation_without_the_enrolm
             external_ref="RITM0042",
         )
     with django_capture_on_commit_callbacks(execute=True):
-        approve(request, backup_admin)  # no agent on the host yet: an enrolment token is issued
+        approve(request, backup_admin)  # no agent on the host yet: it waits for the requester's token
+    with django_capture_on_commit_callbacks(execute=True):
+        _, token = services.issue_enrolment(request.pk, actor=Actor.person(owner))
     request = ClientRequest.objects.get(pk=request.pk)
-    assert request.enrolment_secret
 
     submitted, approved = bodies(receiver, Event.CLIENT_REQUEST_CHANGED)
     assert list(approved["object"]) == CLIENT_REQUEST_FIELDS
@@ -162,6 +164,7 @@ def test_client_request_object_is_the_contract_representation_without_the_enrolm
         "id": request.pk,
         "status": "approved",
         "needs_approval": True,
+        "approval_rule": "New clients on Gold need the backup team's approval.",
         "application": "orders",
         "hostname": "new01.example.com",
         "name": request.name,
@@ -176,16 +179,16 @@ def test_client_request_object_is_the_contract_representation_without_the_enrolm
         "updated_at": None,
     }
     assert (approved["previous_status"], approved["status"]) == ("submitted", "approved")
-    assert all(request.enrolment_secret not in r.body.decode() for r in receiver.received)
+    assert all(token not in r.body.decode() for r in receiver.received)
 
 
 def test_client_request_names_its_client_once_provisioned(
     owner, app, team_subscription, receiver, django_capture_on_commit_callbacks
 ):
-    agent = factories.AgentFactory(hostname="db01.example.com")
+    agent = factories.AgentFactory(hostname="db01.example.com", applications=[app])
     policy = factories.ProtectionPolicyFactory(auto_approve_clients=True)
     with django_capture_on_commit_callbacks(execute=True):
-        # An automatic policy and an agent already on the host: approved and provisioned at once.
+        # An automatic policy and the application's agent on the host: approved and provisioned at once.
         request = submit_client(owner, application=app, policy=policy, hostname=agent.hostname)
 
     assert transitions(receiver, Event.CLIENT_REQUEST_CHANGED) == [
@@ -195,6 +198,28 @@ def test_client_request_names_its_client_once_provisioned(
     ]
     provisioned = bodies(receiver, Event.CLIENT_REQUEST_CHANGED)[-1]["object"]
     assert provisioned["client"] == ClientRequest.objects.get(pk=request.pk).client_id is not None
+
+
+def test_every_request_an_enrolment_activates_is_announced_provisioned(
+    owner, app, team_subscription, receiver, django_capture_on_commit_callbacks
+):
+    from catalog.services import agents
+
+    policy = factories.ProtectionPolicyFactory(auto_approve_clients=True)
+    with django_capture_on_commit_callbacks(execute=True):
+        first = submit_client(owner, application=app, policy=policy, hostname="new09.example.com", name="a")
+        second = submit_client(owner, application=app, policy=policy, hostname="new09.example.com", name="b")
+        _, token = services.issue_enrolment(second.pk, actor=Actor.person(owner))
+    with django_capture_on_commit_callbacks(execute=True):
+        agents.enrol(token=token, hostname="new09.example.com", version="1", plugins=["files"])
+
+    provisioned = [
+        body["object"]
+        for body in bodies(receiver, Event.CLIENT_REQUEST_CHANGED)
+        if body["status"] == RequestStatus.PROVISIONED
+    ]
+    assert sorted(obj["id"] for obj in provisioned) == [first.pk, second.pk]
+    assert all(obj["client"] is not None for obj in provisioned)
 
 
 # --- Jobs and alerts -------------------------------------------------------------------------
