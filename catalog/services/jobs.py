@@ -394,9 +394,14 @@ def retry_delay(attempt: int) -> timedelta:
     return timedelta(seconds=settings.PORTAL_RETRY_BASE_SECONDS * 2 ** (attempt - 1))
 
 
+# Failures a retry cannot mend: the agent's allow-list is changed on the server, by its
+# administrator, not by trying again. One alert says who must do what.
+NOT_RETRIED = frozenset({ErrorClass.REFUSED_BY_AGENT})
+
+
 def _retry_or_alert(job: Job, now: datetime) -> Job | None:
     policy = job.client.policy
-    if job.attempt <= policy.max_retries:
+    if job.attempt <= policy.max_retries and job.error_class not in NOT_RETRIED:
         # The failed job is closed (saved above), so the client has no open backup and the
         # retry fits ``job_one_open_backup_per_client``. Should a backup have been queued
         # meanwhile all the same, that one is the retry: the failure is kept either way.
@@ -422,16 +427,25 @@ def _retry_or_alert(job: Job, now: datetime) -> Job | None:
         kind=AlertKind.JOB_FAILED,
         severity=AlertSeverity.CRITICAL,
         key=alerts.client_key(AlertKind.JOB_FAILED, job.client_id),
-        message=(
-            f"Backup of {job.client} failed {job.attempt} times in a row "
-            f"({job.get_error_class_display().lower()}): {job.error_message[:300]}"
-        ),
+        message=_failure_message(job),
         application_id=job.client.application_id,
         client_id=job.client_id,
         agent_id=job.agent_id,
         job=job,
     )
     return None
+
+
+def _failure_message(job: Job) -> str:
+    if job.error_class in NOT_RETRIED:
+        return (
+            f"Backup of {job.client} was refused by the agent on {job.agent}; not retried until "
+            f"the server's administrator allows it: {job.error_message[:400]}"
+        )
+    return (
+        f"Backup of {job.client} failed {job.attempt} times in a row "
+        f"({job.get_error_class_display().lower()}): {job.error_message[:300]}"
+    )
 
 
 def reap_expired_leases(*, now: datetime | None = None, batch: int = 500) -> int:

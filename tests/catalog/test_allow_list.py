@@ -118,3 +118,30 @@ def test_a_client_inside_the_allow_list_is_not_flagged(owner_client, app):
     page = owner_client.get(reverse("catalog:client", args=[client.pk])).content.decode()
 
     assert "will refuse this client" not in page
+
+
+@pytest.mark.django_db
+def test_a_refused_backup_is_not_retried_and_one_alert_says_who_must_act():
+    from catalog.choices import AlertKind, JobState
+    from catalog.models import Alert, Job
+    from catalog.services import jobs
+
+    job = factories.JobFactory()
+    job.client.policy.max_retries = 3
+    job.client.policy.save()
+    api, _ = agent_client(job.agent)
+    jobs.claim(job.agent)
+    error = (
+        "refused by agent: /srv/x is not in this server's allow-list for backups; to allow it, "
+        "run on the server as root: backup-agent allow --path /srv/x"
+    )
+
+    report = {"status": "failed", "error": error}
+    response = api.post(f"/api/agent/v1/jobs/{job.pk}/complete", report, format="json")
+
+    assert response.status_code == 200
+    job.refresh_from_db()
+    assert (job.state, job.error_class) == (JobState.FAILED, ErrorClass.REFUSED_BY_AGENT)
+    assert not Job.objects.filter(retry_of=job).exists()
+    alert = Alert.objects.get(kind=AlertKind.JOB_FAILED)
+    assert "backup-agent allow --path /srv/x" in alert.message and "not retried" in alert.message
