@@ -17,6 +17,7 @@ widen it.
 from __future__ import annotations
 
 import fnmatch
+import ipaddress
 import os
 import re
 import shlex
@@ -57,16 +58,149 @@ def check_path(value: Any) -> str:
     return "/" + "/".join(parts)
 
 
-def check_database(value: Any) -> str:
-    """'postgresql:NAME' or 'mysql:NAME', where NAME may be an fnmatch pattern ('orders_*')."""
-    plugin, _, name = value.partition(":") if isinstance(value, str) else ("", "", "")
+class DatabaseEntry(NamedTuple):
+    """A parsed `databases` entry: PLUGIN:NAME[@HOST[:PORT]].
+
+    host None is the local default connection: the one the agent's own
+    environment (plugin_env, the client library's defaults) picks for a job
+    that names no host and no port.
+    """
+
+    plugin: str
+    pattern: str  # an fnmatch pattern of database names
+    host: str | None = None  # as _host normalises it
+    port: int | None = None
+
+    def __str__(self) -> str:
+        where = "" if self.host is None else f"@{self.host}" + ("" if self.port is None else f":{self.port}")
+        return f"{self.plugin}:{self.pattern}{where}"
+
+
+def parse_database(value: Any) -> DatabaseEntry:
+    """'PLUGIN:NAME[@HOST[:PORT]]', strictly; ValueError says what is wrong.
+
+    PLUGIN is postgresql or mysql; NAME a database name or fnmatch pattern
+    ('orders_*'); HOST a host name, an IPv4 address, an IPv6 address in
+    brackets ('[2001:db8::5]') or a socket folder ('/var/run/postgresql');
+    PORT 1-65535.
+    """
+    plugin, _, rest = value.partition(":") if isinstance(value, str) else ("", "", "")
     if plugin not in DATABASE_PLUGINS:
-        raise ValueError(f"{value!r} is not PLUGIN:NAME with PLUGIN one of {', '.join(DATABASE_PLUGINS)}")
+        raise ValueError(
+            f"{value!r} is not PLUGIN:NAME[@HOST[:PORT]] with PLUGIN one of {', '.join(DATABASE_PLUGINS)}"
+        )
+    name, at, where = rest.partition("@")
     if not _DATABASE_NAME.match(name):
         raise ValueError(
             f"{value!r}: NAME must be a database name or pattern (letters, digits, _$- and *?[]!)"
         )
-    return value
+    if not at:
+        return DatabaseEntry(plugin, name)
+    if where.startswith("["):
+        address, bracket, after = where.partition("]")
+        address, has_port, port = address + bracket, after.startswith(":"), after[1:]
+        if not bracket or (after and not has_port):
+            raise ValueError(f"{value!r}: write an IPv6 address as [ADDRESS] or [ADDRESS]:PORT")
+    elif where.count(":") > 1 and not where.startswith("/"):
+        raise ValueError(f"{value!r}: write an IPv6 address in brackets, e.g. @[2001:db8::5]:5432")
+    else:
+        address, colon, port = where.partition(":")
+        has_port = bool(colon)
+    try:
+        host = _host(address)
+    except ValueError as exc:
+        raise ValueError(f"{value!r}: {exc}") from None
+    if not has_port:
+        return DatabaseEntry(plugin, name, host)
+    if not re.fullmatch(r"[0-9]{1,5}", port) or not 0 < int(port) < 65536:
+        raise ValueError(f"{value!r}: PORT must be a number from 1 to 65535, not {port!r}")
+    return DatabaseEntry(plugin, name, host, int(port))
+
+
+def check_database(value: Any) -> str:
+    """A `databases` entry, validated and normalised (parse_database, _host)."""
+    return str(parse_database(value))
+
+
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_HOST_NAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*$")
+_SOCKET_FOLDER = re.compile(r"^/[A-Za-z0-9_./-]+$")  # what the plugins accept (plugins/_db.py)
+
+
+def _host(value: str) -> str:
+    """A host as the allow-list compares it; ValueError unless it is one of the four forms.
+
+    Host names are lower-cased (DNS names are case-insensitive), IPv4
+    addresses checked, IPv6 addresses bracketed and compressed
+    ('[2001:db8::5]'), socket folders normalised like paths (no '.'/'..').
+    Jobs' hosts go through it too, so '::1', '[::1]' and '[0:0::1]' are one
+    host, and so are 'DB01' and 'db01'.
+    """
+    if value.startswith("/"):
+        folder = check_path(value)
+        if folder == "/" or not _SOCKET_FOLDER.match(folder):
+            raise ValueError(f"socket folder {value!r} must be a folder of letters, digits and _.-/")
+        return folder
+    if value.startswith("[") or ":" in value:
+        address = value[1:-1] if value.startswith("[") and value.endswith("]") else value
+        if "%" in address:  # a zone ('%eth0') names an interface, not a host
+            raise ValueError(f"{value!r}: an IPv6 address with a zone is not supported")
+        try:
+            return f"[{ipaddress.IPv6Address(address).compressed}]"
+        except ValueError:
+            raise ValueError(f"{value!r} is not an IPv6 address") from None
+    if re.fullmatch(r"[0-9.]+", value):
+        try:
+            return str(ipaddress.IPv4Address(value))
+        except ValueError:
+            raise ValueError(f"{value!r} is not an IPv4 address") from None
+    if not _HOST_NAME.match(value.lower()):
+        raise ValueError(f"{value!r} is not a host name, IPv4 address, [IPv6 address] or socket folder")
+    return value.lower()
+
+
+def connection_of(options: dict[str, Any]) -> tuple[str | None, int | None]:
+    """Where a database job connects, as entries name it: (host, port); (None, None) is the local default.
+
+    ValueError when no entry can name it. The job's `user` is not part of
+    it, on purpose: the portal chooses the user, and a wrong one only fails
+    to log in with this server's password. What must not be the portal's
+    choice is where the agent connects, and so sends that password.
+    """
+    host, port = options.get("host"), options.get("port")
+    if host is None:
+        if port is not None:
+            raise ValueError(
+                f"port {port} without a host: this server's allow-list pins a port only with a host, "
+                "so the client's options must name the host too"
+            )
+        return None, None
+    try:
+        return _host(host), port
+    except ValueError as exc:
+        raise ValueError(f"host {exc}") from None
+
+
+def database_allowed(entries: Iterable[str], plugin: str, name: str | None, options: dict[str, Any]) -> bool:
+    """Whether an entry allows database `name` of `plugin` over the connection in a job's `options`.
+
+    An entry without @HOST allows only jobs with neither host nor port; one
+    with @HOST only jobs whose host is HOST, and whose port is PORT (an entry
+    without PORT: the job sets no port). name None matches any name: a restore
+    test's scratch database is the agent's own, only its connection is checked.
+    """
+    try:
+        connection = connection_of(options)
+    except ValueError:
+        return False
+    for entry in map(parse_database, entries):
+        if (
+            entry.plugin == plugin
+            and (entry.host, entry.port) == connection
+            and (name is None or fnmatch.fnmatchcase(name, entry.pattern))
+        ):
+            return True
+    return False
 
 
 _CHECKS = {"databases": check_database}
@@ -107,7 +241,7 @@ class AllowList:
     paths: tuple[str, ...] = ()  # the files plugin may read these (and restore in place under them)
     restore_roots: tuple[str, ...] = ()  # files restores may write new copies here
     commands: tuple[str, ...] = ()  # programs the command plugin may run, by exact absolute path
-    databases: tuple[str, ...] = ()  # "postgresql:NAME" / "mysql:NAME", NAME an fnmatch pattern
+    databases: tuple[str, ...] = ()  # "postgresql:NAME[@HOST[:PORT]]", NAME an fnmatch pattern
     storage: tuple[str, ...] = ()  # storage roots backups may be written to and read from
 
     @classmethod
@@ -163,6 +297,10 @@ class AllowList:
         elif spec.kind == "restore_test" and spec.plugin == "command":
             # The scratch target is the agent's own choice; the program still runs as root.
             problems += self._program(spec.options, "restore_argv")
+        elif spec.kind == "restore_test" and spec.plugin in DATABASE_PLUGINS and _connects(spec.options):
+            # The scratch database is the agent's own, but it is created over the
+            # client's connection, with plugin_env's password: that must be pinned.
+            problems += self._database(spec.plugin, None, spec.options, "restore tests")
         if problems:
             raise refusal(problems)
         return permit
@@ -183,7 +321,7 @@ class AllowList:
         if spec.plugin == "files":
             return [problem for path in spec.options["paths"] for problem in self._source_path(path)]
         if spec.plugin in DATABASE_PLUGINS:
-            return self._database(spec.plugin, spec.options["database"], "backups")
+            return self._database(spec.plugin, spec.options["database"], spec.options, "backups")
         if spec.plugin == "command":
             return self._program(spec.options, "backup_argv")
         raise RefusedByAgent(f"this agent has no allow-list rule for plugin {spec.plugin!r}")
@@ -198,7 +336,8 @@ class AllowList:
         if spec.plugin == "files":
             return self._files_target(spec.target, spec.overwrite)
         if spec.plugin in DATABASE_PLUGINS:
-            return self._database(spec.plugin, str(spec.target), "restores"), Permit()
+            # Into database `target`, over the connection in the client's options.
+            return self._database(spec.plugin, str(spec.target), spec.options, "restores"), Permit()
         if spec.plugin == "command":
             return self._program(spec.options, "restore_argv"), Permit()
         raise RefusedByAgent(f"this agent has no allow-list rule for plugin {spec.plugin!r}")
@@ -220,13 +359,24 @@ class AllowList:
             Problem(f"restore target {_shown(target, real)} {_NOT_IN} for restores", "restore_roots", real)
         ], Permit()
 
-    def _database(self, plugin: str, name: str, purpose: str) -> list[Problem]:
-        for entry in self.databases:
-            entry_plugin, _, pattern = entry.partition(":")
-            if entry_plugin == plugin and fnmatch.fnmatchcase(name, pattern):
-                return []
-        entry = f"{plugin}:{name}"
-        return [Problem(f"database {entry} {_NOT_IN} for {purpose}", "databases", entry)]
+    def _database(
+        self, plugin: str, name: str | None, options: dict[str, Any], purpose: str
+    ) -> list[Problem]:
+        """Database `name` (None: a restore test's scratch one) over the connection in `options`."""
+        if database_allowed(self.databases, plugin, name, options):
+            return []
+        database = f"{plugin}:{options['database'] if name is None else name}"
+        try:
+            host, port = connection_of(options)
+        except ValueError as exc:
+            return [Problem(f"database {database} cannot be allowed: {exc}")]
+        entry = DatabaseEntry(plugin, database.partition(":")[2], host, port)
+        where = "" if host is None else f" on {str(entry).partition('@')[2]}"
+        if name is None:
+            text = f"the {plugin} connection{where} {_NOT_IN} for restore tests"
+        else:
+            text = f"database {database}{where} {_NOT_IN} for {purpose}"
+        return [Problem(text, "databases", str(entry))]
 
     def _program(self, options: dict[str, Any], key: str) -> list[Problem]:
         argv = options.get(key)
@@ -247,6 +397,11 @@ class AllowList:
 
 
 _NOT_IN = "is not in this server's allow-list"
+
+
+def _connects(options: dict[str, Any]) -> bool:
+    """The job names a connection other than the local default one."""
+    return options.get("host") is not None or options.get("port") is not None
 
 
 def is_under(path: str, root: str) -> bool:

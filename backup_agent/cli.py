@@ -86,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _allow_args(parser: argparse.ArgumentParser, flags: dict[str, str]) -> None:
     for key, flag in flags.items():
-        metavar = "PLUGIN:NAME" if key == "databases" else "PROGRAM" if key == "commands" else "PATH"
+        metavars = {"databases": "PLUGIN:NAME[@HOST[:PORT]]", "commands": "PROGRAM"}
+        metavar = metavars.get(key, "PATH")
         parser.add_argument(
             flag,
             dest=key,

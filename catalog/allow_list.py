@@ -65,14 +65,37 @@ def violations(plugin: str, options: dict, storage_root: str, allow_list: dict |
             if not _under(path, allow_list.get("paths", [])):
                 problems.append(_problem(f"path {path}", "--path", path))
     elif plugin in (Plugin.POSTGRESQL, Plugin.MYSQL):
-        wanted = f"{plugin}:{options.get('database', '')}"
-        if not any(fnmatch.fnmatchcase(wanted, pattern) for pattern in allow_list.get("databases", [])):
+        wanted = database_entry(plugin, options)
+        if not any(_database_matches(entry, wanted) for entry in allow_list.get("databases", [])):
             problems.append(_problem(f"database {wanted}", "--database", wanted))
     elif plugin == Plugin.COMMAND:
         programs = {argv[0] for key in ("backup_argv", "restore_argv") if (argv := options.get(key))}
         for program in sorted(programs - set(allow_list.get("commands", []))):
             problems.append(_problem(f"program {program}", "--command", program))
     return problems
+
+
+def database_entry(plugin: str, options: dict) -> str:
+    """The entry that allows this client: ``PLUGIN:NAME[@HOST[:PORT]]``.
+
+    The agent pins the connection, not only the name: a portal that could pick
+    the host would make the agent send the server's database password there.
+    """
+    entry = f"{plugin}:{options.get('database', '')}"
+    host, port = options.get("host"), options.get("port")
+    if host:
+        entry += f"@[{host}]" if ":" in host and not host.startswith(("/", "[")) else f"@{host}"
+        if port:
+            entry += f":{port}"
+    return entry
+
+
+def _database_matches(entry: str, wanted: str) -> bool:
+    # A fair copy of the agent's rule (backup_agent/allow.py), for flagging only: the name part
+    # may be a pattern, the connection part must be the same.
+    pattern, _, where = entry.partition("@")
+    name, _, wanted_where = wanted.partition("@")
+    return fnmatch.fnmatchcase(name, pattern) and where.lower() == wanted_where.lower()
 
 
 def enrol_flags(plugin: str, options: dict, storage_root: str) -> list[str]:
@@ -82,7 +105,7 @@ def enrol_flags(plugin: str, options: dict, storage_root: str) -> list[str]:
         for path in options.get("paths", []):
             flags += ["--allow-path", path]
     elif plugin in (Plugin.POSTGRESQL, Plugin.MYSQL):
-        flags += ["--allow-database", f"{plugin}:{options.get('database', '')}"]
+        flags += ["--allow-database", database_entry(plugin, options)]
     elif plugin == Plugin.COMMAND:
         programs = {argv[0] for key in ("backup_argv", "restore_argv") if (argv := options.get(key))}
         for program in sorted(programs):

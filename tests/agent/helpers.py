@@ -120,8 +120,12 @@ def allow_for(job: dict[str, Any]) -> AllowList:
         allow["paths"] = list(options.get("paths", []))
         allow["restore_roots"] = [target] if target and target != "/" else []
     elif plugin in ("postgresql", "mysql"):
-        allow["databases"] = [f"{plugin}:{options.get('database')}"] + (
-            [f"{plugin}:{target}"] if target else []
+        # Entries pin the connection: PLUGIN:NAME[@HOST[:PORT]], IPv6 in brackets.
+        host, port = options.get("host"), options.get("port")
+        where = "" if host is None else f"@[{host}]" if ":" in host and "[" not in host else f"@{host}"
+        where += "" if host is None or port is None else f":{port}"
+        allow["databases"] = [f"{plugin}:{options.get('database')}{where}"] + (
+            [f"{plugin}:{target}{where}"] if target else []
         )
     elif plugin == "command":
         programs = [options.get(key, [""])[0] for key in ("backup_argv", "restore_argv")]

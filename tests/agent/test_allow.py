@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import os
+import shlex
 import stat
 import subprocess
 import sys
@@ -226,8 +227,9 @@ def test_in_place_restore_over_a_folder_above_the_allowed_paths_is_limited_to_th
 def test_databases_match_plugin_and_name_pattern(
     storage_root: Path, plugin: str, database: str, allowed: bool
 ):
+    # Entries without @HOST, as before this allow-list pinned connections, for local jobs.
     allow = AllowList(databases=("postgresql:orders_*", "mysql:shop"), storage=(str(storage_root),))
-    options = {"database": database, **PG}
+    options = {"database": database}  # no host, no port: the local default connection
     ref = {"location": "orders/app01-data/job-1", "sha256": "0" * 64}
     backup = backup_job(plugin, options, storage_root)
     restore_into = restore_job(plugin, {**options, "database": "shop"}, storage_root, ref, database)
@@ -239,6 +241,185 @@ def test_databases_match_plugin_and_name_pattern(
             message = refused(job, allow)
             assert f"database {plugin}:{database} is not in this server's allow-list for {purpose}" in message
             assert message.endswith(f"backup-agent allow --database {plugin}:{database}")
+
+
+ORDERS = {"database": "orders"}
+
+
+@pytest.mark.parametrize(
+    ("options", "entry"),
+    [
+        ({"host": "127.0.0.1"}, "postgresql:orders@127.0.0.1"),
+        ({"host": "localhost"}, "postgresql:orders@localhost"),  # names are not resolved
+        ({"host": "/var/run/postgresql"}, "postgresql:orders@/var/run/postgresql"),
+        ({"host": "attacker.example.net", "port": 5432}, "postgresql:orders@attacker.example.net:5432"),
+    ],
+)
+def test_an_entry_without_a_host_allows_only_the_local_default_connection(
+    storage_root: Path, options: dict, entry: str
+):
+    allow = AllowList(databases=("postgresql:orders",), storage=(str(storage_root),))
+
+    assert check(backup_job("postgresql", ORDERS, storage_root), allow) == Permit()
+    message = refused(backup_job("postgresql", {**ORDERS, **options}, storage_root), allow)
+    assert f"database postgresql:orders on {entry.partition('@')[2]} is not in" in message
+    assert message.endswith(f"backup-agent allow --database {entry}")
+
+
+def test_a_port_without_a_host_cannot_be_allowed(storage_root: Path):
+    allow = AllowList(databases=("postgresql:orders",), storage=(str(storage_root),))
+
+    message = refused(backup_job("postgresql", {**ORDERS, "port": 5433}, storage_root), allow)
+
+    assert "database postgresql:orders cannot be allowed: port 5433 without a host" in message
+    assert "to allow it" not in message  # no entry names it: the client's options must change
+
+
+def test_refusal_names_the_entry_that_pins_the_jobs_connection(storage_root: Path):
+    job = backup_job("postgresql", {**ORDERS, "host": "db01.example.com", "port": 5432}, storage_root)
+    allow = AllowList(databases=("postgresql:orders",), storage=(str(storage_root),))
+
+    assert refused(job, allow) == (
+        "refused by agent: database postgresql:orders on db01.example.com:5432 is not in this server's "
+        "allow-list for backups; to allow it, run on the server as root: "
+        "backup-agent allow --database postgresql:orders@db01.example.com:5432"
+    )
+
+
+@pytest.mark.parametrize(
+    ("entry", "connection", "fix"),
+    [
+        # host names: case-insensitive; the port must be the entry's
+        ("postgresql:orders@db01.example.com:5432", {"host": "db01.example.com", "port": 5432}, None),
+        ("postgresql:orders@db01.example.com:5432", {"host": "DB01.Example.COM", "port": 5432}, None),
+        (
+            "postgresql:orders@db01.example.com:5432",
+            {"host": "evil.example.net", "port": 5432},
+            "@evil.example.net:5432",
+        ),
+        (
+            "postgresql:orders@db01.example.com:5432",
+            {"host": "db01.example.com", "port": 5433},
+            "@db01.example.com:5433",
+        ),
+        ("postgresql:orders@db01.example.com:5432", {"host": "db01.example.com"}, "@db01.example.com"),
+        ("postgresql:orders@db01.example.com:5432", {}, ""),  # an entry with a host: not the local default
+        # no PORT in the entry: the job must not set one, not even the default port
+        ("postgresql:orders@db01.example.com", {"host": "db01.example.com"}, None),
+        (
+            "postgresql:orders@db01.example.com",
+            {"host": "db01.example.com", "port": 5432},
+            "@db01.example.com:5432",
+        ),
+        (
+            "postgresql:orders@db01.example.com",
+            {"host": "db01.example.com.evil.net"},
+            "@db01.example.com.evil.net",
+        ),
+        # IPv4
+        ("postgresql:orders@10.0.0.5:5432", {"host": "10.0.0.5", "port": 5432}, None),
+        ("postgresql:orders@10.0.0.5:5432", {"host": "10.0.0.50", "port": 5432}, "@10.0.0.50:5432"),
+        # IPv6: in brackets in the entry, with or without them in the job, compared as addresses
+        ("postgresql:orders@[2001:db8::5]:5432", {"host": "2001:db8::5", "port": 5432}, None),
+        ("postgresql:orders@[2001:db8::5]:5432", {"host": "[2001:DB8:0:0::5]", "port": 5432}, None),
+        ("postgresql:orders@[2001:db8::5]", {"host": "::1"}, "@[::1]"),
+        (
+            "postgresql:orders@[2001:db8::5]:5432",
+            {"host": "2001:db8::6", "port": 5432},
+            "@[2001:db8::6]:5432",
+        ),
+        # socket folders, compared component by component, with or without a port
+        ("postgresql:orders@/var/run/postgresql", {"host": "/var/run/postgresql/"}, None),
+        ("postgresql:orders@/var/run/postgresql:5433", {"host": "/var/run/postgresql", "port": 5433}, None),
+        ("postgresql:orders@/var/run/postgresql", {"host": "/tmp"}, "@/tmp"),
+        (
+            "postgresql:orders@/var/run/postgresql",
+            {"host": "/var/run/postgresql/sub"},
+            "@/var/run/postgresql/sub",
+        ),
+        ("postgresql:orders@/var/run/postgresql", {"host": "/var/run/postgresql/x/.."}, False),
+        # the plugin and the name pattern still apply
+        (
+            "mysql:orders_*@db01.example.com:3306",
+            {"host": "db01.example.com", "port": 3306},
+            "@db01.example.com:3306",
+        ),
+        ("mysql:shop_*@db02.example.com", {"host": "db02.example.com"}, None),
+    ],
+)
+def test_an_entry_with_a_host_pins_the_connection(storage_root: Path, entry: str, connection: dict, fix):
+    plugin, _, rest = entry.partition(":")
+    name = "shop_1" if rest.startswith("shop") else "orders"
+    allow = AllowList(databases=(entry,), storage=(str(storage_root),))
+    job = backup_job(plugin, {"database": name, **connection, "user": "backup"}, storage_root)
+
+    if fix is None:
+        assert check(job, allow) == Permit()
+    elif fix is False:  # no entry could name it
+        message = refused(job, allow)
+        assert "cannot be allowed: host " in message and "to allow it" not in message
+    else:
+        assert refused(job, allow).endswith(
+            f"backup-agent allow --database {shlex.quote(f'{plugin}:{name}{fix}')}"
+        )
+
+
+def test_the_user_stays_the_portals_choice(storage_root: Path):
+    allow = AllowList(databases=("mysql:shop@db02.example.com:3306",), storage=(str(storage_root),))
+    for user in ({}, {"user": "backup"}, {"user": "root"}):
+        options = {"database": "shop", "host": "db02.example.com", "port": 3306, **user}
+        assert check(backup_job("mysql", options, storage_root), allow) == Permit()
+
+
+def test_restores_into_a_database_pin_the_target_and_the_connection(storage_root: Path):
+    allow = AllowList(
+        databases=("postgresql:orders@db01.example.com:5432", "postgresql:restored_*@db01.example.com:5432"),
+        storage=(str(storage_root),),
+    )
+    ref = {"location": "orders/app01-data/job-1", "sha256": "0" * 64}
+    db01 = {**ORDERS, "host": "db01.example.com", "port": 5432}
+
+    def restore(options: dict, target: str) -> dict:
+        return restore_job("postgresql", options, storage_root, ref, target)
+
+    assert check(restore(db01, "restored_1"), allow) == Permit()
+    assert refused(restore(db01, "payroll"), allow).endswith(
+        "backup-agent allow --database postgresql:payroll@db01.example.com:5432"
+    )
+    message = refused(restore({**db01, "host": "evil.example.net"}, "restored_1"), allow)
+    assert (
+        "database postgresql:restored_1 on evil.example.net:5432 is not in this server's "
+        "allow-list for restores" in message
+    )
+    assert message.endswith("backup-agent allow --database postgresql:restored_1@evil.example.net:5432")
+    assert refused(restore({**db01, "port": 6432}, "restored_1"), allow).endswith(
+        "--database postgresql:restored_1@db01.example.com:6432"
+    )
+    assert "restored_1 on db01.example.com is not" in refused(
+        restore({**ORDERS, "host": "db01.example.com"}, "restored_1"), allow
+    )
+
+
+def test_restore_tests_of_databases_pin_the_connection_but_not_the_name(storage_root: Path):
+    ref = {"location": "orders/app01-data/job-1", "sha256": "0" * 64}
+    allow = AllowList(databases=("postgresql:other@db01.example.com:5432",), storage=(str(storage_root),))
+    db01 = {**ORDERS, "host": "db01.example.com", "port": 5432}
+
+    def restore_test(options: dict) -> dict:
+        return other_job("restore_test", "postgresql", options, storage_root, ref)
+
+    # The scratch database is the agent's own: any entry for that connection will do.
+    assert check(restore_test(db01), allow) == Permit()
+    # The local default connection needs no entry at all, as before.
+    assert check(restore_test(ORDERS), AllowList(storage=(str(storage_root),))) == Permit()
+    # But plugin_env's password must not follow the portal to another host.
+    message = refused(restore_test({**db01, "host": "evil.example.net"}), allow)
+    assert "the postgresql connection on evil.example.net:5432 is not in this server's allow-list" in message
+    assert message.endswith("backup-agent allow --database postgresql:orders@evil.example.net:5432")
+    assert "without a host" in refused(restore_test({**ORDERS, "port": 5432}), allow)
+    assert refused(restore_test({**db01, "port": 5433}), allow).endswith(
+        "postgresql:orders@db01.example.com:5433"
+    )
 
 
 def test_commands_must_be_allowed_exactly_by_absolute_path(storage_root: Path):
@@ -273,6 +454,44 @@ def test_a_config_without_an_allow_section_allows_nothing(storage_root: Path, ap
         assert "allow-list for storage" in refused(job, cfg.allow)
 
 
+# What may not follow "postgresql:orders@".
+BAD_CONNECTIONS = [
+    "",  # '@' without a host
+    "db01.example.com:0",
+    "db01.example.com:70000",
+    "db01.example.com:65536",
+    "db01.example.com:",
+    "db01.example.com:5432x",
+    "db01.example.com:5432:1",
+    "db01.example.com:+5432",
+    "db01.example.com: 5432",
+    "db01.example.com:５４３２",  # not ASCII digits
+    "db01.example.com/x",
+    "db_01.example.com",
+    "-db01.example.com",
+    "db01..example.com",
+    "db01.example.com.",
+    "db01 example.com",
+    "db01@example.com",
+    "999.1.1.1",
+    "10.0.0",
+    "::1",  # IPv6 without brackets
+    "2001:db8::5:5432",
+    "[::1",
+    "[::1]5432",
+    "[::1]:",
+    "[::1]:0",
+    "[not-an-address]",
+    "[10.0.0.5]",
+    "[fe80::1%eth0]",
+    "/",
+    "/var/run/../postgresql",
+    "/var/run/postgresql:99999",
+    "/var/run/post gresql",
+    "relative/folder",
+]
+
+
 @pytest.mark.parametrize(
     "allow",
     [
@@ -291,6 +510,7 @@ def test_a_config_without_an_allow_section_allows_nothing(storage_root: Path, ap
         {"databases": ["oracle:orders"]},
         {"databases": ["postgresql:"]},
         {"databases": ["postgresql:orders; drop"]},
+        *({"databases": [f"postgresql:orders@{where}"]} for where in BAD_CONNECTIONS),
     ],
 )
 def test_the_allow_section_is_parsed_strictly(allow):
@@ -299,19 +519,41 @@ def test_the_allow_section_is_parsed_strictly(allow):
         parse({**data, "allow": allow})
 
 
+def test_database_entries_are_normalised(storage_root: Path):
+    written = [
+        "postgresql:orders@DB01.Example.COM:05432",
+        "postgresql:orders@[2001:DB8:0:0::5]",
+        "mysql:shop@/var/run/mysqld//",
+        "mysql:shop@10.0.0.5:3306",
+        "postgresql:orders@db01.example.com:5432",  # the first one again, once normalised
+    ]
+    cfg = parse({"server": "https://p", "agent_token": "t", "hostname": "h", "allow": {"databases": written}})
+
+    assert cfg.allow.databases == (
+        "postgresql:orders@db01.example.com:5432",
+        "postgresql:orders@[2001:db8::5]",
+        "mysql:shop@/var/run/mysqld",
+        "mysql:shop@10.0.0.5:3306",
+    )
+
+
 def test_the_allow_section_round_trips_through_the_config_file(tmp_path: Path):
     allow = AllowList(
         paths=("/srv/app",),
         restore_roots=("/srv/restore",),
         commands=("/usr/local/bin/export-app",),
-        databases=("postgresql:orders_*", "mysql:shop"),
+        databases=("postgresql:orders_*", "mysql:shop", "postgresql:orders@[2001:db8::5]:5432"),
         storage=("/mnt/protection",),
     )
     path = tmp_path / "config.json"
     write_private(path, config(allow=allow))
 
     assert load(path).allow == allow
-    assert json.loads(path.read_text())["allow"]["databases"] == ["postgresql:orders_*", "mysql:shop"]
+    assert json.loads(path.read_text())["allow"]["databases"] == [
+        "postgresql:orders_*",
+        "mysql:shop",
+        "postgresql:orders@[2001:db8::5]:5432",
+    ]
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
@@ -434,6 +676,12 @@ def test_allow_deny_and_policy(portal: FakePortal, tmp_path: Path, capsys):
         ["--command", "true"],
         ["--database", "oracle:x"],
         ["--database", "postgresql"],
+        ["--database", "postgresql:orders@db01.example.com:0"],
+        ["--database", "postgresql:orders@db01.example.com:70000"],
+        ["--database", "postgresql:orders@db01.example.com:5432/x"],
+        ["--database", "postgresql:orders@db_01"],
+        ["--database", "postgresql:orders@::1"],
+        ["--path", "/srv/app", "--database", "mysql:shop@db02:3306:1"],  # one bad entry: nothing changes
         ["--storage", ""],
     ],
 )
@@ -446,6 +694,23 @@ def test_allow_validates_its_input_and_leaves_the_config_alone(portal: FakePorta
     assert main(["deny", *flags, "--config", str(path)]) == 2
 
     assert path.read_bytes() == before
+
+
+def test_allow_and_deny_take_pinned_database_entries(portal: FakePortal, tmp_path: Path, caplog):
+    path = tmp_path / "etc" / "config.json"
+    assert enrol(portal, path, "--allow-database", "postgresql:orders@DB01.example.com:5432") == 0
+    conf = ["--config", str(path)]
+
+    assert main(["allow", "--database", "mysql:shop@[2001:db8::5]:3306", *conf]) == 0
+    assert load(path).allow.databases == (
+        "postgresql:orders@db01.example.com:5432",
+        "mysql:shop@[2001:db8::5]:3306",
+    )
+    # deny takes the entry as allow does, normalised the same way
+    assert main(["deny", "--database", "postgresql:orders@db01.EXAMPLE.com:05432", *conf]) == 0
+    assert load(path).allow.databases == ("mysql:shop@[2001:db8::5]:3306",)
+    assert main(["allow", "--database", "postgresql:orders@db01.example.com:70000", *conf]) == 2
+    assert "PORT must be a number from 1 to 65535, not '70000'" in caplog.text
 
 
 def test_the_real_entry_point_edits_and_prints_the_allow_list(portal: FakePortal, tmp_path: Path):
@@ -505,8 +770,55 @@ def test_refused_database_backup_writes_nothing(storage_root: Path):
         execute(job, allow=AllowList(databases=("postgresql:orders",), storage=(str(storage_root),)))
     )
 
-    assert error.endswith("backup-agent allow --database postgresql:payroll")
+    assert error.endswith("backup-agent allow --database postgresql:payroll@127.0.0.1:5432")
     assert os.listdir(storage_root) == []
+
+
+@pytest.fixture
+def fake_db_tools(tmp_path: Path) -> tuple[dict, Path]:
+    """plugin_env with a password and a PATH of fake database tools that log where they were sent."""
+    bin_dir, log = tmp_path / "fake-bin", tmp_path / "tools-ran.log"
+    bin_dir.mkdir()
+    names = (
+        "pg_dump",
+        "pg_restore",
+        "psql",
+        "createdb",
+        "dropdb",
+        "mysqldump",
+        "mariadb-dump",
+        "mysql",
+        "mariadb",
+    )
+    for name in names:
+        (bin_dir / name).write_text(f'#!/bin/sh\necho "$0 $PGHOST $*" >> {log}\nexit 1\n')
+        (bin_dir / name).chmod(0o755)
+    secret = {"PATH": str(bin_dir), "PGPASSWORD": "s3cret", "MYSQL_PWD": "s3cret"}
+    return {"postgresql": secret, "mysql": secret}, log
+
+
+@pytest.mark.parametrize(("plugin", "port"), [("postgresql", 5432), ("mysql", 3306)])
+def test_a_host_the_entry_does_not_name_is_refused_and_no_tool_runs(
+    storage_root: Path, fake_db_tools, plugin: str, port: int
+):
+    plugin_env, log = fake_db_tools
+    options = {"database": "orders", "host": "attacker.example.net", "port": port, "user": "backup"}
+    entry = f"{plugin}:orders@db01.example.com:{port}"
+    job = backup_job(plugin, options, storage_root)
+
+    error = failed(
+        execute(job, allow=AllowList(databases=(entry,), storage=(str(storage_root),)), plugin_env=plugin_env)
+    )
+
+    assert f"database {plugin}:orders on attacker.example.net:{port} is not in" in error
+    assert error.endswith(f"backup-agent allow --database {plugin}:orders@attacker.example.net:{port}")
+    assert not log.exists() and os.listdir(storage_root) == []  # nothing connected anywhere
+    # Proof the fake tools would have shown it: allowing that host does run them.
+    allowed = AllowList(
+        databases=(f"{plugin}:orders@attacker.example.net:{port}",), storage=(str(storage_root),)
+    )
+    execute(job | {"id": job["id"] + 1}, allow=allowed, plugin_env=plugin_env)
+    assert log.exists()
 
 
 @pytest.fixture
@@ -579,7 +891,8 @@ def test_refused_database_restore_touches_no_database(storage_root: Path):
     error = failed(execute(job, allow=AllowList(databases=("mysql:shop",), storage=(str(storage_root),))))
 
     # Port 1 would have been "connection refused" had the agent tried to connect.
-    assert "database mysql:prod is not in this server's allow-list for restores" in error
+    assert "database mysql:prod on 127.0.0.1:1 is not in this server's allow-list for restores" in error
+    assert error.endswith("backup-agent allow --database mysql:prod@127.0.0.1:1")
 
 
 @pytest.mark.parametrize("kind", ["restore", "restore_test"])
@@ -619,11 +932,15 @@ def test_restore_test_of_a_database_does_not_recheck_its_source(pg_database, sto
     name = pg_database()
     psql(f'CREATE DATABASE "{name}";')
     psql("CREATE TABLE t (id int); INSERT INTO t VALUES (1), (2);", name)
-    backup = backup_ref(succeeded(execute(backup_job("postgresql", {"database": name, **PG}, storage_root))))
+    source = AllowList(databases=(f"postgresql:{name}@127.0.0.1:5432",), storage=(str(storage_root),))
+    job = backup_job("postgresql", {"database": name, **PG}, storage_root)
+    backup = backup_ref(succeeded(execute(job, allow=source)))
 
-    # The scratch database is the agent's own; the source is neither read nor written.
+    # The scratch database is the agent's own; the source is neither read nor written. Only the
+    # connection it is created over must be one the admin allowed (an entry for any name will do).
     job = other_job("restore_test", "postgresql", {"database": name, **PG}, storage_root, backup)
-    result = succeeded(execute(job, allow=AllowList(storage=(str(storage_root),))))
+    connection = AllowList(databases=("postgresql:other@127.0.0.1:5432",), storage=(str(storage_root),))
+    result = succeeded(execute(job, allow=connection))
 
     assert result["manifest"]["facts"]["row_counts"] == {"public.t": 2}
 

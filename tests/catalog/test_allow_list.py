@@ -28,7 +28,7 @@ ALLOWED = {
     "paths": ["/srv/app"],
     "restore_roots": ["/srv/restore"],
     "commands": ["/usr/local/bin/export-app"],
-    "databases": ["postgresql:orders_*"],
+    "databases": ["postgresql:orders_*", "postgresql:orders_us@db01.example.com:5433"],
     "storage": ["/mnt/backup"],
 }
 
@@ -63,6 +63,18 @@ def test_poll_refuses_an_allow_list_that_is_not_an_object():
         (Plugin.POSTGRESQL, {"database": "orders_eu"}, "/mnt/backup", []),
         (Plugin.POSTGRESQL, {"database": "payroll"}, "/mnt/backup", ["database postgresql:payroll"]),
         (Plugin.MYSQL, {"database": "orders_eu"}, "/mnt/backup", ["database mysql:orders_eu"]),
+        (
+            Plugin.POSTGRESQL,
+            {"database": "orders_eu", "host": "evil.example.com"},
+            "/mnt/backup",
+            ["database postgresql:orders_eu@evil.example.com"],
+        ),
+        (
+            Plugin.POSTGRESQL,
+            {"database": "orders_us", "host": "DB01.example.com", "port": 5433},
+            "/mnt/backup",
+            [],
+        ),
         (
             Plugin.COMMAND,
             {"backup_argv": ["/usr/local/bin/export-app"], "restore_argv": ["/bin/sh", "-c", "x"]},

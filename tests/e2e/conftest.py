@@ -127,7 +127,7 @@ def scenario_allow_flags(tmp_path: Path) -> list[str]:
         *("--restore-root", str(tmp_path / "restore-target")),
         *("--allow-storage", str(tmp_path / "storage")),
         *("--allow-command", sys.executable),
-        *("--allow-database", "postgresql:e2e_rt_*"),
+        *("--allow-database", "postgresql:e2e_rt_*@127.0.0.1"),  # the host the scenarios' options name
     ]
 
 
