@@ -215,7 +215,7 @@ class ClientRequestViewSet(RequestViewSet):
         "stored hashed, and a retry with the same Idempotency-Key answers 409.",
         request=None,
         parameters=[IDEMPOTENCY_KEY],
-        responses={201: EnrolmentSerializer, **error_responses(403, 409, 400, 401, 404, 429)},
+        responses={201: EnrolmentSerializer, **error_responses(403, 409, 400, 401, 404, 422, 429)},
     )
     @action(detail=True, methods=["post"], url_path="enrolment-token")
     def enrolment_token(self, request, pk=None):

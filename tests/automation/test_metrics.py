@@ -132,7 +132,7 @@ def two_weeks(estate):
     e.job(at(8), kind=JobKind.EXPIRE, trigger=JobTrigger.SYSTEM, state=JobState.CANCELLED)
     # Not finished: counted nowhere.
     e.job(None, state=JobState.QUEUED, created=at(8))
-    e.job(None, state=JobState.RUNNING, created=at(8))
+    e.job(None, state=JobState.RUNNING, created=at(8), kind=JobKind.RESTORE)  # one backup open at a time
 
     e.decision(at(3), to_status=RequestStatus.APPROVED, actor_kind=ActorKind.SYSTEM)
     e.decision(at(4), to_status=RequestStatus.APPROVED, actor_kind=ActorKind.SYSTEM, kind="client")
