@@ -16,6 +16,7 @@ from django.db.models.functions import Length
 from django.db.models.lookups import Exact
 from django.utils import timezone
 
+from catalog.append_only import AppendOnlyModel, AppendOnlyQuerySet
 from catalog.choices import (
     AgentAction,
     AgentStatus,
@@ -740,17 +741,11 @@ class EnrolmentToken(models.Model):
         return self.used_at is None and self.voided_at is None and self.expires_at > timezone.now()
 
 
-class AgentEventQuerySet(TenantQuerySet):
+class AgentEventQuerySet(AppendOnlyQuerySet):
     """The backup team's record; owners never read it."""
 
-    def update(self, **kwargs):
-        raise PermissionError("Agent events are append-only.")
 
-    def delete(self):
-        raise PermissionError("Agent events are append-only.")
-
-
-class AgentEvent(models.Model):
+class AgentEvent(AppendOnlyModel):
     """One thing that happened to a host's agent: registered, shared, keys issued, enrolled, revoked."""
 
     agent = models.ForeignKey(Agent, on_delete=models.PROTECT, related_name="events")
@@ -769,11 +764,3 @@ class AgentEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.occurred_at:%Y-%m-%d %H:%M:%S} {self.agent}: {self.get_action_display()}"
-
-    def save(self, *args, **kwargs):
-        if self.pk is not None:
-            raise PermissionError("Agent events are append-only.")
-        super().save(*args, **kwargs)
-
-    def delete(self, *args, **kwargs):
-        raise PermissionError("Agent events are append-only.")

@@ -11,6 +11,7 @@ from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 
+from catalog.append_only import AppendOnlyModel, AppendOnlyQuerySet
 from catalog.choices import Plugin
 from catalog.models import (
     Agent,
@@ -37,14 +38,8 @@ class RestoreRequestQuerySet(TenantQuerySet):
     application_path = "backup__client__application"
 
 
-class AuditEventQuerySet(TenantQuerySet):
+class AuditEventQuerySet(AppendOnlyQuerySet):
     application_path = "application"
-
-    def update(self, **kwargs):
-        raise PermissionError("Audit events are append-only.")
-
-    def delete(self):
-        raise PermissionError("Audit events are append-only.")
 
 
 class RequestBase(models.Model):
@@ -179,7 +174,7 @@ class RestoreRequest(RequestBase):
         return self.backup.client.application
 
 
-class AuditEvent(models.Model):
+class AuditEvent(AppendOnlyModel):
     """One thing that happened to a request: who, through which channel, from which state to which.
 
     Append-only: saving an existing event, updating or deleting raises.
@@ -220,14 +215,6 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.occurred_at:%Y-%m-%d %H:%M:%S} {self.actor_label}: {self.action}"
-
-    def save(self, *args, **kwargs):
-        if self.pk is not None:
-            raise PermissionError("Audit events are append-only.")
-        super().save(*args, **kwargs)
-
-    def delete(self, *args, **kwargs):
-        raise PermissionError("Audit events are append-only.")
 
     def clean(self) -> None:
         if self.pk is not None:

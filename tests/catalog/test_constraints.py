@@ -17,9 +17,10 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from catalog.choices import ClientStatus, Compression, JobKind, JobState
+from catalog.choices import AgentAction, ClientStatus, Compression, JobKind, JobState
 from catalog.models import (
     Agent,
+    AgentEvent,
     Alert,
     Application,
     Backup,
@@ -317,3 +318,16 @@ def test_used_enrolment_token_names_the_agent_it_enrolled():
         update(token, used_at=timezone.now())
     agent = factories.AgentFactory(hostname="db09.example.com")
     assert update(token, used_at=timezone.now(), agent=agent).agent == agent
+
+
+def test_agent_history_is_append_only():
+    event = agents.record(factories.AgentFactory(), AgentAction.ENROLLED, message="first")
+    with pytest.raises(PermissionError):
+        event.save()
+    with pytest.raises(PermissionError):
+        event.delete()
+    with pytest.raises(PermissionError):
+        AgentEvent.objects.filter(pk=event.pk).update(message="rewritten")
+    with pytest.raises(PermissionError):
+        AgentEvent.objects.all().delete()
+    assert AgentEvent.objects.get(pk=event.pk).message == "first"
