@@ -10,11 +10,13 @@ PG_URL ?= postgres://postgres@127.0.0.1:5432
 
 .PHONY: demo test install chromium test-sqlite test-postgres lint clean
 
-$(VENV)/.installed: pyproject.toml
+# Exact, hashed versions from the lock file; the project itself on top, without resolving again.
+$(VENV)/.installed: pyproject.toml requirements/dev.lock
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python 3.11 is required)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -e '.[dev]'
+	$(PIP) install --quiet --require-hashes -r requirements/dev.lock
+	$(PIP) install --quiet --no-deps -e .
 	touch $@
 
 install: $(VENV)/.installed
