@@ -6,3 +6,7 @@ docs/agent-protocol.md.
 """
 
 __version__ = "0.1.0"
+
+# The version of docs/agent-protocol.md this agent speaks, sent as "protocol"
+# in the enrol, poll and complete bodies. 2: failed reports carry error_class.
+PROTOCOL_VERSION = 2

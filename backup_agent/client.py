@@ -17,7 +17,7 @@ import urllib.request
 from typing import Any
 from urllib.parse import urlsplit
 
-from backup_agent import __version__
+from backup_agent import PROTOCOL_VERSION, __version__
 from backup_agent.errors import PortalError, PortalUnreachable
 
 log = logging.getLogger(__name__)
@@ -51,12 +51,24 @@ class PortalClient:
             log.warning("portal URL %s is plain HTTP: the agent token travels unencrypted", server)
 
     def enrol(self, token: str, hostname: str, plugins: list[str]) -> dict[str, Any]:
-        body = {"token": token, "hostname": hostname, "version": __version__, "plugins": plugins}
+        body = {
+            "token": token,
+            "hostname": hostname,
+            "version": __version__,
+            "protocol": PROTOCOL_VERSION,
+            "plugins": plugins,
+        }
         return self._call("enrol", body, authenticated=False)
 
     def poll(self, plugins: list[str], running: list[int], allow: dict[str, list[str]]) -> dict[str, Any]:
         """Heartbeat and claim; `allow` is this server's allow-list, for the portal to show."""
-        body = {"version": __version__, "plugins": plugins, "running": running, "allow": allow}
+        body = {
+            "version": __version__,
+            "protocol": PROTOCOL_VERSION,
+            "plugins": plugins,
+            "running": running,
+            "allow": allow,
+        }
         return self._call("poll", body)
 
     def progress(self, job_id: int, bytes_done: int, bytes_total: int | None) -> dict[str, Any]:

@@ -1,8 +1,9 @@
 """Runs one job to a report: plugin + storage + checksum, never an exception.
 
 Whatever happens inside, `execute()` returns the body of a `complete` call:
-`succeeded` with the backup's facts, or `failed` with a message the portal
-can classify and the tail of the tools' stderr.
+`succeeded` with the backup's facts, or `failed` with a message for people,
+its class for the portal (`error_class`, backup_agent.error_classes) and the
+tail of the tools' stderr. Every report says which protocol it was written in.
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from backup_agent import __version__, plugins
+from backup_agent import PROTOCOL_VERSION, __version__, error_classes, plugins
 from backup_agent.allow import AllowList
 from backup_agent.config import Config, load
 from backup_agent.context import JobContext
-from backup_agent.errors import AgentError, ConfigError, RefusedByAgent, describe_os_error
+from backup_agent.errors import AgentError, ConfigError, RefusedByAgent, describe_os_error, os_error_class
 from backup_agent.jobs import BackupRef, JobSpec, parse, utc_now
 from backup_agent.plugins.base import Facts, Plugin
 from backup_agent.progress import Progress
@@ -40,6 +41,11 @@ def new_context(raw: dict[str, Any], config: Config) -> JobContext:
         tool_timeout=config.tool_timeout,
         scratch_dir=config.scratch_dir,
     )
+
+
+def failed(error: str, error_class: str) -> Report:
+    """The start of a failed report: the message people read and the code the portal trusts."""
+    return {"status": "failed", "error": error, "error_class": error_class}
 
 
 class Executor:
@@ -85,15 +91,19 @@ class Executor:
             }[spec.kind]
             report: dict[str, Any] = {"status": "succeeded", **handler(spec, ctx, progress, started)}
         except AgentError as exc:
-            report = {"status": "failed", "error": str(exc)}
+            report = failed(str(exc), exc.error_class)
         except OSError as exc:
-            report = {"status": "failed", "error": describe_os_error(exc)}
+            report = failed(describe_os_error(exc), os_error_class(exc))
         except Exception as exc:  # a bug must still end in a report, not a dead thread
             log.exception("job %s: unexpected error", ctx.job_id)
-            report = {"status": "failed", "error": f"agent error: {type(exc).__name__}: {exc}"}
+            report = failed(f"agent error: {type(exc).__name__}: {exc}", error_classes.UNKNOWN)
         if report["status"] == "failed":
-            log.warning("job %s failed: %s", ctx.job_id, report["error"])
-        report.update(started_at=started, finished_at=utc_now(), log_tail=ctx.log.text())
+            log.warning("job %s failed (%s): %s", ctx.job_id, report["error_class"], report["error"])
+        # The protocol goes into the report, not the request: a spooled report
+        # is resent as it was written, whatever agent version resends it.
+        report.update(
+            started_at=started, finished_at=utc_now(), log_tail=ctx.log.text(), protocol=PROTOCOL_VERSION
+        )
         return report
 
     # --- one method per job kind -------------------------------------------------

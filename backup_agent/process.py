@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 
+from backup_agent import error_classes
 from backup_agent.context import JobContext, Sink, Source
 from backup_agent.errors import (
     AgentError,
@@ -25,7 +26,7 @@ from backup_agent.errors import (
     TimedOut,
     ToolFailed,
     ToolNotFound,
-    describe_tool_failure,
+    tool_failure,
 )
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ def run_tool(
 
     With `stdout`, the tool's output is streamed into the sink in chunks; with
     `stdin`, the source is streamed into the tool. Raises ToolNotFound,
-    ToolFailed (non-zero exit, with a classified message), Cancelled or TimedOut.
+    ToolFailed (non-zero exit, classed by its stderr), Cancelled or TimedOut.
     """
     tool = _Supervised(argv, ctx, env, timeout, stdin=stdin is not None, stdout=stdout is not None or capture)
     feeder = None
@@ -176,7 +177,12 @@ class _Supervised:
                 start_new_session=True,
             )
         except PermissionError:
-            raise AgentError(f"permission denied: cannot execute {program}") from None
+            raise AgentError(
+                f"permission denied: cannot execute {program}", error_class=error_classes.PERMISSION_DENIED
+            ) from None
+        except FileNotFoundError:
+            # Found on PATH a moment ago: gone since, or a script whose #! interpreter is missing.
+            raise ToolNotFound(f"{program} (or the interpreter on its #! line)") from None
         self._threads = [
             threading.Thread(target=self._pump_stderr, name=f"{self.name}-stderr", daemon=True),
             threading.Thread(target=self._watch, name=f"{self.name}-watchdog", daemon=True),
@@ -205,7 +211,7 @@ class _Supervised:
         if self.killed_for == "timeout":
             raise TimedOut(f"{self.name} timed out after {self.timeout:.0f}s and was killed")
         if self.proc.returncode:
-            raise ToolFailed(describe_tool_failure(self.name, self.proc.returncode, list(self.stderr_tail)))
+            raise tool_failure(self.name, self.proc.returncode, list(self.stderr_tail))
 
     def feed(self, source: Source) -> None:
         pipe = self.proc.stdin

@@ -1,11 +1,14 @@
-"""Option checks shared by the database plugins."""
+"""What the database plugins share: option checks and their throw-away databases."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+import secrets
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
+from backup_agent.context import JobContext
 from backup_agent.errors import InvalidOptions
 from backup_agent.plugins.base import reject_unknown, require_mapping
 
@@ -49,3 +52,47 @@ def validate_connection(options: Mapping[str, Any], plugin: str) -> dict[str, An
     if user is not None:
         result["user"] = check_name(user, f"{plugin}: user", USER)
     return result
+
+
+# --- databases a job creates and must not leave behind -------------------------
+
+# Drops one database (IF EXISTS); raises when the server refuses or cannot be reached.
+Drop = Callable[[str], object]
+SCRATCH_PREFIX = "backup_agent_test_"
+
+
+def scratch_name(job_id: int) -> str:
+    """A restore test's database: the job's id for people, a random part so retries never collide.
+
+    It matches NAME, so restore() accepts it like any target.
+    """
+    return f"{SCRATCH_PREFIX}{int(job_id)}_{secrets.token_hex(4)}"
+
+
+def drop_quietly(drop: Drop, database: str, ctx: JobContext) -> None:
+    """Drop `database`; a failure goes into the job's log tail, never over the error that led here."""
+    try:
+        drop(database)
+    except Exception as exc:
+        ctx.note(f"could not drop database {database}: {exc}")
+
+
+@contextmanager
+def scratch_database(drop: Drop, ctx: JobContext) -> Iterator[str]:
+    """A fresh name for a restore test (the restore creates it), dropped on the way out whatever happened."""
+    name = scratch_name(ctx.job_id)
+    try:
+        yield name
+    finally:
+        drop_quietly(drop, name, ctx)
+
+
+@contextmanager
+def dropped_on_failure(drop: Drop, database: str, ctx: JobContext, *, created: bool) -> Iterator[None]:
+    """A restore into `database`: if it fails (or is cancelled) and this job `created` it, drop it again."""
+    try:
+        yield
+    except BaseException:
+        if created:
+            drop_quietly(drop, database, ctx)
+        raise

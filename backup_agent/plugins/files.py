@@ -26,7 +26,7 @@ from typing import Any
 
 from backup_agent.allow import check_restored_member
 from backup_agent.context import JobContext, Sink, Source
-from backup_agent.errors import AgentError, InvalidOptions, TargetNotEmpty, UnsafeArchive, describe_os_error
+from backup_agent.errors import AgentError, InvalidOptions, TargetNotEmpty, UnsafeArchive, os_failure
 from backup_agent.plugins.base import Facts, reject_unknown, require_mapping
 
 NAME = "files"
@@ -117,7 +117,7 @@ def _add_tree(tar: tarfile.TarFile, top: str, exclude: list[str], ctx: JobContex
             # Live data: files come and go between listing and reading.
             ctx.note(f"skipped {_printable(path)}: vanished during the backup")
         except OSError as exc:
-            raise AgentError(describe_os_error(exc)) from None
+            raise os_failure(exc) from None
 
 
 def _add_one(tar: tarfile.TarFile, path: str, ctx: JobContext, facts: Facts) -> bool:
@@ -185,7 +185,7 @@ def restore(
         # so a failed restore leaves no half-restored tree behind.
         _remove_tree(dest if created else staging)
         if isinstance(exc, OSError):
-            raise AgentError(describe_os_error(exc)) from None
+            raise os_failure(exc) from None
         raise
     staging.rmdir()
     return facts

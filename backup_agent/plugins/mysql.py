@@ -15,14 +15,19 @@ differences without failing (`row_counts_exact: false`).
 from __future__ import annotations
 
 import io
-import secrets
-from collections.abc import Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from typing import Any
 
 from backup_agent.context import JobContext, Sink, Source
 from backup_agent.errors import TargetNotEmpty, ToolNotFound
-from backup_agent.plugins._db import check_name, validate_connection
+from backup_agent.plugins._db import (
+    Drop,
+    check_name,
+    dropped_on_failure,
+    scratch_database,
+    validate_connection,
+)
 from backup_agent.plugins.base import Facts, compare_counts
 from backup_agent.process import find_program, run_tool
 
@@ -148,36 +153,24 @@ def restore(
         raise TargetNotEmpty(f"database {target}")
     if not exists:
         _query(f"CREATE DATABASE `{target}`;", opts, ctx)
-    try:
+    with dropped_on_failure(_dropper(opts, ctx), target, ctx, created=not exists):
         run_tool([_program(_CLIENTS, ctx), *_connection(opts), target], ctx, stdin=source)
-    except BaseException:
-        if not exists:
-            _drop(target, opts, ctx)
-        raise
     return {"database": target, "row_counts": row_counts(opts, ctx, target), "row_counts_exact": False}
 
 
-def _drop(database: str, opts: Mapping[str, Any], ctx: JobContext) -> None:
-    try:
-        _query(f"DROP DATABASE IF EXISTS `{database}`;", opts, ctx)
-    except Exception as exc:  # cleanup must not hide the error that caused it
-        ctx.note(f"could not drop database {database}: {exc}")
+def _dropper(opts: Mapping[str, Any], ctx: JobContext) -> Drop:
+    def drop(database: str) -> None:
+        # Only names that matched the strict NAME pattern get here: nothing to escape.
+        _query(f"DROP DATABASE IF EXISTS `{check_name(database, 'mysql: database')}`;", opts, ctx)
+
+    return drop
 
 
 # --- restore test -------------------------------------------------------------
 
 
 def scratch_target(options: Mapping[str, Any], ctx: JobContext) -> AbstractContextManager[str]:
-    return _scratch_database(validate(options), ctx)
-
-
-@contextmanager
-def _scratch_database(opts: Mapping[str, Any], ctx: JobContext) -> Iterator[str]:
-    name = f"backup_agent_test_{int(ctx.job_id)}_{secrets.token_hex(4)}"
-    try:
-        yield name
-    finally:
-        _drop(name, opts, ctx)
+    return scratch_database(_dropper(validate(options), ctx), ctx)
 
 
 def compare(expected: Facts, actual: Facts) -> list[str]:

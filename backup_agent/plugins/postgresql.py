@@ -14,14 +14,19 @@ from __future__ import annotations
 
 import io
 import json
-import secrets
-from collections.abc import Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from typing import Any
 
 from backup_agent.context import JobContext, Sink, Source
 from backup_agent.errors import TargetNotEmpty
-from backup_agent.plugins._db import check_name, validate_connection
+from backup_agent.plugins._db import (
+    Drop,
+    check_name,
+    dropped_on_failure,
+    scratch_database,
+    validate_connection,
+)
 from backup_agent.plugins.base import Facts, compare_counts
 from backup_agent.process import Session, find_program, run_tool
 
@@ -132,37 +137,25 @@ def restore(
     argv = ["pg_restore", "-w", "--single-transaction", "-d", target]
     if clean:
         argv[1:1] = ["--clean", "--if-exists"]
-    try:
+    with dropped_on_failure(_dropper(env, ctx), target, ctx, created=not exists):
         # --single-transaction: a failed restore rolls back instead of leaving half a database.
         run_tool(argv, ctx, stdin=source, env=env)
-    except BaseException:
-        if not exists:
-            _drop(target, env, ctx)
-        raise
     return {"database": target, "row_counts": row_counts(target, env, ctx), "row_counts_exact": True}
 
 
-def _drop(database: str, env: Mapping[str, str], ctx: JobContext) -> None:
-    try:
+def _dropper(env: Mapping[str, str], ctx: JobContext) -> Drop:
+    def drop(database: str) -> None:
         run_tool(["dropdb", "-w", "--if-exists", database], ctx, env=env, timeout=QUERY_TIMEOUT)
-    except Exception as exc:  # cleanup must not hide the error that caused it
-        ctx.note(f"could not drop database {database}: {exc}")
+
+    return drop
 
 
 # --- restore test -------------------------------------------------------------
 
 
 def scratch_target(options: Mapping[str, Any], ctx: JobContext) -> AbstractContextManager[str]:
-    return _scratch_database(validate(options), ctx)
-
-
-@contextmanager
-def _scratch_database(opts: Mapping[str, Any], ctx: JobContext) -> Iterator[str]:
-    name = f"backup_agent_test_{int(ctx.job_id)}_{secrets.token_hex(4)}"
-    try:
-        yield name
-    finally:
-        _drop(name, _env(opts, ctx), ctx)
+    opts = validate(options)
+    return scratch_database(_dropper(_env(opts, ctx), ctx), ctx)
 
 
 def compare(expected: Facts, actual: Facts) -> list[str]:

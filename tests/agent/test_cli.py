@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from backup_agent import __version__
+from backup_agent import PROTOCOL_VERSION, __version__
 from backup_agent.cli import main
 from backup_agent.config import Config, ConfigError, config_path, load, parse
 
@@ -58,6 +58,7 @@ def test_enrol_writes_a_private_config_with_the_agent_token(portal: FakePortal, 
     assert cfg.spool_dir == str(tmp_path / "spool") and cfg.poll_after == 30
     [body] = portal.calls("enrol")
     assert body["token"] == "enrol-me" and body["version"] == __version__ and "files" in body["plugins"]
+    assert body["protocol"] == PROTOCOL_VERSION
     assert os.listdir(path.parent) == ["config.json"]  # no temporary file left behind
 
 

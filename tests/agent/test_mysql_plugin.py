@@ -77,6 +77,7 @@ def test_restore_refuses_a_database_with_tables_unless_overwrite(
 
     refused = execute(restore_job("mysql", options(source_db), storage_root, backup_ref(report), target))
     assert refused["status"] == "failed" and "target not empty" in refused["error"]
+    assert refused["error_class"] == "invalid_job"
     assert mysql("SELECT COUNT(*) FROM customers;", target) == "1"
 
     succeeded(
@@ -97,15 +98,34 @@ def test_existing_empty_database_is_a_valid_target(source_db: str, maria_databas
     assert contents(target) == contents(source_db)
 
 
+def scratch_databases(job: dict) -> str:
+    """The restore-test databases of that job still on the server (one per line)."""
+    return mysql(f"SHOW DATABASES LIKE 'backup_agent\\_test\\_{job['id']}\\_%';")
+
+
 def test_restore_test_restores_to_a_scratch_database_and_drops_it(source_db: str, storage_root: Path):
     report = succeeded(execute(backup_job("mysql", options(source_db), storage_root)))
+    job = other_job("restore_test", "mysql", options(source_db), storage_root, backup_ref(report))
 
-    result = succeeded(
-        execute(other_job("restore_test", "mysql", options(source_db), storage_root, backup_ref(report)))
-    )
+    result = succeeded(execute(job))
 
     assert result["manifest"]["facts"]["row_counts"] == EXPECTED_COUNTS
-    assert mysql("SHOW DATABASES LIKE 'backup_agent_test_%';") == ""
+    assert scratch_databases(job) == ""
+    assert "could not drop" not in result["log_tail"]
+
+
+def test_failed_restore_test_drops_its_scratch_database(source_db: str, storage_root: Path):
+    report = succeeded(
+        execute(backup_job("command", {"backup_argv": [tool("echo"), "THIS IS NOT SQL;"]}, storage_root))
+    )
+    job = other_job("restore_test", "mysql", options(source_db), storage_root, backup_ref(report))
+
+    result = execute(job)
+
+    assert result["status"] == "failed" and "failed (exit status 1)" in result["error"]
+    assert result["error_class"] == "unknown"  # a syntax error in the dump: no class of its own
+    assert scratch_databases(job) == ""
+    assert "could not drop" not in result["log_tail"]
 
 
 def test_failed_load_into_a_new_database_leaves_no_database(
@@ -127,6 +147,7 @@ def test_unreachable_server_is_reported_as_connection_refused(storage_root: Path
         backup_job("mysql", {"database": "x", "host": "127.0.0.1", "port": 1, "user": "root"}, storage_root)
     )
     assert report["status"] == "failed" and "connection refused" in report["error"]
+    assert report["error_class"] == "database_unreachable"
 
 
 def test_password_reaches_the_client_through_the_environment_only(source_db: str, storage_root: Path):
@@ -135,6 +156,7 @@ def test_password_reaches_the_client_through_the_environment_only(source_db: str
     )
     # root has no password here, so a wrong one must be refused: proof it was used.
     assert report["status"] == "failed" and "permission denied" in report["error"]
+    assert report["error_class"] == "permission_denied"  # the login was refused: fix the credentials
 
 
 @pytest.mark.parametrize(

@@ -71,6 +71,7 @@ def test_restore_refuses_a_non_empty_database_unless_overwrite(
 
     refused = execute(restore_job("postgresql", options(source_db), storage_root, backup_ref(report), target))
     assert refused["status"] == "failed" and "target not empty" in refused["error"]
+    assert refused["error_class"] == "invalid_job"
     assert psql("SELECT count(*) FROM customers;", target) == "1"
 
     succeeded(
@@ -97,16 +98,22 @@ def test_failed_restore_into_a_new_database_leaves_no_database(
     assert psql(f"SELECT count(*) FROM pg_database WHERE datname = '{target}';") == "0"  # noqa: S608
 
 
-def test_restore_test_compares_exact_row_counts(source_db: str, storage_root: Path):
-    report = succeeded(execute(backup_job("postgresql", options(source_db), storage_root)))
-    before = psql("SELECT count(*) FROM pg_database;")
-
-    result = succeeded(
-        execute(other_job("restore_test", "postgresql", options(source_db), storage_root, backup_ref(report)))
+def scratch_databases(job: dict) -> str:
+    """The restore-test databases of that job still on the server (one per line)."""
+    return psql(
+        f"SELECT datname FROM pg_database WHERE datname LIKE 'backup\\_agent\\_test\\_{job['id']}\\_%';"  # noqa: S608
     )
 
+
+def test_restore_test_compares_exact_row_counts(source_db: str, storage_root: Path):
+    report = succeeded(execute(backup_job("postgresql", options(source_db), storage_root)))
+    job = other_job("restore_test", "postgresql", options(source_db), storage_root, backup_ref(report))
+
+    result = succeeded(execute(job))
+
     assert result["manifest"]["facts"]["row_counts"] == EXPECTED_COUNTS
-    assert psql("SELECT count(*) FROM pg_database;") == before  # scratch database dropped
+    assert scratch_databases(job) == ""  # scratch database dropped
+    assert "could not drop" not in result["log_tail"]
 
 
 def test_restore_test_fails_when_counts_differ(source_db: str, storage_root: Path):
@@ -114,10 +121,26 @@ def test_restore_test_fails_when_counts_differ(source_db: str, storage_root: Pat
     backup = backup_ref(report)
     backup["manifest"]["facts"]["row_counts"]["public.customers"] = 251
 
-    result = execute(other_job("restore_test", "postgresql", options(source_db), storage_root, backup))
+    job = other_job("restore_test", "postgresql", options(source_db), storage_root, backup)
 
-    assert result["status"] == "failed"
+    result = execute(job)
+
+    assert result["status"] == "failed" and result["error_class"] == "unknown"
     assert "restore test mismatch: table public.customers: expected 251, restored 250" in result["error"]
+    assert scratch_databases(job) == ""  # dropped although the test failed
+
+
+def test_failed_restore_test_drops_its_scratch_database(source_db: str, storage_root: Path):
+    report = succeeded(
+        execute(backup_job("command", {"backup_argv": [tool("echo"), "not a dump"]}, storage_root))
+    )
+    job = other_job("restore_test", "postgresql", options(source_db), storage_root, backup_ref(report))
+
+    result = execute(job)
+
+    assert result["status"] == "failed" and "pg_restore failed" in result["error"]
+    assert scratch_databases(job) == ""
+    assert "could not drop" not in result["log_tail"]
 
 
 def test_unreachable_server_is_reported_as_connection_refused(storage_root: Path):
@@ -126,6 +149,13 @@ def test_unreachable_server_is_reported_as_connection_refused(storage_root: Path
     )
     assert report["status"] == "failed"
     assert "connection refused" in report["error"].lower()
+    assert report["error_class"] == "database_unreachable"
+
+
+def test_missing_database_is_database_unreachable(storage_root: Path):
+    report = execute(backup_job("postgresql", {"database": "bp_agent_no_such_db", **PG}, storage_root))
+    assert report["status"] == "failed" and report["error_class"] == "database_unreachable"
+    assert 'database "bp_agent_no_such_db" does not exist' in report["error"]
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from backup_agent import PROTOCOL_VERSION
 from backup_agent.allow import AllowList
 from backup_agent.client import PortalClient
 from backup_agent.runner import BACKOFF_CAP, Agent, backoff_delay
@@ -68,6 +69,40 @@ def test_run_once_executes_a_backup_and_reports_its_checksum(
     [poll] = portal.calls("poll")
     assert poll["running"] == [] and {"files", "postgresql", "mysql", "command"} <= set(poll["plugins"])
     assert Spool(spool_dir).pending() == []
+
+
+def test_failed_reports_carry_their_error_class_and_protocol(
+    portal: FakePortal, storage_root: Path, spool_dir: Path
+):
+    unreachable = command_job(
+        storage_root,
+        ["sh", "-c", "echo 'pg_dump: error: connection to server failed: Connection refused' >&2; exit 1"],
+    )
+    refused = command_job(storage_root, ["echo", "not in the allow-list"])
+    portal.queued = [unreachable, refused]
+
+    assert agent_for(portal.url, spool_dir, unreachable).run_once() == 0  # grants sh, not echo
+
+    [report] = portal.completes(unreachable["id"])
+    assert report["status"] == "failed" and report["error_class"] == "database_unreachable"
+    assert report["error"] == (
+        "sh failed (exit status 1): connection refused: "
+        "pg_dump: error: connection to server failed: Connection refused"
+    )
+    assert "Connection refused" in report["log_tail"] and report["protocol"] == PROTOCOL_VERSION == 2
+    [report] = portal.completes(refused["id"])
+    assert report["error_class"] == "refused_by_agent" and report["error"].startswith("refused by agent:")
+    [poll] = portal.calls("poll")
+    assert poll["protocol"] == PROTOCOL_VERSION
+
+
+def test_a_report_spooled_before_an_upgrade_is_resent_as_it_was_written(portal: FakePortal, spool_dir: Path):
+    old = {"status": "failed", "error": "tar: /srv: Cannot open: Permission denied", "log_tail": ""}
+    Spool(spool_dir).put(78, old)
+
+    assert agent_for(portal.url, spool_dir).run_once() == 0
+
+    assert portal.completes(78) == [old]  # no error_class, no protocol: the portal classifies its text
 
 
 def test_report_refused_with_500_is_retried_until_acknowledged(
@@ -147,6 +182,7 @@ def test_cancel_from_the_portal_stops_the_job_and_reports_it_failed(
     assert time.monotonic() - started < 10
     [report] = portal.completes(job["id"])
     assert report["status"] == "failed" and report["error"] == "cancelled by the portal"
+    assert report["error_class"] == "unknown"  # the portal knows it asked; it records a cancel
     assert list((storage_root / "orders" / "app01-data").iterdir()) == []  # no partial left
 
 
@@ -157,8 +193,11 @@ def test_bad_jobs_are_reported_failed_or_ignored(portal: FakePortal, storage_roo
 
     assert agent_for(portal.url, spool_dir, bad_kind).run_once() == 0
 
-    assert "job kind 'defragment'" in portal.completes(bad_kind["id"])[0]["error"]
-    assert "plugin 'oracle' is not known" in portal.completes(unknown_plugin["id"])[0]["error"]
+    [bad_kind_report] = portal.completes(bad_kind["id"])
+    [unknown_plugin_report] = portal.completes(unknown_plugin["id"])
+    assert "job kind 'defragment'" in bad_kind_report["error"]
+    assert "plugin 'oracle' is not known" in unknown_plugin_report["error"]
+    assert bad_kind_report["error_class"] == unknown_plugin_report["error_class"] == "invalid_job"
 
 
 def test_backoff_is_exponential_capped_and_jittered():
@@ -189,6 +228,7 @@ def test_loop_reports_running_jobs_and_stops_them_on_shutdown(
     assert any(p["running"] == [job["id"]] for p in portal.calls("poll"))  # heartbeat while busy
     [report] = portal.completes(job["id"])
     assert report["status"] == "failed" and "shutting down" in report["error"]
+    assert report["error_class"] == "unknown"
     assert Spool(spool_dir).pending() == []
 
 

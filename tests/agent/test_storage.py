@@ -95,6 +95,7 @@ def test_backup_job_with_traversing_destination_fails_and_writes_nothing(storage
     job["destination"] = "../outside/c/job-1"
     report = execute(job)
     assert report["status"] == "failed" and "invalid options" in report["error"]
+    assert report["error_class"] == "invalid_job"
     assert not (tmp_path / "outside").exists()
 
 
@@ -128,7 +129,7 @@ def test_corrupted_backup_fails_with_checksum_mismatch_and_target_is_untouched(
         )
     )
 
-    assert result["status"] == "failed"
+    assert result["status"] == "failed" and result["error_class"] == "checksum_mismatch"
     assert "checksum mismatch" in result["error"]
     assert os.listdir(target) == ["sentinel"] and (target / "sentinel").read_text() == "untouched\n"
 
