@@ -27,6 +27,7 @@ from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
 from django.utils.text import Truncator
 
+from catalog.admin_mixins import NoAddMixin, NoChangeMixin, NoDeleteMixin, ReadOnlyAdminMixin
 from catalog.allow_list import describe as describe_allow_list
 from catalog.choices import AgentAction, AgentStatus, BackupStatus, JobTrigger
 from catalog.errors import InvalidTransition
@@ -122,22 +123,6 @@ class CatalogAdmin(admin.ModelAdmin):
                 count = f"more than {PROTECTED_SAMPLE}" if n > PROTECTED_SAMPLE else str(n)
                 found.append(f"{count} {rel.related_model._meta.verbose_name_plural} ({rel.field.name})")
         return found
-
-
-class NullFilter(admin.SimpleListFilter):
-    """Yes/no filter on whether a timestamp is set ("acknowledged", "resolved")."""
-
-    field: str = ""
-    set_label = "Yes"
-    null_label = "No"
-
-    def lookups(self, request, model_admin):
-        return (("no", self.null_label), ("yes", self.set_label))
-
-    def queryset(self, request, queryset):
-        if self.value() in ("yes", "no"):
-            return queryset.filter(**{f"{self.field}__isnull": self.value() == "no"})
-        return queryset
 
 
 # --- Reference data ----------------------------------------------------------------
@@ -237,7 +222,7 @@ class AgentStatusFilter(admin.SimpleListFilter):
         return queryset.with_status(self.value()) if self.value() else queryset
 
 
-class AgentEventInline(admin.TabularInline):
+class AgentEventInline(NoAddMixin, NoChangeMixin, admin.TabularInline):
     """The agent's audit trail: read-only, append-only."""
 
     model = AgentEvent
@@ -246,12 +231,6 @@ class AgentEventInline(admin.TabularInline):
     extra = 0
     can_delete = False
     ordering = ("-occurred_at", "-pk")
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(Agent)
@@ -358,14 +337,8 @@ class AgentAdmin(CatalogAdmin):
         return response
 
 
-class UsedFilter(NullFilter):
-    title = "used"
-    parameter_name = "used"
-    field = "used_at"
-
-
 @admin.register(EnrolmentToken)
-class EnrolmentTokenAdmin(CatalogAdmin):
+class EnrolmentTokenAdmin(NoAddMixin, CatalogAdmin):
     """Tokens are issued by the services (a request's requester, or the re-key action on an agent)
     because the clear text is shown once; only hashes are here."""
 
@@ -380,7 +353,7 @@ class EnrolmentTokenAdmin(CatalogAdmin):
         "agent",
         "created_by",
     )
-    list_filter = (UsedFilter, "purpose")
+    list_filter = (("used_at", admin.EmptyFieldListFilter), "purpose")
     list_select_related = ("application", "agent", "created_by")
     search_fields = ("hostname", "application__slug")
     date_hierarchy = "created_at"
@@ -396,9 +369,6 @@ class EnrolmentTokenAdmin(CatalogAdmin):
         "agent",
     )
     fields = ("expires_at", *readonly_fields)
-
-    def has_add_permission(self, request):
-        return False
 
     @admin.display(description="state")
     def state(self, obj):
@@ -493,7 +463,7 @@ class BackupClientAdmin(CatalogAdmin):
 
 
 @admin.register(Job)
-class JobAdmin(CatalogAdmin):
+class JobAdmin(ReadOnlyAdminMixin, CatalogAdmin):  # the lifecycle belongs to catalog.services.jobs
     list_display = (
         "id",
         "kind",
@@ -523,16 +493,6 @@ class JobAdmin(CatalogAdmin):
     )
     readonly_fields = (*_all_field_names(Job), "duration_display", "bytes_done_display")
 
-    # The lifecycle belongs to catalog.services.jobs: nothing here sets a state.
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
     @admin.display(description="created", ordering="created_at")
     def created(self, obj):
         return nowrap(human_age(obj.created_at))
@@ -560,7 +520,7 @@ class BackupAdminForm(forms.ModelForm):
 
 
 @admin.register(Backup)
-class BackupAdmin(CatalogAdmin):
+class BackupAdmin(NoAddMixin, NoDeleteMixin, CatalogAdmin):  # the retention flow owns deletion
     form = BackupAdminForm
     list_display = (
         "taken_at",
@@ -591,13 +551,6 @@ class BackupAdmin(CatalogAdmin):
         "size",
         "stored_size",
     )
-
-    # Nothing is removed before expiry: the retention flow owns deletion.
-    def has_add_permission(self, request):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     # Legal hold is the one thing edited here, and it goes through catalog.services.retention:
     # holding an expired backup calls off its queued removal, and the service records who and when.
@@ -655,24 +608,24 @@ class BackupAdmin(CatalogAdmin):
 # --- Alerts ------------------------------------------------------------------------
 
 
-class AcknowledgedFilter(NullFilter):
-    title = "acknowledged"
-    parameter_name = "acknowledged"
-    field = "acknowledged_at"
-
-
-class ResolvedFilter(NullFilter):
+class ResolvedFilter(admin.SimpleListFilter):
+    # Not EmptyFieldListFilter: "Open" and "Resolved" say more than "Empty" and "Not empty".
     title = "open or resolved"
     parameter_name = "resolved"
-    field = "resolved_at"
-    set_label = "Resolved"
-    null_label = "Open"
+
+    def lookups(self, request, model_admin):
+        return (("no", "Open"), ("yes", "Resolved"))
+
+    def queryset(self, request, queryset):
+        if self.value() in ("yes", "no"):
+            return queryset.filter(resolved_at__isnull=self.value() == "no")
+        return queryset
 
 
 @admin.register(Alert)
-class AlertAdmin(CatalogAdmin):
+class AlertAdmin(ReadOnlyAdminMixin, CatalogAdmin):
     list_display = ("age", "severity", "kind", "summary", "subject", "is_open", "acknowledged")
-    list_filter = (AcknowledgedFilter, ResolvedFilter, "severity", "kind")
+    list_filter = (("acknowledged_at", admin.EmptyFieldListFilter), ResolvedFilter, "severity", "kind")
     list_select_related = ("application", "client__application", "agent", "storage_target", "acknowledged_by")
     search_fields = ("message", "key")
     date_hierarchy = "created_at"
@@ -682,18 +635,10 @@ class AlertAdmin(CatalogAdmin):
     readonly_fields = _all_field_names(Alert)
     actions = ("acknowledge",)
 
-    # Alerts are raised and resolved by the watches; people only acknowledge them.
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
+    # Alerts are raised and resolved by the watches (read-only here); people only acknowledge
+    # them, and who may is who could change an alert: CatalogAdmin's rule, past the mixin.
     def has_acknowledge_permission(self, request):
-        return super().has_change_permission(request)
+        return CatalogAdmin.has_change_permission(self, request)
 
     @admin.display(description="message")
     def summary(self, obj):

@@ -1,7 +1,9 @@
-"""Domain errors the catalog raises; the API layers map them to HTTP."""
+"""Domain errors the catalog raises; each says its code and HTTP status (core/api/errors.py answers them)."""
+
+from core.errors import DomainError
 
 
-class CatalogError(Exception):
+class CatalogError(DomainError):
     code = "error"
 
 
@@ -19,3 +21,4 @@ class LeaseLost(CatalogError):
 
 class InvalidEnrolment(CatalogError):
     code = "invalid_token"
+    http_status = 400

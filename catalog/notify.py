@@ -31,7 +31,7 @@ from django.utils import timezone
 from catalog.choices import AlertSeverity
 from catalog.digest import Digest, summarize
 from catalog.models import Alert
-from portal.queue import enqueue
+from core.queue import enqueue
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def _url(name: str, **query) -> str:
 def on_alert_raised(sender, *, alert_id: int, **kwargs) -> None:
     """Queue the mail of a critical alert; the others wait for the digest."""
     if Alert.objects.filter(pk=alert_id, severity=AlertSeverity.CRITICAL).exists():
-        enqueue("catalog.alert_tasks.mail_alert", alert_id)
+        enqueue("catalog.tasks.mail_alert", alert_id)
 
 
 def connect() -> None:

@@ -1,9 +1,14 @@
-"""Background task functions of the catalog. Plain functions, run through portal.queue."""
+"""Background task functions of the catalog: every periodic and queued one (run through core.queue).
+
+Thin: the work is in catalog.services and catalog.notify. Tasks take ids and
+do nothing for a row that is gone.
+"""
 
 from __future__ import annotations
 
 import logging
 
+from catalog import notify
 from catalog.services import agents, jobs, restore_tests, retention, scheduler, watch
 
 log = logging.getLogger(__name__)
@@ -44,3 +49,27 @@ def expire_backups() -> int:
 def watch_protection() -> int:
     """RPO, restore-test freshness and storage fill: one alert per condition, closed when it clears."""
     return watch.watch_rpo() + watch.watch_restore_tests() + watch.watch_storage()
+
+
+# --- Alert mail -----------------------------------------------------------------------------
+
+
+def mail_alert(alert_id: int) -> int:
+    """Mail a critical alert at once; does nothing for an alert already mailed or gone."""
+    return notify.mail_alert(alert_id)
+
+
+def mail_unsent_critical() -> int:
+    """The safety net of ``mail_alert``: critical alerts whose mail never went out."""
+    mailed = notify.mail_unsent_critical()
+    if mailed:
+        log.warning("mailed %d critical alert(s) the immediate path had missed", mailed)
+    return mailed
+
+
+def send_digests() -> int:
+    """The daily digest: one mail per person of the non-critical alerts since the last one."""
+    sent = notify.send_digests()
+    if sent:
+        log.info("sent %d alert digest(s)", sent)
+    return sent

@@ -18,7 +18,7 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 
 @app.task(name="portal.run_task")
 def run_task(path: str, args: list, kwargs: dict):
-    from portal.queue import run
+    from core.queue import run
 
     return run(path, args, kwargs)
 
@@ -27,7 +27,7 @@ def run_task(path: str, args: list, kwargs: dict):
 def _register_periodic_tasks(sender, **kwargs) -> None:
     from celery.schedules import crontab
 
-    from portal.periodic import PERIODIC_TASKS
+    from core.periodic import PERIODIC_TASKS
 
     for task in PERIODIC_TASKS:
         minute, hour, day_of_month, month_of_year, day_of_week = task.cron.split()

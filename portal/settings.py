@@ -49,9 +49,11 @@ INSTALLED_APPS = [
     "django_q",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "core",
     "catalog",
     "requests_app",
     "reports",
+    "demo",
 ]
 
 MIDDLEWARE = [
@@ -234,8 +236,8 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
-    "EXCEPTION_HANDLER": "portal.api_errors.exception_handler",
-    "DEFAULT_PAGINATION_CLASS": "catalog.api.v1_pagination.PagePagination",
+    "EXCEPTION_HANDLER": "core.api.errors.exception_handler",
+    "DEFAULT_PAGINATION_CLASS": "core.api.pagination.PagePagination",
     "PAGE_SIZE": 50,
     # AnonRateThrottle (agent enrolment) keys on the client's address: with NUM_PROXIES=0 a
     # client-supplied X-Forwarded-For is ignored; unset, DRF would trust it.

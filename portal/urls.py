@@ -4,7 +4,9 @@ from django.contrib import admin
 from django.contrib.auth.views import LogoutView
 from django.urls import include, path
 
-from portal import alerts_views, auth, dashboard, metrics, views
+from catalog import views as catalog_views
+from portal import auth, views
+from requests_app import views as requests_views
 
 admin.site.site_header = "Backup Portal"
 admin.site.site_title = "Backup Portal"
@@ -15,16 +17,16 @@ admin.site.login_form = auth.AdminSignInForm
 urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     # Before admin.site.urls: a page of the admin that spans catalog and requests.
-    path("admin/automation/", metrics.automation_page, name="admin-automation"),
+    path("admin/automation/", requests_views.automation_page, name="admin-automation"),
     path("admin/", admin.site.urls),
     path("api/agent/v1/", include("catalog.api.urls")),
     path("api/", include("portal.api_urls")),
     path("accounts/login/", auth.PortalLoginView.as_view(), name="login"),
     path("accounts/logout/", LogoutView.as_view(), name="logout"),
-    path("alerts/", alerts_views.alert_list, name="alerts"),
-    path("alerts/<int:pk>/acknowledge/", alerts_views.acknowledge, name="alert-acknowledge"),
+    path("alerts/", catalog_views.alert_list, name="alerts"),
+    path("alerts/<int:pk>/acknowledge/", catalog_views.acknowledge, name="alert-acknowledge"),
     path("", include("catalog.urls")),
     path("", include("requests_app.urls")),
     path("", include("reports.urls")),
-    path("", dashboard.dashboard, name="home"),
+    path("", requests_views.dashboard, name="home"),
 ]

@@ -1,4 +1,4 @@
-"""Project-level views: the health check and the landing page."""
+"""Project-level views: the health check."""
 
 import logging
 
@@ -6,7 +6,7 @@ from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 
-from portal import queue
+from core import queue
 
 log = logging.getLogger(__name__)
 

@@ -11,14 +11,17 @@ from django.contrib import admin, messages
 from django.utils.html import format_html
 
 from catalog.admin import CatalogAdmin, nowrap
+from catalog.admin_mixins import ReadOnlyAdminMixin
 from catalog.formatting import human_size
-from portal.queue import enqueue
+from core.queue import enqueue
 from reports import tasks
 from reports.models import PolicyPrice, Report
 
 
 @admin.register(Report)
-class ReportAdmin(CatalogAdmin):
+class ReportAdmin(ReadOnlyAdminMixin, CatalogAdmin):
+    """View only: "Regenerate" replaces a report; what was sent to finance and auditors stays on record."""
+
     list_display = ("month_label", "kind", "scope", "format", "generated_at", "mailed", "download")
     list_filter = ("kind", "format", "month")
     list_select_related = ("cost_center", "application")
@@ -30,15 +33,6 @@ class ReportAdmin(CatalogAdmin):
         "pages", "summary", "generated_at", "generated_by", "emailed_to", "emailed_at",
     )  # fmt: skip
     exclude = ("file", "size_bytes")
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False  # view only: "Regenerate" replaces a report
-
-    def has_delete_permission(self, request, obj=None):
-        return False  # what was sent to finance and auditors stays on record
 
     @admin.display(description="month", ordering="month")
     def month_label(self, obj):

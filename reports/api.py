@@ -14,7 +14,7 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_
 from rest_framework import serializers, viewsets
 from rest_framework.decorators import action
 
-from catalog.api.v1_serializers import LIST_ERRORS, READ_ERRORS, error_responses
+from core.api.errors import LIST_ERRORS, READ_ERRORS, error_responses
 from reports.choices import CONTENT_TYPES
 from reports.filtersets import ReportFilterSet
 from reports.models import Report

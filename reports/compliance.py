@@ -28,8 +28,10 @@ over the restore tests; counts are grouped queries.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cached_property
 
 from django.db.models import Count, ExpressionWrapper, F, FloatField, OuterRef, Q, Subquery, Value, Window
 from django.db.models.functions import Ceil, Coalesce, Greatest, Lead, Least, RowNumber
@@ -118,6 +120,77 @@ class Line:
         return self.age.total_seconds() / 3600 if self.age is not None else None
 
 
+@dataclass(frozen=True)
+class Totals:
+    """A set of clients against the criteria: the summary, an application's row, the total row."""
+
+    clients: int = 0
+    compliant: int = 0
+    rpo_ok: int = 0
+    tests_ok: int = 0
+    retention_ok: int = 0
+    days_met: int = 0
+    days_measured: int = 0
+    failed_backups: int = 0
+    retention_violations: int = 0
+    open_critical_alerts: int = 0  # about the clients; a report adds those about agents and storage
+
+    @classmethod
+    def of(cls, lines: Iterable[Line]) -> Totals:
+        """The one place the clients' figures are added up."""
+        lines = list(lines)
+        return cls(
+            clients=len(lines),
+            compliant=sum(line.compliant for line in lines),
+            rpo_ok=sum(line.rpo_ok for line in lines),
+            tests_ok=sum(line.test_ok for line in lines),
+            retention_ok=sum(line.retention_ok for line in lines),
+            days_met=sum(line.days_met for line in lines),
+            days_measured=sum(line.days_measured for line in lines),
+            failed_backups=sum(line.failed_backups for line in lines),
+            retention_violations=sum(line.retention_violations for line in lines),
+            open_critical_alerts=sum(line.open_critical_alerts for line in lines),
+        )
+
+    @property
+    def exceptions(self) -> int:
+        return self.clients - self.compliant
+
+    @property
+    def compliance_pct(self) -> float | None:
+        return percent(self.compliant, self.clients)
+
+    @property
+    def rpo_share(self) -> float | None:
+        """The share of all the clients' measured days on which the RPO was met."""
+        return percent(self.days_met, self.days_measured)
+
+    @property
+    def rpo_missed(self) -> int:
+        return self.clients - self.rpo_ok
+
+    @property
+    def rpo_pct(self) -> float | None:
+        return percent(self.rpo_ok, self.clients)
+
+    @property
+    def tests_missed(self) -> int:
+        """Clients whose restore test is not current."""
+        return self.clients - self.tests_ok
+
+    @property
+    def tests_pct(self) -> float | None:
+        return percent(self.tests_ok, self.clients)
+
+    @property
+    def retention_missed(self) -> int:
+        return self.clients - self.retention_ok
+
+    @property
+    def retention_pct(self) -> float | None:
+        return percent(self.retention_ok, self.clients)
+
+
 @dataclass
 class Group:
     """An application's clients and their tally."""
@@ -127,39 +200,41 @@ class Group:
     cost_center_code: str
     lines: list[Line] = field(default_factory=list)
 
+    @cached_property
+    def totals(self) -> Totals:
+        return Totals.of(self.lines)
+
     @property
     def clients(self) -> int:
-        return len(self.lines)
+        return self.totals.clients
 
     @property
     def compliant(self) -> int:
-        return sum(line.compliant for line in self.lines)
+        return self.totals.compliant
 
     @property
     def compliance_pct(self) -> float | None:
-        return percent(self.compliant, self.clients)
+        return self.totals.compliance_pct
 
     @property
     def rpo_share(self) -> float | None:
-        return percent(
-            sum(line.days_met for line in self.lines), sum(line.days_measured for line in self.lines)
-        )
+        return self.totals.rpo_share
 
     @property
     def failed_backups(self) -> int:
-        return sum(line.failed_backups for line in self.lines)
+        return self.totals.failed_backups
 
     @property
     def tests_not_current(self) -> int:
-        return sum(not line.test_ok for line in self.lines)
+        return self.totals.tests_missed
 
     @property
     def retention_violations(self) -> int:
-        return sum(line.retention_violations for line in self.lines)
+        return self.totals.retention_violations
 
     @property
     def open_critical_alerts(self) -> int:
-        return sum(line.open_critical_alerts for line in self.lines)
+        return self.totals.open_critical_alerts
 
 
 @dataclass
@@ -173,17 +248,22 @@ class ComplianceReport(BuiltReport):
     other_critical_alerts: int = 0  # open critical alerts about agents and storage, not clients
     deleted_in_month: int = 0
 
+    @cached_property
+    def totals(self) -> Totals:
+        """Every measured client's figures added up (once: read after ``build`` has made the lines)."""
+        return Totals.of(self.lines)
+
     @property
     def clients(self) -> int:
-        return len(self.lines)
+        return self.totals.clients
 
     @property
     def compliant(self) -> int:
-        return sum(line.compliant for line in self.lines)
+        return self.totals.compliant
 
     @property
     def compliance_pct(self) -> float | None:
-        return percent(self.compliant, self.clients)
+        return self.totals.compliance_pct
 
     @property
     def exceptions(self) -> list[Line]:
@@ -208,19 +288,20 @@ class ComplianceReport(BuiltReport):
 
     @property
     def rpo_ok(self) -> int:
-        return sum(line.rpo_ok for line in self.lines)
+        return self.totals.rpo_ok
 
     @property
     def tests_ok(self) -> int:
-        return sum(line.test_ok for line in self.lines)
+        return self.totals.tests_ok
 
     @property
     def retention_violations(self) -> int:
-        return sum(line.retention_violations for line in self.lines)
+        return self.totals.retention_violations
 
     @property
     def open_critical_alerts(self) -> int:
-        return sum(line.open_critical_alerts for line in self.lines) + self.other_critical_alerts
+        """About clients and about agents and storage."""
+        return self.totals.open_critical_alerts + self.other_critical_alerts
 
     @property
     def days_in_period(self) -> int:

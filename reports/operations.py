@@ -3,7 +3,7 @@
 Definitions (the report prints them):
 
 - **Jobs run**: jobs of any kind that reached a terminal state in the month, by
-  ``finished_at`` (``portal.metrics``' definition). **Success rate** =
+  ``finished_at`` (``requests_app.metrics``' definition). **Success rate** =
   succeeded ÷ (succeeded + failed); cancelled jobs are neither.
 - **Failures by class**: failed jobs of the month by the class the catalog
   gave their error.
@@ -18,7 +18,7 @@ Definitions (the report prints them):
 - **Time to restore**: from a restore request's submission to its restore job's
   end, for requests completed in the month; the median.
 - **Human actions per 1,000 jobs**: manual jobs + decisions by a person + alerts
-  acknowledged, per 1,000 jobs run (``portal.metrics``' definitions, counted
+  acknowledged, per 1,000 jobs run (``requests_app.metrics``' definitions, counted
   over the month). Company-wide only.
 """
 
@@ -32,11 +32,11 @@ from django.db.models.functions import Coalesce, Least, TruncDate
 
 from catalog.choices import AlertKind, BackupStatus, ErrorClass, JobKind, JobState, JobTrigger
 from catalog.models import Agent, Alert, Backup, BackupClient, Job
-from portal import metrics
 from reports.base import GB, BuiltReport, percent
 from reports.periods import Month
 from reports.scope import Scope
 from reports.sql import SecondsBetween, moment
+from requests_app import metrics
 from requests_app.choices import RequestStatus
 from requests_app.models import RestoreRequest
 
@@ -255,7 +255,7 @@ def _lines_and_kinds(scope: Scope, finished) -> tuple[list[Line], list[KindRow]]
         "failed": Count("pk", filter=failed),
         "cancelled": Count("pk", filter=Q(state=JobState.CANCELLED)),
         "retries_recovered": Count("pk", filter=Q(trigger=JobTrigger.RETRY, state=JobState.SUCCEEDED)),
-        # A failure whose agent vanished says nothing about the backup (portal.metrics' rule for tests).
+        # A failure whose agent vanished says nothing about the backup (catalog.metrics' rule for tests).
         "verdicts_failed": Count("pk", filter=failed & ~Q(error_class=ErrorClass.LEASE_EXPIRED)),
         **{f"class_{ec}": Count("pk", filter=failed & Q(error_class=ec)) for ec in ErrorClass.values},
     }
@@ -431,22 +431,18 @@ def _time_to_restore(scope: Scope, month: Month, as_of: datetime) -> tuple[int, 
 
 
 def _work_done(report: OperationsReport, month: Month, as_of: datetime) -> metrics.Week:
-    """portal.metrics' weekly counts, over the month instead of a week.
+    """requests_app.metrics' weekly counts, over the month instead of a week.
 
     The job counts are the report's own (the same definitions: terminal jobs by
     ``finished_at``), so the big jobs table is read once; the people's work
-    comes from portal.metrics' own queries, summed over the weeks of the month.
+    comes from requests_app.metrics' own queries, summed over the weeks of the month.
     """
     work = metrics.Week(start=month.first_day)
     work.jobs_run = report.total.run
     work.retries_recovered = report.retries_recovered
     work.restore_tests_run = sum(line.restore_tests_run for line in report.lines)
     work.restore_tests_failed = sum(line.restore_tests_failed for line in report.lines)
-    for rows in (
-        metrics._manual_job_counts(month.start, as_of),
-        metrics._decision_counts(month.start, as_of),
-        metrics._acknowledgement_counts(month.start, as_of),
-    ):
+    for rows in metrics.people_work_counts(month.start, as_of):
         for row in rows:
             row.pop("week")
             for name, value in row.items():

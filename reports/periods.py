@@ -10,7 +10,7 @@ from __future__ import annotations
 import calendar
 import re
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, time
 
 from django.utils import timezone
 
@@ -106,9 +106,3 @@ class Month:
 
 def _midnight(day: date) -> datetime:
     return timezone.make_aware(datetime.combine(day, time.min))
-
-
-def day_range(first: date, last: date):
-    """Every day from ``first`` to ``last`` inclusive."""
-    for n in range((last - first).days + 1):
-        yield first + timedelta(days=n)

@@ -16,7 +16,7 @@ from django.conf import settings
 from django.template.loader import render_to_string
 
 from reports import charts
-from reports.base import BuiltReport, percent
+from reports.base import BuiltReport
 from reports.choices import Detail, Paper
 from reports.templatetags.report_format import count, duration, money, pct, signed, signed_pct
 
@@ -113,24 +113,8 @@ def _compliance(report, detail) -> dict:
     if detail == Detail.CLIENTS:
         contents.append(("clients", "Clients"))
     contents.append(("definitions", "Definitions"))
-    clients = report.clients or 1
-    retention_ok = sum(line.retention_ok for line in report.lines)
-    criteria = {
-        "rpo_missed": report.clients - report.rpo_ok,
-        "rpo_pct": percent(report.rpo_ok, report.clients),
-        "tests_missed": report.clients - report.tests_ok,
-        "tests_pct": percent(report.tests_ok, report.clients),
-        "retention_ok": retention_ok,
-        "retention_missed": report.clients - retention_ok,
-        "retention_pct": percent(retention_ok, report.clients),
-        "days_pct": percent(
-            sum(x.days_met for x in report.lines), sum(x.days_measured for x in report.lines)
-        ),
-        "failed_backups": sum(line.failed_backups for line in report.lines),
-        "client_alerts": sum(line.open_critical_alerts for line in report.lines),
-    }
+    totals = report.totals
     return {
-        "criteria": criteria,
         "key_figures": [
             _figure(
                 pct(share),
@@ -152,9 +136,9 @@ def _compliance(report, detail) -> dict:
         ),
         "criteria_chart": charts.bars(
             [
-                ("RPO met on ≥ 99 % of days", report.rpo_ok * 100 / clients),
-                ("Restore test current", report.tests_ok * 100 / clients),
-                ("Retention honoured", retention_ok * 100 / clients),
+                ("RPO met on ≥ 99 % of days", totals.rpo_pct or 0.0),
+                ("Restore test current", totals.tests_pct or 0.0),
+                ("Retention honoured", totals.retention_pct or 0.0),
             ],
             fmt=lambda value: pct(value),
             label="Share of clients meeting each criterion",

@@ -1,11 +1,11 @@
-"""Background tasks of the reports (run through portal.queue). They take ids and month strings."""
+"""Background tasks of the reports (run through core.queue). They take ids and month strings."""
 
 from __future__ import annotations
 
 import logging
 
 from catalog.models import CostCenter
-from portal.queue import enqueue
+from core.queue import enqueue
 from reports import delivery
 from reports.choices import ReportFormat, ReportKind
 from reports.periods import Month

@@ -27,6 +27,7 @@ from django.utils.text import Truncator
 from django.views.decorators.http import require_POST
 
 from catalog.admin import CatalogAdmin, nowrap
+from catalog.admin_mixins import BackupTeamViewMixin, NoDeleteMixin, ReadOnlyAdminMixin
 from catalog.formatting import human_age
 from catalog.tenancy import is_backup_team
 from requests_app import services
@@ -83,7 +84,7 @@ class WaitingForMeFilter(admin.SimpleListFilter):
         )
 
 
-class AuditEventInline(admin.TabularInline):
+class AuditEventInline(BackupTeamViewMixin, ReadOnlyAdminMixin, admin.TabularInline):
     """The request's history on its change page; AuditEvent has one foreign key per request model."""
 
     model = AuditEvent
@@ -100,20 +101,8 @@ class AuditEventInline(admin.TabularInline):
         qs = AuditEvent.objects.visible_to(request.user).order_by(*self.ordering)
         return qs if self.has_view_permission(request) else qs.none()
 
-    def has_view_permission(self, request, obj=None):
-        return is_backup_team(request.user) or super().has_view_permission(request, obj)
 
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-
-class RequestAdmin(CatalogAdmin):
+class RequestAdmin(ReadOnlyAdminMixin, CatalogAdmin):
     """The queue of one kind of request, with Approve and Reject that go through the services."""
 
     change_form_template = "admin/requests_app/request_change_form.html"
@@ -133,16 +122,7 @@ class RequestAdmin(CatalogAdmin):
     decision_fields = ("decided_by", "decided_at", "decision_reason")
 
     # Requests come from the portal and the API, the workflow moves them, and
-    # they are records: the admin neither adds, edits nor deletes them.
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
+    # they are records: the admin neither adds, edits nor deletes them (ReadOnlyAdminMixin).
     def has_decide_permission(self, request, obj=None):
         # The same rule the services enforce (Actor.is_backup_team), to hide what would be refused.
         return is_backup_team(request.user)
@@ -396,7 +376,7 @@ class RestoreRequestAdmin(RequestAdmin):
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(CatalogAdmin):
+class AuditEventAdmin(ReadOnlyAdminMixin, CatalogAdmin):
     """The audit trail, to read: append-only in the model, view-only here for everybody."""
 
     list_display = ("occurred_at", "request_link", "application", "actor", "action", "transition", "summary")
@@ -421,15 +401,6 @@ class AuditEventAdmin(CatalogAdmin):
         "message",
     )
     readonly_fields = fields
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     @admin.display(description="request")
     def request_link(self, obj):
@@ -465,7 +436,7 @@ class ApiKeyForm(forms.ModelForm):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
+class ApiKeyAdmin(NoDeleteMixin, admin.ModelAdmin):  # requests and audit events name a key: revoke it
     """Integrations' keys: created here or with ``manage.py create_api_key``; the key is shown once."""
 
     form = ApiKeyForm
@@ -488,9 +459,6 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None) -> bool:
         return is_backup_team(request.user) and obj is None
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False  # requests and audit events name the key; revoke it instead
 
     @admin.display(description="last used")
     def last_used(self, obj: ApiKey) -> str:

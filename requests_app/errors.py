@@ -7,22 +7,26 @@ class FourEyesViolation(CatalogError):
     """Nobody approves their own request."""
 
     code = "four_eyes"
+    http_status = 403
 
 
 class NotPermitted(CatalogError):
     """The actor may not take this decision (only the backup team approves and rejects)."""
 
     code = "forbidden"
+    http_status = 403
 
 
 class ReasonRequired(CatalogError):
     code = "reason_required"
+    http_status = 400
 
 
 class InvalidRequest(CatalogError):
     """The request itself is not acceptable (bad target, backup not available…)."""
 
     code = "invalid"
+    http_status = 400
 
     def __init__(self, errors: dict[str, str]) -> None:
         self.errors = errors

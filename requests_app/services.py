@@ -19,7 +19,7 @@ from catalog.models import Agent, Backup, BackupClient, EnrolmentToken, Protecti
 from catalog.plugin_options import validate_options, validate_restore_target
 from catalog.services import agents, hosts, jobs
 from catalog.tenancy import is_backup_team
-from portal.queue import enqueue
+from core.queue import enqueue
 from requests_app import audit, rules
 from requests_app.actors import Actor
 from requests_app.choices import RequestStatus
@@ -399,7 +399,3 @@ def mark_provisioned(client_ids: list[int], hostname: str) -> list[ClientRequest
             _changed(request, Actor.agent(hostname), "provisioned", previous, message="The agent enrolled.")
             done.append(request)
     return done
-
-
-def is_decider(user) -> bool:
-    return is_backup_team(user)

@@ -1,4 +1,8 @@
-"""Background tasks of the request workflow (run through portal.queue)."""
+"""Background tasks of the request workflow: every periodic and queued one (run through core.queue).
+
+Thin: the work is in requests_app.services, requests_app.webhooks and
+requests_app.api.idempotency. Tasks take ids and do nothing for a row that is gone.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,10 @@ import logging
 
 from catalog.choices import JobState
 from requests_app import notify, services
+from requests_app.api import idempotency
 from requests_app.choices import RequestStatus
-from requests_app.models import ClientRequest, RestoreRequest
-from requests_app.webhooks import dispatch
+from requests_app.models import ClientRequest, RestoreRequest, WebhookDelivery
+from requests_app.webhooks import delivery, dispatch
 
 log = logging.getLogger(__name__)
 
@@ -39,3 +44,41 @@ def reconcile_requests() -> int:
     if fixed:
         log.warning("reconciled %d restore request(s) with their jobs", fixed)
     return fixed
+
+
+# --- Webhooks -------------------------------------------------------------------------------
+
+
+def dispatch_job_changed(
+    job_id: int, previous_state: str, state: str, occurred_at: str | None = None
+) -> list[WebhookDelivery]:
+    """The deliveries of a job's change of state (enqueued by the job_changed receiver)."""
+    return dispatch.job_changed(job_id, previous_state, state, occurred_at)
+
+
+def dispatch_alert_raised(alert_id: int) -> list[WebhookDelivery]:
+    """The deliveries of a raised alert (enqueued by the alert_raised receiver); none if it is gone."""
+    return dispatch.alert_raised(alert_id)
+
+
+def deliver_webhook(delivery_id: str) -> bool | None:
+    """Send one delivery if it is due and nobody else is sending it; True if it was delivered."""
+    return delivery.deliver(delivery_id)
+
+
+def retry_webhook_deliveries() -> int:
+    """Every minute: send the pending deliveries whose next attempt is due."""
+    return delivery.retry_due()
+
+
+def purge_webhook_deliveries() -> int:
+    """Daily: forget finished deliveries past their keeping time."""
+    return delivery.purge()
+
+
+# --- The API --------------------------------------------------------------------------------
+
+
+def purge_idempotency_records() -> int:
+    """Daily: forget the answers to Idempotency-Keys past their retention."""
+    return idempotency.purge_idempotency_records()

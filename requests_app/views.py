@@ -1,28 +1,38 @@
-"""The owners' request pages: ask for a restore or a new client, follow and cancel requests.
+"""The owners' request pages: ask for a restore or a new client, follow and cancel requests; the dashboard.
 
 Views are thin: look the object up through ``visible_to(request.user)`` (anything
 else is a 404), let a form check the input, call one service function, and map
 its domain errors to form errors or messages.
+
+The dashboard (the home page) and the admin's Automation page live here because
+they show requests beside the catalog's protection status and alerts, and
+requests_app is the app that may read both.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from django.contrib import messages
+from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import IntegrityError
-from django.db.models import CharField, Value
+from django.db.models import CharField, OuterRef, Value
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
 from catalog import formatting
 from catalog.choices import BackupStatus
 from catalog.models import Application, Backup
+from catalog.protection import annotate_applications, count_of
 from catalog.tenancy import is_backup_team
-from catalog.views import describe_options
-from requests_app import rules, services
+from catalog.views import describe_options, open_unacknowledged_count
+from requests_app import metrics, rules, services
 from requests_app.actors import Actor
 from requests_app.choices import Channel, RequestStatus
 from requests_app.enrolment import enrol_command
@@ -38,6 +48,7 @@ from requests_app.models import ClientRequest, RestoreRequest
 from requests_app.templatetags.request_tags import REQUEST_TONES
 
 REQUESTS_PER_PAGE = 25
+MY_OPEN_REQUESTS_SHOWN = 10
 CANCELLABLE = (RequestStatus.SUBMITTED, RequestStatus.APPROVED)
 MODELS = {"client": ClientRequest, "restore": RestoreRequest}
 # What a row of the request list needs, per kind, without a query per row.
@@ -343,3 +354,79 @@ def cancel_request(request: HttpRequest, kind: str, pk: int) -> HttpResponse:
     else:
         messages.success(request, f"{obj} is cancelled.")
     return redirect(obj)
+
+
+# --- The dashboard ----------------------------------------------------------------------------
+# A constant number of queries however many applications, clients, jobs and backups
+# there are: one annotated query for the applications (see ``catalog.protection``),
+# one count of the alerts waiting for somebody, and one per request kind. The backup
+# team also gets the automation panel (``requests_app.metrics``: four more queries).
+
+
+@dataclass(frozen=True)
+class Health:
+    tone: str
+    label: str
+
+
+def application_health(application) -> Health:
+    """In words, from the annotations: protected, RPO missed, or nothing active to protect."""
+    if not application.active_clients:
+        return Health("neutral", "No active clients")
+    if application.rpo_breaches:
+        if application.active_clients == 1:
+            return Health("fail", "RPO missed")
+        return Health(
+            "fail", f"RPO missed on {application.rpo_breaches} of {application.active_clients} clients"
+        )
+    return Health("ok", "RPO met" if application.active_clients == 1 else "All clients meet RPO")
+
+
+def dashboard_applications(user, now):
+    open_status = RequestStatus.open()
+    client_requests = ClientRequest.objects.filter(application=OuterRef("pk"), status__in=open_status)
+    restore_requests = RestoreRequest.objects.filter(
+        backup__client__application=OuterRef("pk"), status__in=open_status
+    )
+    return annotate_applications(Application.objects.visible_to(user), now).annotate(
+        open_requests=count_of(client_requests) + count_of(restore_requests)
+    )
+
+
+@login_required
+def dashboard(request: HttpRequest) -> HttpResponse:
+    now = timezone.now()
+    applications = list(dashboard_applications(request.user, now))
+    for application in applications:
+        application.health = application_health(application)
+    summary = {
+        "applications": len(applications),
+        "clients": sum(a.client_count for a in applications),
+        "breaches": sum(a.rpo_breaches for a in applications),
+        "failures": sum(a.failures_recent for a in applications),
+        "open_requests": sum(a.open_requests for a in applications),
+        "alerts": open_unacknowledged_count(request.user),
+    }
+    mine, more = my_open_requests(request.user, limit=MY_OPEN_REQUESTS_SHOWN)
+    context = {"applications": applications, "summary": summary, "my_requests": mine, "more_requests": more}
+    if is_backup_team(request.user):
+        context["automation"] = metrics.weekly(now=now)
+    return render(request, "portal/dashboard.html", context)
+
+
+# --- The admin's "Automation" page ------------------------------------------------------------
+
+
+@staff_member_required
+def automation_page(request: HttpRequest) -> HttpResponse:
+    """The same table as the backup team's dashboard panel, inside the admin."""
+    from django.contrib import admin
+
+    if not is_backup_team(request.user):
+        raise PermissionDenied
+    context = {
+        **admin.site.each_context(request),
+        "title": "Automation: what the machine did, what was left for people",
+        "automation": metrics.weekly(),
+    }
+    return render(request, "admin/automation.html", context)

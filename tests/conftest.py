@@ -61,3 +61,88 @@ def other_app(other_owner):
     from tests import factories
 
     return factories.ApplicationFactory(slug="payroll", name="Payroll", owners=[other_owner])
+
+
+@pytest.fixture
+def second_admin(backup_team_group):
+    """Another member of the backup team: four eyes need two."""
+    from tests import factories
+
+    user = factories.UserFactory(username="second_admin", is_staff=True)
+    user.groups.add(backup_team_group)
+    return user
+
+
+# --- Signed in (pytest-django's test client, not a BackupClient) ---------------------------------
+
+
+@pytest.fixture
+def owner_client(client, owner):
+    client.force_login(owner)
+    return client
+
+
+@pytest.fixture
+def other_client(client, other_owner):
+    client.force_login(other_owner)
+    return client
+
+
+@pytest.fixture
+def team_client(client, backup_admin):
+    client.force_login(backup_admin)
+    return client
+
+
+@pytest.fixture
+def root_client(client, superuser):
+    client.force_login(superuser)
+    return client
+
+
+# --- Estates and policies ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def mine(app):
+    """``owner``'s estate: an agent, a protected client and a recent recovery point of ``app``."""
+    from tests import factories
+
+    return factories.build_estate(app)
+
+
+@pytest.fixture
+def theirs(other_app):
+    """The same for ``other_owner``'s ``other_app``."""
+    from tests import factories
+
+    return factories.build_estate(other_app)
+
+
+@pytest.fixture
+def auto_policy(db):
+    """A policy whose new clients need no approval."""
+    from tests import factories
+
+    return factories.ProtectionPolicyFactory(name="Silver", auto_approve_clients=True)
+
+
+@pytest.fixture
+def manual_policy(db):
+    """A policy whose new clients wait for the backup team."""
+    from tests import factories
+
+    return factories.ProtectionPolicyFactory(name="Gold", auto_approve_clients=False)
+
+
+# --- State that outlives a test -----------------------------------------------------------------
+
+
+@pytest.fixture
+def fresh_cache():
+    """An empty cache before and after the test: throttle and sign-in failure counters live there."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 
@@ -148,3 +149,25 @@ class AlertFactory(factory.django.DjangoModelFactory):
     client = factory.SubFactory(BackupClientFactory)
     application = factory.SelfAttribute("client.application")
     message = "Backup failed: permission denied"
+
+
+# --- Estates: an application's agent, protected client and recent recovery point -----------------
+
+
+@dataclass
+class Estate:
+    agent: models.Agent
+    client: models.BackupClient
+    backup: models.Backup
+
+
+def build_estate(application, *, plugin: str = Plugin.FILES, options: dict | None = None) -> Estate:
+    """An agent serving ``application``, a client of it on that agent, and one available backup."""
+    agent = AgentFactory(applications=[application])
+    client = BackupClientFactory(
+        application=application,
+        agent=agent,
+        plugin=plugin,
+        options=options or {"paths": ["/srv/data"]},
+    )
+    return Estate(agent=agent, client=client, backup=BackupFactory(client=client))

@@ -1,4 +1,4 @@
-"""Representations of the catalog in the public API (/api/v1/), and its error shape for the schema.
+"""Representations of the catalog in the public API (/api/v1/); the error shape is core/api/errors.py.
 
 Read-only: the catalog changes through agents, the scheduler and requests,
 never by a PUT. Every related object is named by what an integration knows it
@@ -8,42 +8,10 @@ id when it has its own endpoint (clients, backups, jobs).
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiResponse
 from rest_framework import serializers
 
 from catalog.choices import ErrorClass, Verification
 from catalog.models import Alert, Application, Backup, BackupClient, Job
-
-
-class ErrorSerializer(serializers.Serializer):
-    """Every error: ``{"code", "detail", "errors"}`` (portal/api_errors.py)."""
-
-    code = serializers.CharField(help_text="Machine-readable, e.g. invalid, not_found, four_eyes, throttled.")
-    detail = serializers.CharField(help_text="For a person.")
-    errors = serializers.DictField(
-        required=False, help_text="On a 400 for invalid fields: field name → list of messages."
-    )
-
-
-_ERRORS = {
-    400: "Invalid input: `errors` names the fields (code invalid, parse_error, reason_required).",
-    401: "No credentials, or an unknown or revoked key (code not_authenticated, authentication_failed).",
-    403: "Not allowed (code forbidden, four_eyes: nobody approves their own request).",
-    404: "No such object, or one outside the caller's applications (code not_found).",
-    409: "The object is not in a state that allows this (code invalid_transition).",
-    415: "The body is not JSON (code unsupported_media_type).",
-    422: "This Idempotency-Key was used with a different request (code idempotency_key_reused).",
-    429: "Rate limited: retry after the seconds in Retry-After (code throttled).",
-}
-
-
-def error_responses(*codes: int) -> dict[int, OpenApiResponse]:
-    """Schema entries for the error responses an operation can give."""
-    return {code: OpenApiResponse(ErrorSerializer, description=_ERRORS[code]) for code in sorted(set(codes))}
-
-
-READ_ERRORS = (401, 404, 429)
-LIST_ERRORS = (400, 401, 404, 429)
 
 
 class ApplicationSerializer(serializers.ModelSerializer):

@@ -19,17 +19,15 @@ from rest_framework import viewsets
 from catalog import protection
 from catalog.api.v1_pagination import BackupPagination, JobPagination
 from catalog.api.v1_serializers import (
-    LIST_ERRORS,
-    READ_ERRORS,
     AlertSerializer,
     ApplicationSerializer,
     BackupSerializer,
     ClientSerializer,
     JobSerializer,
-    error_responses,
 )
 from catalog.filtersets import AlertFilterSet, BackupApiFilterSet, ClientFilterSet, JobFilterSet
 from catalog.models import Alert, Application, Backup, BackupClient, Job
+from core.api.errors import LIST_ERRORS, READ_ERRORS, error_responses
 
 
 def read_only_schema(name: str, serializer: type):

@@ -4,7 +4,7 @@ Thin, as the web views are: look the object up through the caller's tenancy
 (anything else is a 404), validate the body, call one service function, and
 return the representation. The services decide who may do what — the backup
 team approves and rejects, nobody approves their own request, whatever the
-channel — and portal/api_errors.py maps their errors to status codes.
+channel — and core/api/errors.py answers their errors with their status codes.
 
 Every POST runs in one transaction and honours ``Idempotency-Key``
 (``IdempotentPostMixin``). On top of that a ticket is idempotent by itself: a
@@ -24,10 +24,11 @@ from rest_framework.decorators import action
 from rest_framework.generics import GenericAPIView, get_object_or_404
 from rest_framework.response import Response
 
-from catalog.api.v1_serializers import LIST_ERRORS, READ_ERRORS, JobSerializer, error_responses
+from catalog.api.v1_serializers import JobSerializer
 from catalog.choices import JobTrigger
 from catalog.models import BackupClient, Job
 from catalog.services import jobs
+from core.api.errors import LIST_ERRORS, READ_ERRORS, error_responses
 from requests_app import services
 from requests_app.actors import Actor
 from requests_app.api.idempotency import IdempotentPostMixin

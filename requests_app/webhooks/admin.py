@@ -20,6 +20,7 @@ from django.utils.html import format_html
 from django.utils.text import Truncator
 
 from catalog.admin import CatalogAdmin, nowrap
+from catalog.admin_mixins import BackupTeamViewMixin, ReadOnlyAdminMixin
 from catalog.formatting import human_age
 from catalog.tenancy import is_backup_team
 from requests_app.models import ApiKey, DeliveryStatus, WebhookAttempt, WebhookDelivery, WebhookSubscription
@@ -174,7 +175,7 @@ class WebhookSubscriptionAdmin(WebhookAdmin):
 # --- Deliveries ----------------------------------------------------------------------------
 
 
-class WebhookAttemptInline(admin.TabularInline):
+class WebhookAttemptInline(BackupTeamViewMixin, ReadOnlyAdminMixin, admin.TabularInline):
     """Every try, oldest first: when, what came back, how long it took."""
 
     model = WebhookAttempt
@@ -185,21 +186,9 @@ class WebhookAttemptInline(admin.TabularInline):
     max_num = 0
     can_delete = False
 
-    def has_view_permission(self, request, obj=None):
-        return is_backup_team(request.user) or super().has_view_permission(request, obj)
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
 
 @admin.register(WebhookDelivery)
-class WebhookDeliveryAdmin(WebhookAdmin):
+class WebhookDeliveryAdmin(ReadOnlyAdminMixin, WebhookAdmin):
     list_display = (
         "delivery_id",
         "event",
@@ -234,16 +223,7 @@ class WebhookDeliveryAdmin(WebhookAdmin):
     inlines = (WebhookAttemptInline,)
     actions = ("redeliver_selected",)
 
-    # Written by the sender; the admin reads them and redelivers, nothing else.
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
+    # Written by the sender; the admin reads them (ReadOnlyAdminMixin) and redelivers, nothing else.
     def has_redeliver_permission(self, request):
         return is_backup_team(request.user)
 

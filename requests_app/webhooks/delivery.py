@@ -29,7 +29,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from portal.queue import enqueue
+from core.queue import enqueue
 from requests_app.models import DeliveryStatus, WebhookAttempt, WebhookDelivery, WebhookSubscription
 from requests_app.webhooks import signing
 
@@ -70,7 +70,7 @@ def backoff(attempts: int) -> timedelta:
     return min(FIRST_RETRY * 2 ** min(attempts - 1, 16), MAX_RETRY)
 
 
-# --- Tasks ------------------------------------------------------------------------------------
+# --- What the tasks run (requests_app.tasks) -----------------------------------------------
 
 
 def deliver(delivery_id: str, *, now: datetime | None = None) -> bool | None:
@@ -129,7 +129,7 @@ def redeliver(pks: list[int], *, now: datetime | None = None) -> list[WebhookDel
             status=DeliveryStatus.PENDING, next_attempt_at=now, delivered_at=None
         )
         for row in rows:
-            enqueue(deliver, str(row.delivery_id))
+            enqueue("requests_app.tasks.deliver_webhook", str(row.delivery_id))
     return rows
 
 

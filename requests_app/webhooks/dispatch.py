@@ -25,13 +25,13 @@ from django.db.models import Q
 from django.utils import timezone
 
 from catalog.models import Alert, Job
-from portal.queue import enqueue
+from core.queue import enqueue
 from requests_app.models import ClientRequest, RestoreRequest, WebhookDelivery, WebhookSubscription
 from requests_app.webhooks import ALERT_OPEN, Event, representation
 
 log = logging.getLogger(__name__)
 
-DELIVER = "requests_app.webhooks.delivery.deliver"
+DELIVER = "requests_app.tasks.deliver_webhook"
 
 
 @dataclass(frozen=True)
@@ -149,13 +149,13 @@ def request_changed(kind: str, pk: int, previous: str, status: str) -> list[Webh
 
 
 def job_changed(job_id: int, previous_state: str, state: str, occurred_at: str | None = None):
-    """Task: a job changed state (enqueued by the job_changed receiver)."""
+    """A job changed state (the task requests_app.tasks.dispatch_job_changed)."""
     when = datetime.fromisoformat(occurred_at) if occurred_at else None
     return dispatch(Event.JOB_CHANGED, job_id, previous=previous_state, status=state, occurred_at=when)
 
 
 def alert_raised(alert_id: int):
-    """Task: an alert was raised (enqueued by the alert_raised receiver)."""
+    """An alert was raised (the task requests_app.tasks.dispatch_alert_raised)."""
     created_at = Alert.objects.filter(pk=alert_id).values_list("created_at", flat=True).first()
     if created_at is None:
         return []

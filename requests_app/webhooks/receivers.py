@@ -10,19 +10,19 @@ from __future__ import annotations
 from django.utils import timezone
 
 from catalog.signals import alert_raised, job_changed
-from portal.queue import enqueue
+from core.queue import enqueue
 from requests_app.webhooks import Event, dispatch
 
 
 def on_job_changed(sender, *, job_id: int, previous_state: str, state: str, **kwargs) -> None:
     if dispatch.anyone_wants(Event.JOB_CHANGED):
         occurred_at = timezone.now().isoformat()
-        enqueue(dispatch.job_changed, job_id, previous_state, state, occurred_at)
+        enqueue("requests_app.tasks.dispatch_job_changed", job_id, previous_state, state, occurred_at)
 
 
 def on_alert_raised(sender, *, alert_id: int, **kwargs) -> None:
     if dispatch.anyone_wants(Event.ALERT_RAISED):
-        enqueue(dispatch.alert_raised, alert_id)
+        enqueue("requests_app.tasks.dispatch_alert_raised", alert_id)
 
 
 def connect() -> None:

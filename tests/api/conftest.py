@@ -1,46 +1,21 @@
-"""The estate the API tests share, and callers: an API key per persona, or a signed-in session.
+"""Callers of the API tests: an API key per persona.
 
 ``owner`` owns ``app`` (estate ``mine``), ``other_owner`` owns ``other_app``
-(estate ``theirs``), ``backup_admin`` is the backup team.
+(estate ``theirs``), ``backup_admin`` and ``second_admin`` are the backup team:
+personas, estates and policies are in tests/conftest.py, ``key_client`` in tests/helpers.py.
 """
 
 from __future__ import annotations
 
 import pytest
-from django.core.cache import cache
 from rest_framework.test import APIClient
 
-from requests_app.models import ApiKey
-from tests import factories
-from tests.web.conftest import Estate, build_estate
-
-
-def key_client(user, name: str = "ServiceNow") -> APIClient:
-    """A client that authenticates as an integration acting for ``user``; ``.api_key`` is the row."""
-    api_key, key = ApiKey.issue(user=user, name=name)
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
-    client.api_key = api_key
-    client.key = key
-    return client
+from tests.helpers import key_client
 
 
 @pytest.fixture(autouse=True)
-def _fresh_throttle():
-    # Throttle counters live in the cache, which outlives a test.
-    cache.clear()
-    yield
-    cache.clear()
-
-
-@pytest.fixture
-def mine(app) -> Estate:
-    return build_estate(app)
-
-
-@pytest.fixture
-def theirs(other_app) -> Estate:
-    return build_estate(other_app)
+def _fresh_throttle(fresh_cache):
+    """Throttle counters live in the cache, which outlives a test."""
 
 
 @pytest.fixture
@@ -59,22 +34,5 @@ def admin_api(backup_admin) -> APIClient:
 
 
 @pytest.fixture
-def second_admin(backup_team_group):
-    user = factories.UserFactory(username="second_admin", is_staff=True)
-    user.groups.add(backup_team_group)
-    return user
-
-
-@pytest.fixture
 def second_admin_api(second_admin) -> APIClient:
     return key_client(second_admin, name="Second team automation")
-
-
-@pytest.fixture
-def auto_policy(db):
-    return factories.ProtectionPolicyFactory(name="Silver", auto_approve_clients=True)
-
-
-@pytest.fixture
-def manual_policy(db):
-    return factories.ProtectionPolicyFactory(name="Gold", auto_approve_clients=False)

@@ -6,7 +6,7 @@ import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from tests.api.conftest import key_client
+from tests.helpers import key_client
 
 pytestmark = pytest.mark.django_db
 

@@ -8,7 +8,7 @@ from catalog.models import BackupClient
 from requests_app.choices import RequestStatus
 from requests_app.models import AuditEvent, ClientRequest
 from tests import factories
-from tests.api.conftest import key_client
+from tests.helpers import key_client
 from tests.requests.factories import submit_client
 
 URL = "/api/v1/client-requests/"

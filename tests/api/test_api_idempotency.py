@@ -23,9 +23,9 @@ from catalog.services import jobs
 from requests_app.api.idempotency import purge_idempotency_records
 from requests_app.models import ClientRequest, IdempotencyRecord, RestoreRequest
 from tests import factories
-from tests.api.conftest import key_client
+from tests.factories import build_estate
+from tests.helpers import key_client
 from tests.requests.factories import submit_restore
-from tests.web.conftest import build_estate
 
 RESTORES = "/api/v1/restore-requests/"
 DUPLICATES = 10

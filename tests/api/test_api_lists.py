@@ -11,8 +11,8 @@ from django.utils import timezone
 
 from catalog.choices import JobState
 from tests import factories
+from tests.factories import build_estate
 from tests.requests.factories import submit_client, submit_restore
-from tests.web.conftest import build_estate
 
 pytestmark = pytest.mark.django_db
 

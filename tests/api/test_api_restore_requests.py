@@ -9,7 +9,7 @@ from catalog.choices import BackupStatus, JobKind, JobState
 from requests_app.choices import ActorKind, Channel, RequestStatus
 from requests_app.models import AuditEvent, RestoreRequest
 from tests import factories
-from tests.api.conftest import key_client
+from tests.helpers import key_client
 from tests.requests.factories import submit_restore
 
 URL = "/api/v1/restore-requests/"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from rest_framework.test import APIClient
 
-from tests.api.conftest import key_client
+from tests.helpers import key_client
 
 pytestmark = pytest.mark.django_db
 

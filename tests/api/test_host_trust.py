@@ -22,7 +22,7 @@ from requests_app.actors import Actor
 from requests_app.choices import Channel, RequestStatus
 from requests_app.models import AuditEvent, ClientRequest, RestoreRequest
 from tests import factories
-from tests.api.conftest import key_client
+from tests.helpers import key_client
 
 URL = "/api/v1/client-requests/"
 ENROL = "/api/agent/v1/enrol"

@@ -21,8 +21,8 @@ from schemathesis.specs.openapi.checks import (  # noqa: E402
 
 from requests_app.models import ApiKey  # noqa: E402
 from tests import factories  # noqa: E402
+from tests.factories import build_estate  # noqa: E402
 from tests.requests.factories import submit_client, submit_restore  # noqa: E402
-from tests.web.conftest import build_estate  # noqa: E402
 
 EXAMPLES = 15
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
@@ -51,7 +51,7 @@ def test_generated_requests_find_no_server_error_and_no_schema_violation(
 ):
     # Notifications and webhooks of the requests it creates are not under test here, and in
     # django-q's sync mode each would run in the server's thread: enqueue nothing.
-    monkeypatch.setattr("portal.queue._send", lambda path, args, kwargs: None)
+    monkeypatch.setattr("core.queue._send", lambda path, args, kwargs: None)
     # Hundreds of requests in a few seconds from one key: lift the limits for this run.
     settings.REST_FRAMEWORK = {
         **settings.REST_FRAMEWORK,

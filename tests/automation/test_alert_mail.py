@@ -11,7 +11,7 @@ from django.core import mail
 from django.core.mail.backends.base import BaseEmailBackend
 from django.utils import timezone
 
-from catalog import alert_tasks, notify
+from catalog import notify, tasks
 from catalog.choices import AlertKind, AlertSeverity
 from catalog.models import Alert
 from catalog.services import alerts
@@ -83,10 +83,10 @@ def test_critical_alert_is_mailed_once(app, orders_clients, django_capture_on_co
         alert = raise_critical(orders_clients[0])
     sent = len(mail.outbox)
 
-    assert alert_tasks.mail_alert(alert.pk) == 0  # a retried or duplicated task
+    assert tasks.mail_alert(alert.pk) == 0  # a retried or duplicated task
     with django_capture_on_commit_callbacks(execute=True):
         assert raise_critical(orders_clients[0]) is None  # the watch runs again: same open alert
-    assert alert_tasks.mail_unsent_critical() == 0
+    assert tasks.mail_unsent_critical() == 0
     assert len(mail.outbox) == sent == 2
 
 
@@ -158,12 +158,12 @@ def test_failed_critical_mail_is_given_back_for_a_retry(app, orders_clients, set
     alert = factories.AlertFactory(client=orders_clients[0], severity=AlertSeverity.CRITICAL)
     settings.EMAIL_BACKEND = f"{__name__}.BrokenMailServer"
     with pytest.raises(ConnectionRefusedError):
-        alert_tasks.mail_alert(alert.pk)
+        tasks.mail_alert(alert.pk)
     alert.refresh_from_db()
     assert alert.emailed_at is None
 
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
-    assert alert_tasks.mail_alert(alert.pk) == 2
+    assert tasks.mail_alert(alert.pk) == 2
 
 
 def test_sweep_mails_recent_critical_alerts_the_queue_lost_but_not_old_ones(app, orders_clients):
@@ -178,7 +178,7 @@ def test_sweep_mails_recent_critical_alerts_the_queue_lost_but_not_old_ones(app,
         client=orders_clients[2], severity=AlertSeverity.CRITICAL, created_at=now - timedelta(days=3)
     )
 
-    assert alert_tasks.mail_unsent_critical() == 1
+    assert tasks.mail_unsent_critical() == 1
     assert list(Alert.objects.filter(emailed_at__isnull=False)) == [lost]
 
 
@@ -202,19 +202,19 @@ def day_of_alerts(app, other_app, orders_clients, payroll_client):
 
 
 def test_one_digest_per_person_per_day(owner, other_owner, backup_admin, day_of_alerts):
-    assert alert_tasks.send_digests() == 3
+    assert tasks.send_digests() == 3
     assert [recipients(m) for m in mail.outbox] == [
         {TEAM_ADDRESS, backup_admin.email},
         {owner.email},
         {other_owner.email},
     ]
 
-    assert alert_tasks.send_digests() == 0  # the same day, again: nothing new
+    assert tasks.send_digests() == 0  # the same day, again: nothing new
     assert len(mail.outbox) == 3
 
 
 def test_digest_is_a_summary_of_what_the_owner_may_see(owner, day_of_alerts):
-    alert_tasks.send_digests()
+    tasks.send_digests()
     body = next(m for m in mail.outbox if m.to == [owner.email]).body
 
     assert "4 new alerts since the last digest, in 1 application; 3 still open, 1 cleared since." in body
@@ -230,7 +230,7 @@ def test_digest_is_a_summary_of_what_the_owner_may_see(owner, day_of_alerts):
 
 
 def test_team_digest_holds_everything_shared_infrastructure_last(backup_admin, day_of_alerts):
-    alert_tasks.send_digests()
+    tasks.send_digests()
     body = mail.outbox[0].body
 
     assert "6 new alerts since the last digest, in 2 applications; 5 still open, 1 cleared since." in body
@@ -240,7 +240,7 @@ def test_team_digest_holds_everything_shared_infrastructure_last(backup_admin, d
 
 
 def test_digest_marks_alerts_and_leaves_critical_ones_alone(day_of_alerts):
-    alert_tasks.send_digests()
+    tasks.send_digests()
     assert not Alert.objects.filter(digested_at__isnull=True).exclude(pk=day_of_alerts.pk).exists()
     day_of_alerts.refresh_from_db()
     assert day_of_alerts.digested_at is None
@@ -249,11 +249,11 @@ def test_digest_marks_alerts_and_leaves_critical_ones_alone(day_of_alerts):
 def test_next_days_digest_has_only_the_new_alerts(
     owner, other_owner, backup_admin, day_of_alerts, payroll_client
 ):
-    alert_tasks.send_digests()
+    tasks.send_digests()
     mail.outbox.clear()
     warn(payroll_client, kind=AlertKind.RESTORE_TEST_OVERDUE)
 
-    assert alert_tasks.send_digests() == 2
+    assert tasks.send_digests() == 2
     assert [recipients(m) for m in mail.outbox] == [{TEAM_ADDRESS, backup_admin.email}, {other_owner.email}]
     assert "1 client is overdue for a restore test: payroll-db" in mail.outbox[1].body
 
@@ -262,7 +262,7 @@ def test_many_alerts_still_make_one_mail_and_long_lists_are_cut(owner, app):
     clients = [factories.BackupClientFactory(application=app, name=f"client-{n:02d}") for n in range(12)]
     for client in clients:
         warn(client)
-    alert_tasks.send_digests()
+    tasks.send_digests()
 
     owner_mails = [m for m in mail.outbox if owner.email in m.to]
     assert len(owner_mails) == 1
@@ -273,27 +273,27 @@ def test_many_alerts_still_make_one_mail_and_long_lists_are_cut(owner, app):
 
 
 def test_nobody_is_mailed_when_nothing_happened(owner, app, backup_admin):
-    assert alert_tasks.send_digests() == 0
+    assert tasks.send_digests() == 0
     assert mail.outbox == []
 
 
 def test_digest_not_sent_is_sent_next_time(owner, backup_admin, day_of_alerts, settings):
     settings.EMAIL_BACKEND = f"{__name__}.BrokenMailServer"
     with pytest.raises(RuntimeError):
-        alert_tasks.send_digests()
+        tasks.send_digests()
     assert Alert.objects.filter(digested_at__isnull=False).count() == 0
 
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
-    assert alert_tasks.send_digests() == 3
+    assert tasks.send_digests() == 3
 
 
 def test_one_refused_digest_does_not_resend_the_others(
     owner, other_owner, backup_admin, day_of_alerts, settings
 ):
     settings.EMAIL_BACKEND = f"{__name__}.MailboxRefusingPayroll"
-    assert alert_tasks.send_digests() == 2  # the refusal is logged; the others were told
+    assert tasks.send_digests() == 2  # the refusal is logged; the others were told
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
-    assert alert_tasks.send_digests() == 0
+    assert tasks.send_digests() == 0
 
 
 def test_recipients_are_the_team_mailbox_and_its_active_members(backup_admin, backup_team_group, settings):

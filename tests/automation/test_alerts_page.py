@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from catalog.choices import AlertKind, AlertSeverity
 from catalog.models import Alert
-from portal.alerts_views import ALERTS_PER_PAGE
+from catalog.views import ALERTS_PER_PAGE
 from tests import factories
 
 pytestmark = pytest.mark.django_db

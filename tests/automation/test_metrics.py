@@ -13,7 +13,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from catalog.choices import ErrorClass, JobKind, JobState, JobTrigger
-from portal import metrics
+from requests_app import metrics
 from requests_app.choices import ActorKind, Channel, RequestStatus
 from requests_app.models import AuditEvent
 from tests import factories

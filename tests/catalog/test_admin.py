@@ -124,19 +124,6 @@ def stack(db):
     return build_stack(0)
 
 
-@pytest.fixture
-def root_client(client, superuser):
-    """pytest-django's test client, signed in as the superuser (not a BackupClient)."""
-    client.force_login(superuser)
-    return client
-
-
-@pytest.fixture
-def team_client(client, backup_admin):
-    client.force_login(backup_admin)
-    return client
-
-
 # --- Every page renders --------------------------------------------------------------
 
 
@@ -306,6 +293,38 @@ def test_agent_status_filter_matches_the_derived_status(root_client, db, status)
     assert listed == [agents[status]]
     assert listed[0].status == status
     assert AgentStatus(status).label in response.text
+
+
+def listed_pks(client, model_name: str, **params) -> set[int]:
+    return {obj.pk for obj in client.get(changelist_url(model_name), params).context["cl"].result_list}
+
+
+def test_alert_filters_split_acknowledged_and_resolved(root_client, superuser, db):
+    now = timezone.now()
+    new = factories.AlertFactory()
+    seen = factories.AlertFactory(acknowledged_at=now, acknowledged_by=superuser)
+    resolved = factories.AlertFactory(resolved_at=now)
+
+    # Django's EmptyFieldListFilter ("Empty" / "Not empty"), as on the API keys' revoked_at.
+    assert listed_pks(root_client, "alert", acknowledged_at__isempty="1") == {new.pk, resolved.pk}
+    assert listed_pks(root_client, "alert", acknowledged_at__isempty="0") == {seen.pk}
+    assert listed_pks(root_client, "alert", resolved="no") == {new.pk, seen.pk}  # "Open"
+    assert listed_pks(root_client, "alert", resolved="yes") == {resolved.pk}  # "Resolved"
+    text = root_client.get(changelist_url("alert")).text
+    assert "By acknowledged at" in text and "Not empty" in text and "By open or resolved" in text
+
+
+def test_enrolment_token_filter_on_used(root_client, stack):
+    used = stack["enrolmenttoken"]
+    waiting = EnrolmentToken.objects.create(
+        token_hash="f" * 64,
+        application=used.application,
+        hostname="new.example.com",
+        created_by=used.created_by,
+        expires_at=timezone.now() + timedelta(days=1),
+    )
+    assert listed_pks(root_client, "enrolmenttoken", used_at__isempty="1") == {waiting.pk}
+    assert listed_pks(root_client, "enrolmenttoken", used_at__isempty="0") == {used.pk}
 
 
 def test_alerts_list_unacknowledged_first(root_client, superuser, db):

@@ -22,11 +22,20 @@ from catalog.models import Alert, Backup, BackupClient, Job, StorageTarget
 from catalog.services import jobs, restore_tests, retention, watch
 from tests import factories
 
-NOW = timezone.now()
+
+@pytest.fixture
+def now():
+    """When the test runs, not when the module was imported: the services also read the clock
+    (a job's finish, a lease), and a suite runs long enough for the two to drift apart."""
+    return timezone.now()
 
 
-def days_ago(n: float):
-    return NOW - timedelta(days=n)
+@pytest.fixture
+def days_ago(now):
+    def days_ago(n: float):
+        return now - timedelta(days=n)
+
+    return days_ago
 
 
 def backup_at(client, taken, **fields):
@@ -43,7 +52,7 @@ def run_job(job: Job, *, ok: bool = True, error: str = "restore test mismatch: 3
 
 
 @pytest.fixture
-def client(db):
+def client(db, days_ago):
     client = factories.BackupClientFactory(policy__restore_test_interval_days=7)
     BackupClient.objects.filter(pk=client.pk).update(created_at=days_ago(60))
     client.refresh_from_db()
@@ -53,18 +62,18 @@ def client(db):
 # --- restore tests ----------------------------------------------------------------------------
 
 
-def test_due_client_gets_a_restore_test_of_its_newest_backup_first(client):
+def test_due_client_gets_a_restore_test_of_its_newest_backup_first(client, now, days_ago):
     backup_at(client, days_ago(3))
     newest = backup_at(client, days_ago(1))
 
-    assert restore_tests.schedule(now=NOW) == 1
+    assert restore_tests.schedule(now=now) == 1
 
     job = Job.objects.get(kind=JobKind.RESTORE_TEST)
     assert (job.backup, job.agent, job.trigger) == (newest, client.agent, JobTrigger.SYSTEM)
-    assert restore_tests.schedule(now=NOW) == 0  # one open test per client
+    assert restore_tests.schedule(now=now) == 0  # one open test per client
 
 
-def test_next_test_reaches_back_to_the_oldest_unverified_backup(client):
+def test_next_test_reaches_back_to_the_oldest_unverified_backup(client, now, days_ago):
     oldest = backup_at(client, days_ago(20))
     backup_at(client, days_ago(10))
     newest = backup_at(client, days_ago(1))
@@ -74,25 +83,25 @@ def test_next_test_reaches_back_to_the_oldest_unverified_backup(client):
     run_job(first)
     Job.objects.filter(pk=first.pk).update(finished_at=days_ago(8))
 
-    restore_tests.schedule(now=NOW)
+    restore_tests.schedule(now=now)
 
     second = Job.objects.filter(kind=JobKind.RESTORE_TEST).exclude(pk=first.pk).get()
     assert second.backup == oldest
 
 
-def test_passed_test_records_the_verification_and_its_job(client):
+def test_passed_test_records_the_verification_and_its_job(client, now, days_ago):
     backup = backup_at(client, days_ago(1))
-    restore_tests.schedule(now=NOW)
+    restore_tests.schedule(now=now)
     job = run_job(Job.objects.get(kind=JobKind.RESTORE_TEST))
     backup.refresh_from_db()
     assert (backup.verification, backup.verification_job) == (Verification.PASSED, job)
     assert backup.verified_at == job.finished_at
-    assert restore_tests.schedule(now=NOW + timedelta(days=1)) == 0  # tested within the interval
+    assert restore_tests.schedule(now=now + timedelta(days=1)) == 0  # tested within the interval
 
 
-def test_failed_test_marks_the_backup_and_raises_one_critical_alert(client):
+def test_failed_test_marks_the_backup_and_raises_one_critical_alert(client, now, days_ago):
     backup = backup_at(client, days_ago(1))
-    restore_tests.schedule(now=NOW)
+    restore_tests.schedule(now=now)
     run_job(Job.objects.get(kind=JobKind.RESTORE_TEST), ok=False)
 
     backup.refresh_from_db()
@@ -102,39 +111,39 @@ def test_failed_test_marks_the_backup_and_raises_one_critical_alert(client):
     assert "mismatch" in alert.message
     assert not Job.objects.filter(kind=JobKind.RESTORE_TEST, state=JobState.QUEUED).exists()
 
-    restore_tests.schedule(now=NOW)
+    restore_tests.schedule(now=now)
     run_job(Job.objects.get(kind=JobKind.RESTORE_TEST, state=JobState.QUEUED))
     assert Alert.objects.get(kind=AlertKind.RESTORE_TEST_FAILED).resolved_at is not None
 
 
-def test_restore_test_whose_agent_vanished_gives_no_verdict(client):
+def test_restore_test_whose_agent_vanished_gives_no_verdict(client, now, days_ago):
     backup = backup_at(client, days_ago(1))
-    restore_tests.schedule(now=NOW)
+    restore_tests.schedule(now=now)
     job = Job.objects.get(kind=JobKind.RESTORE_TEST)
     jobs.claim(job.agent)
-    Job.objects.filter(pk=job.pk).update(lease_expires_at=NOW - timedelta(seconds=1))
+    Job.objects.filter(pk=job.pk).update(lease_expires_at=now - timedelta(seconds=1))
     jobs.reap_expired_leases()
     backup.refresh_from_db()
     assert backup.verification == ""
     assert not Alert.objects.exists()
 
 
-def test_clients_without_backups_or_agent_are_not_tested(db):
+def test_clients_without_backups_or_agent_are_not_tested(db, now, days_ago):
     factories.BackupClientFactory()
     waiting = factories.BackupClientFactory()
     backup_at(waiting, days_ago(1))
     BackupClient.objects.filter(pk=waiting.pk).update(agent=None, status=ClientStatus.PENDING_ENROLMENT)
-    assert restore_tests.schedule(now=NOW) == 0
+    assert restore_tests.schedule(now=now) == 0
 
 
 # --- retention --------------------------------------------------------------------------------
 
 
-def test_expired_backups_are_queued_for_removal_then_marked_deleted(client):
+def test_expired_backups_are_queued_for_removal_then_marked_deleted(client, now, days_ago):
     old = backup_at(client, days_ago(40))
     fresh = backup_at(client, days_ago(1))
 
-    assert retention.expire_due(now=NOW) == 1
+    assert retention.expire_due(now=now) == 1
 
     old.refresh_from_db()
     assert old.status == BackupStatus.EXPIRED
@@ -145,21 +154,21 @@ def test_expired_backups_are_queued_for_removal_then_marked_deleted(client):
     assert (old.status, old.deleted_at) == (BackupStatus.DELETED, removal.finished_at)
     fresh.refresh_from_db()
     assert fresh.status == BackupStatus.AVAILABLE
-    assert retention.expire_due(now=NOW) == 0
+    assert retention.expire_due(now=now) == 0
 
 
-def test_a_failed_removal_is_queued_again(client):
+def test_a_failed_removal_is_queued_again(client, now, days_ago):
     backup_at(client, days_ago(40))
-    retention.expire_due(now=NOW)
+    retention.expire_due(now=now)
     run_job(Job.objects.get(kind=JobKind.EXPIRE), ok=False, error="Permission denied")
-    assert retention.expire_due(now=NOW) == 1
+    assert retention.expire_due(now=now) == 1
     assert Job.objects.filter(kind=JobKind.EXPIRE, state=JobState.QUEUED).count() == 1
 
 
-def test_legal_hold_is_never_expired(client, backup_admin):
+def test_legal_hold_is_never_expired(client, backup_admin, now, days_ago):
     held = backup_at(client, days_ago(40))
     retention.hold(held.pk, by=backup_admin, reason="Litigation 2026-17")
-    assert retention.expire_due(now=NOW) == 0
+    assert retention.expire_due(now=now) == 0
     held.refresh_from_db()
     assert (held.status, held.legal_hold_by, held.legal_hold_reason) == (
         BackupStatus.AVAILABLE,
@@ -168,45 +177,45 @@ def test_legal_hold_is_never_expired(client, backup_admin):
     )
 
 
-def test_hold_calls_off_a_removal_not_yet_started(client, backup_admin):
+def test_hold_calls_off_a_removal_not_yet_started(client, backup_admin, now, days_ago):
     backup = backup_at(client, days_ago(40))
-    retention.expire_due(now=NOW)
+    retention.expire_due(now=now)
     retention.hold(backup.pk, by=backup_admin, reason="Audit request")
     assert Job.objects.get(kind=JobKind.EXPIRE).state == JobState.CANCELLED
     backup.refresh_from_db()
     assert backup.status == BackupStatus.AVAILABLE
     retention.release(backup.pk, by=backup_admin)
-    assert retention.expire_due(now=NOW) == 1
+    assert retention.expire_due(now=now) == 1
 
 
-def test_hold_needs_a_reason_and_refuses_a_removal_in_progress(client, backup_admin):
+def test_hold_needs_a_reason_and_refuses_a_removal_in_progress(client, backup_admin, now, days_ago):
     backup = backup_at(client, days_ago(40))
     with pytest.raises(InvalidTransition):
         retention.hold(backup.pk, by=backup_admin, reason=" ")
-    retention.expire_due(now=NOW)
+    retention.expire_due(now=now)
     jobs.claim(client.agent)
     with pytest.raises(InvalidTransition):
         retention.hold(backup.pk, by=backup_admin, reason="too late")
 
 
-def test_the_database_refuses_deleting_before_expiry_or_under_hold(client):
+def test_the_database_refuses_deleting_before_expiry_or_under_hold(client, now, days_ago):
     fresh = backup_at(client, days_ago(1))
     with pytest.raises(IntegrityError), transaction.atomic():
-        Backup.objects.filter(pk=fresh.pk).update(status=BackupStatus.DELETED, deleted_at=NOW)
+        Backup.objects.filter(pk=fresh.pk).update(status=BackupStatus.DELETED, deleted_at=now)
     old = backup_at(client, days_ago(40), legal_hold=True, legal_hold_reason="case")
     with pytest.raises(IntegrityError), transaction.atomic():
-        Backup.objects.filter(pk=old.pk).update(status=BackupStatus.DELETED, deleted_at=NOW)
+        Backup.objects.filter(pk=old.pk).update(status=BackupStatus.DELETED, deleted_at=now)
 
 
 # --- watches ------------------------------------------------------------------------------------
 
 
-def test_rpo_breach_raises_one_alert_closed_by_the_next_good_backup(client):
-    backup_at(client, NOW - timedelta(hours=client.policy.rpo_hours + 2))
+def test_rpo_breach_raises_one_alert_closed_by_the_next_good_backup(client, now):
+    backup_at(client, now - timedelta(hours=client.policy.rpo_hours + 2))
 
-    assert watch.watch_rpo(now=NOW) == 1
-    assert watch.watch_rpo(now=NOW) == 0  # no flood when the watch runs again
-    assert watch.watch_rpo(now=NOW + timedelta(minutes=15)) == 0
+    assert watch.watch_rpo(now=now) == 1
+    assert watch.watch_rpo(now=now) == 0  # no flood when the watch runs again
+    assert watch.watch_rpo(now=now + timedelta(minutes=15)) == 0
     alert = Alert.objects.get(kind=AlertKind.RPO_BREACHED)
     assert alert.severity == "critical" and alert.resolved_at is None
 
@@ -220,18 +229,18 @@ def test_rpo_breach_raises_one_alert_closed_by_the_next_good_backup(client):
     assert watch.watch_rpo(now=timezone.now()) == 0
 
 
-def test_client_within_rpo_raises_nothing(client):
-    backup_at(client, NOW - timedelta(hours=1))
-    assert watch.watch_rpo(now=NOW) == 0
+def test_client_within_rpo_raises_nothing(client, now):
+    backup_at(client, now - timedelta(hours=1))
+    assert watch.watch_rpo(now=now) == 0
 
 
-def test_restore_test_overdue_alerts_once(client):
+def test_restore_test_overdue_alerts_once(client, now, days_ago):
     backup_at(client, days_ago(1))
-    assert watch.watch_restore_tests(now=NOW) == 1
-    assert watch.watch_restore_tests(now=NOW) == 0
+    assert watch.watch_restore_tests(now=now) == 1
+    assert watch.watch_restore_tests(now=now) == 0
 
 
-def test_storage_over_85_percent_alerts_once_and_clears(client):
+def test_storage_over_85_percent_alerts_once_and_clears(client, days_ago):
     target = client.policy.storage_target
     StorageTarget.objects.filter(pk=target.pk).update(capacity_bytes=1000)
     backup = backup_at(client, days_ago(1), size_bytes=900, stored_size_bytes=900)

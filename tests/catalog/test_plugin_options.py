@@ -6,6 +6,8 @@ server, so each refusal must happen here and say in plain words what is wrong.
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 from django.core.exceptions import ValidationError
 
@@ -23,32 +25,44 @@ def refusal(plugin: str, options: object) -> dict[str, list[str]]:
     return excinfo.value.message_dict
 
 
+VALID = [
+    (Plugin.FILES, {"paths": ["/srv/app/data"]}),
+    (Plugin.FILES, {"paths": ["/srv/app/data", "/etc/app"], "exclude": ["*.tmp", "cache/*"]}),
+    (Plugin.FILES, {"paths": ["/srv/app/v1.2..final"]}),  # dots inside a name are not a parent
+    (Plugin.POSTGRESQL, {"database": "orders"}),
+    (
+        Plugin.POSTGRESQL,
+        {"database": "orders_prod", "host": "db01.example.com", "port": 5432, "user": "backup"},
+    ),
+    (Plugin.MYSQL, {"database": "shop-db", "host": "10.0.0.5", "port": 3306, "user": "backup@localhost"}),
+    (Plugin.MYSQL, {"database": "wp$site", "port": 65535}),
+    (
+        Plugin.COMMAND,
+        {
+            "backup_argv": [DUMP, "--out", "{target}", "--job={job_id}", "{client}"],
+            "restore_argv": [LOAD, "--from", "{target}"],
+        },
+    ),
+    (Plugin.COMMAND, {"backup_argv": [DUMP, "--json={{}}"], "restore_argv": [LOAD]}),  # escaped braces
+]
+
+
 @pytest.mark.parametrize(
     ("plugin", "options"),
-    [
-        (Plugin.FILES, {"paths": ["/srv/app/data"]}),
-        (Plugin.FILES, {"paths": ["/srv/app/data", "/etc/app"], "exclude": ["*.tmp", "cache/*"]}),
-        (Plugin.FILES, {"paths": ["/srv/app/v1.2..final"]}),  # dots inside a name are not a parent
-        (Plugin.POSTGRESQL, {"database": "orders"}),
-        (
-            Plugin.POSTGRESQL,
-            {"database": "orders_prod", "host": "db01.example.com", "port": 5432, "user": "backup"},
-        ),
-        (Plugin.MYSQL, {"database": "shop-db", "host": "10.0.0.5", "port": 3306, "user": "backup@localhost"}),
-        (Plugin.MYSQL, {"database": "wp$site", "port": 65535}),
-        (
-            Plugin.COMMAND,
-            {
-                "backup_argv": [DUMP, "--out", "{target}", "--job={job_id}", "{client}"],
-                "restore_argv": [LOAD, "--from", "{target}"],
-            },
-        ),
-        (Plugin.COMMAND, {"backup_argv": [DUMP, "--json={{}}"], "restore_argv": [LOAD]}),  # escaped braces
-    ],
+    VALID,
     ids=lambda value: value if isinstance(value, str) else None,
 )
-def test_valid_options_are_accepted(plugin, options):
-    validate_options(plugin, options)
+def test_valid_options_are_accepted_as_given(plugin, options):
+    given = copy.deepcopy(options)
+
+    assert validate_options(plugin, options) is None  # no ValidationError, and no cleaned copy to use
+    assert options == given  # checked, not cleaned: what the agent receives is what was typed
+    # The model agrees (what the admin, the portal and the API save).
+    factories.BackupClientFactory.build(plugin=plugin, options=options, agent=None).clean()
+
+
+def test_every_plugin_has_valid_options_above():
+    assert {plugin for plugin, _ in VALID} == set(Plugin.values)
 
 
 # --- files ---------------------------------------------------------------------------------

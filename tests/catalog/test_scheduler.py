@@ -110,13 +110,3 @@ def test_the_schedule_queues_nothing_on_top_of_a_backup_now(policy):
     assert schedule_due_backups(now=NOW) == 1
     scheduled, created = jobs.get_or_queue_backup(client)
     assert (scheduled.trigger, created) == (JobTrigger.SCHEDULE, False)
-
-
-def test_sync_schedules_registers_every_periodic_task_idempotently(db):
-    from django_q.models import Schedule
-
-    from portal.periodic import PERIODIC_TASKS
-
-    call_command("sync_schedules")
-    call_command("sync_schedules")
-    assert sorted(Schedule.objects.values_list("func", flat=True)) == sorted(t.func for t in PERIODIC_TASKS)

@@ -15,7 +15,7 @@ from django.utils import timezone
 from catalog.choices import ClientStatus, JobKind, JobState, JobTrigger
 from catalog.models import Backup, BackupClient, Job
 from catalog.services import jobs
-from portal.queue import enqueue
+from core.queue import enqueue
 from tests.e2e import scenario
 from tests.e2e.conftest import wait_for
 

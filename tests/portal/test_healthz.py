@@ -41,7 +41,7 @@ def test_healthz_is_503_when_the_task_queue_is_unreachable(client, monkeypatch):
     def broker_down():
         raise ConnectionError("Error 111 connecting to redis:6379. Connection refused.")
 
-    monkeypatch.setattr("portal.queue.ping", broker_down)
+    monkeypatch.setattr("core.queue.ping", broker_down)
     response = client.get("/healthz", secure=True)
     assert response.status_code == 503
     body = response.json()

@@ -75,18 +75,6 @@ def teammate(backup_team_group):
 
 
 @pytest.fixture
-def team_client(client, backup_admin):
-    client.force_login(backup_admin)
-    return client
-
-
-@pytest.fixture
-def root_client(client, superuser):
-    client.force_login(superuser)
-    return client
-
-
-@pytest.fixture
 def backup(app):
     return factories.BackupFactory(client__application=app, client__name="orders-db")
 

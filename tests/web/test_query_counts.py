@@ -12,7 +12,7 @@ from requests_app import services
 from requests_app.actors import Actor
 from requests_app.choices import Channel
 from tests import factories
-from tests.web.conftest import build_estate
+from tests.factories import build_estate
 
 
 def queries(browser, url: str, **params) -> list[str]:

@@ -11,7 +11,7 @@ from catalog.choices import BackupStatus, JobKind, JobState, Plugin
 from catalog.models import Job
 from requests_app.choices import Channel, RequestStatus
 from requests_app.models import AuditEvent, RestoreRequest
-from tests.web.conftest import build_estate
+from tests.factories import build_estate
 
 AUTO = "Approved automatically"
 NEEDS_TEAM = "Needs the backup team's approval"

@@ -24,12 +24,6 @@ def url(model_name: str, view: str = "changelist", *args) -> str:
     return reverse(f"admin:requests_app_{model_name}_{view}", args=args)
 
 
-@pytest.fixture
-def team_client(client, backup_admin):
-    client.force_login(backup_admin)
-    return client
-
-
 def make_delivery(subscription, **fields) -> WebhookDelivery:
     return WebhookDelivery.objects.create(
         subscription=subscription, delivery_id=uuid.uuid4(), event=Event.JOB_CHANGED, body=BODY, **fields

@@ -1,4 +1,4 @@
-"""manage.py seed_demo: the demo estate, its month of history, its logins, and idempotence."""
+"""manage.py seed_demo: the demo estate, a month of history, last month's reports, its logins, idempotence."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ from io import StringIO
 
 import pytest
 from django.contrib.auth import authenticate, get_user_model
+from django.core import mail
 from django.core.management import CommandError, call_command
 from django.db.models import Max, Min
 from django.utils import timezone
+from pypdf import PdfReader
 
-from catalog import demo
 from catalog.choices import (
     AlertKind,
     AlertSeverity,
@@ -34,8 +35,24 @@ from catalog.models import (
     StorageTarget,
 )
 from catalog.plugin_options import validate_options
+from demo import data as demo
+from reports import render
+from reports.choices import ReportFormat, ReportKind
+from reports.models import Report
+from reports.periods import Month
 
-COUNTED = [CostCenter, Application, ProtectionPolicy, StorageTarget, Agent, BackupClient, Job, Backup, Alert]
+COUNTED = [
+    CostCenter,
+    Application,
+    ProtectionPolicy,
+    StorageTarget,
+    Agent,
+    BackupClient,
+    Job,
+    Backup,
+    Alert,
+    Report,
+]
 
 
 @pytest.fixture(autouse=True)
@@ -43,6 +60,25 @@ def storage_root(settings, tmp_path):
     """The demo target's folder goes to a temporary directory, never to var/."""
     settings.PORTAL_STORAGE_ROOT = tmp_path / "storage"
     return settings.PORTAL_STORAGE_ROOT
+
+
+@pytest.fixture(autouse=True)
+def media_root(settings, tmp_path):
+    """The reports' files too."""
+    settings.MEDIA_ROOT = tmp_path / "media"
+    return settings.MEDIA_ROOT
+
+
+@pytest.fixture(autouse=True)
+def quick_pdfs(request, monkeypatch):
+    """WeasyPrint takes about 0.4 s a PDF: a stand-in, unless the test asks for ``real_pdfs``."""
+    if "real_pdfs" not in request.fixturenames:
+        monkeypatch.setattr(render, "render_pdf", lambda *args, **kwargs: render.RenderedPdf(b"%PDF-", 1))
+
+
+@pytest.fixture
+def real_pdfs():
+    """The reports rendered by WeasyPrint, as ``make demo`` does."""
 
 
 def seed_demo(*args: str) -> str:
@@ -138,6 +174,60 @@ def test_running_twice_changes_no_counts(seeded):
     output = seed_demo()
     assert counts() == before
     assert "history created for 0 clients" in output
+
+
+def last_months_reports():
+    return Report.objects.filter(month=Month.last_completed().first_day)
+
+
+def test_last_months_reports_are_there_with_their_files(real_pdfs, seeded):
+    """What the monthly run makes: each kind company-wide, each cost centre's chargeback; PDF and CSV."""
+    both = {ReportFormat.PDF, ReportFormat.CSV}
+    reports = last_months_reports()
+    company = reports.filter(cost_center__isnull=True, application__isnull=True)
+    for kind in ReportKind.values:
+        assert set(company.filter(kind=kind).values_list("format", flat=True)) == both, kind
+    for code in ("CC-100", "CC-200"):
+        chargeback = reports.filter(kind=ReportKind.CHARGEBACK, cost_center__code=code)
+        assert set(chargeback.values_list("format", flat=True)) == both, code
+    assert reports.count() == 2 * (len(ReportKind.values) + 2)
+    for report in reports:
+        with report.file.open("rb") as handle:
+            content = handle.read()
+        assert len(content) == report.size_bytes > 0
+        assert report.summary, report
+        if report.format == ReportFormat.PDF:
+            assert content.startswith(b"%PDF") and report.pages >= 1
+    compliance = reports.get(kind=ReportKind.COMPLIANCE, cost_center=None, format=ReportFormat.PDF)
+    with compliance.file.open("rb") as handle:
+        first_page = PdfReader(handle).pages[0].extract_text()
+    assert "Compliance report" in first_page and Month.last_completed().label in first_page
+    # Shown on the portal, not mailed.
+    assert not mail.outbox and not reports.filter(emailed_at__isnull=False).exists()
+    assert f"Reports for {Month.last_completed().label}: {reports.count()} generated" in seeded
+
+
+def test_the_demo_owner_sees_their_cost_centres_chargeback(seeded):
+    owner = get_user_model().objects.get(username=demo.OWNER_USERNAME)
+    visible = last_months_reports().visible_to(owner)
+    assert set(visible.values_list("kind", "cost_center__code").distinct()) == {
+        (ReportKind.CHARGEBACK, "CC-100")
+    }
+
+
+def test_running_twice_keeps_the_reports_and_remakes_a_missing_file(seeded):
+    files = dict(last_months_reports().values_list("pk", "file"))
+    output = seed_demo()
+    assert dict(last_months_reports().values_list("pk", "file")) == files
+    assert f"0 generated, {len(files)} already there" in output
+
+    lost = last_months_reports().get(kind=ReportKind.OPERATIONS, format=ReportFormat.PDF)
+    lost.file.storage.delete(lost.file.name)
+    output = seed_demo()
+    assert f"2 generated, {len(files) - 2} already there" in output
+    assert last_months_reports().count() == len(files)
+    lost.refresh_from_db()
+    assert lost.file.storage.exists(lost.file.name)
 
 
 def test_owner_owns_webshop_and_orders_not_payroll(seeded):

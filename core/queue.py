@@ -32,6 +32,7 @@ def enqueue(func: Callable | str, *args, **kwargs) -> None:
 
 def _send(path: str, args: tuple, kwargs: dict) -> None:
     if settings.PORTAL_TASK_BACKEND == "celery":
+        # The project's Celery app, imported only when it is the backend: django-q2 set-ups never load Celery.
         from portal.celery import run_task
 
         run_task.delay(path, list(args), kwargs)

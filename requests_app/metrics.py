@@ -30,6 +30,9 @@ Definitions (each counted in the week of the timestamp named):
 - **human actions per 1,000 jobs** = human actions × 1000 / jobs run, for the
   same week; none when no job ran.
 
+The counts of catalog rows are catalog.metrics'; the decisions are counted
+here, from the requests' audit trail.
+
 Dashboards read the last *full* week as the headline (the current week is
 still filling up) and compare it with the week before.
 """
@@ -39,17 +42,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 
-from django.contrib.admin.views.decorators import staff_member_required
-from django.core.exceptions import PermissionDenied
-from django.db.models import Count, Q
-from django.db.models.functions import TruncWeek
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
-from catalog.choices import ErrorClass, JobKind, JobState, JobTrigger
-from catalog.models import Alert, Job
-from catalog.tenancy import is_backup_team
+from catalog import metrics as catalog_metrics
 from requests_app.choices import ActorKind, RequestStatus
 from requests_app.models import AuditEvent
 
@@ -135,12 +131,7 @@ def weekly(*, weeks: int = DEFAULT_WEEKS, now: datetime | None = None) -> Automa
     by_week = {first + timedelta(weeks=n): Week(first + timedelta(weeks=n)) for n in range(weeks)}
     by_week[current].in_progress = True
 
-    for rows in (
-        _job_counts(since, until),
-        _manual_job_counts(since, until),
-        _decision_counts(since, until),
-        _acknowledgement_counts(since, until),
-    ):
+    for rows in (catalog_metrics.job_counts(since, until), *people_work_counts(since, until)):
         for row in rows:
             week = by_week.get(_monday(row.pop("week")))
             for name, value in row.items():
@@ -155,47 +146,24 @@ def _monday(value: datetime | date) -> date:
     return value
 
 
-def _by_week(queryset, moment: str, since: datetime, until: datetime, **counts):
+def people_work_counts(since: datetime, until: datetime) -> tuple[QuerySet, QuerySet, QuerySet]:
+    """What was left for people, by week: manual jobs, decisions (with the system's), acknowledgements."""
     return (
-        queryset.filter(**{f"{moment}__gte": since, f"{moment}__lt": until})
-        .annotate(week=TruncWeek(moment))
-        .order_by()
-        .values("week")
-        .annotate(**counts)
+        catalog_metrics.manual_job_counts(since, until),
+        decision_counts(since, until),
+        catalog_metrics.acknowledgement_counts(since, until),
     )
 
 
-def _job_counts(since, until):
-    finished = Job.objects.filter(state__in=JobState.terminal())
-    return _by_week(
-        finished,
-        "finished_at",
-        since,
-        until,
-        jobs_run=Count("pk"),
-        retries_recovered=Count("pk", filter=Q(trigger=JobTrigger.RETRY, state=JobState.SUCCEEDED)),
-        restore_tests_run=Count("pk", filter=Q(kind=JobKind.RESTORE_TEST)),
-        restore_tests_failed=Count(
-            "pk",
-            filter=Q(kind=JobKind.RESTORE_TEST, state=JobState.FAILED)
-            & ~Q(error_class=ErrorClass.LEASE_EXPIRED),
-        ),
-    )
-
-
-def _manual_job_counts(since, until):
-    manual = Job.objects.filter(trigger=JobTrigger.USER)
-    return _by_week(manual, "created_at", since, until, manual_jobs=Count("pk"))
-
-
-def _decision_counts(since, until):
+def decision_counts(since: datetime, until: datetime) -> QuerySet:
+    """Client and restore requests approved or rejected, by a person or by the system, by the event's time."""
     # The audit trail, not the requests' decided_by: a request decided and then
     # cancelled still counts, and the event says who decided, person or system.
     decisions = AuditEvent.objects.filter(
         from_status=RequestStatus.SUBMITTED, to_status__in=(RequestStatus.APPROVED, RequestStatus.REJECTED)
     )
     by_system = Q(actor_kind=ActorKind.SYSTEM)
-    return _by_week(
+    return catalog_metrics.by_week(
         decisions,
         "occurred_at",
         since,
@@ -204,26 +172,3 @@ def _decision_counts(since, until):
         approved_by_person=Count("pk", filter=~by_system & Q(to_status=RequestStatus.APPROVED)),
         rejected_by_person=Count("pk", filter=~by_system & Q(to_status=RequestStatus.REJECTED)),
     )
-
-
-def _acknowledgement_counts(since, until):
-    acknowledged = Alert.objects.filter(acknowledged_at__isnull=False)
-    return _by_week(acknowledged, "acknowledged_at", since, until, alerts_acknowledged=Count("pk"))
-
-
-# --- The admin's "Automation" page --------------------------------------------------------------
-
-
-@staff_member_required
-def automation_page(request: HttpRequest) -> HttpResponse:
-    """The same table as the backup team's dashboard panel, inside the admin."""
-    from django.contrib import admin
-
-    if not is_backup_team(request.user):
-        raise PermissionDenied
-    context = {
-        **admin.site.each_context(request),
-        "title": "Automation: what the machine did, what was left for people",
-        "automation": weekly(),
-    }
-    return render(request, "admin/automation.html", context)

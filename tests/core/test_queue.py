@@ -1,12 +1,11 @@
-"""The task-queue seam: sent after commit, typos caught at the call, one periodic list for both."""
+"""The task-queue seam: sent after commit, typos caught at the call, run by the worker."""
 
 from __future__ import annotations
 
 import pytest
 from django.db import transaction
 
-from portal import queue
-from portal.periodic import PERIODIC_TASKS
+from core import queue
 
 
 def test_enqueue_waits_for_the_commit(db, monkeypatch, django_capture_on_commit_callbacks):
@@ -47,24 +46,3 @@ def test_django_q_backend_runs_the_task_function(db, settings, django_capture_on
     with django_capture_on_commit_callbacks(execute=True):
         queue.enqueue("catalog.tasks.watch_agents")
     assert Alert.objects.filter(kind="agent_silent").count() == 1
-
-
-def test_every_periodic_task_names_an_importable_function_and_a_valid_cron():
-    from croniter import croniter
-    from django.utils.module_loading import import_string
-
-    for task in PERIODIC_TASKS:
-        assert callable(import_string(task.func)), task.func
-        assert croniter.is_valid(task.cron), task.cron
-
-
-def test_celery_beat_runs_the_same_periodic_list():
-    from portal.celery import app
-
-    app.loader.import_default_modules()
-    app.finalize()
-    beat = app.conf.beat_schedule
-    for task in PERIODIC_TASKS:
-        entry = beat[task.name]
-        assert entry["task"] == "portal.run_task"
-        assert entry["args"][0] == task.func

@@ -1,0 +1,1 @@
+"""The public API's shared parts: the error shape (``errors``) and pagination (``pagination``)."""

@@ -1,0 +1,17 @@
+"""Helpers the test folders share that are neither fixtures nor data builders."""
+
+from __future__ import annotations
+
+from rest_framework.test import APIClient
+
+from requests_app.models import ApiKey
+
+
+def key_client(user, name: str = "ServiceNow") -> APIClient:
+    """A client that authenticates as an integration acting for ``user``; ``.api_key`` is the row."""
+    api_key, key = ApiKey.issue(user=user, name=name)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+    client.api_key = api_key
+    client.key = key
+    return client
