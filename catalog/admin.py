@@ -27,7 +27,13 @@ from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
 from django.utils.text import Truncator
 
-from catalog.admin_mixins import NoAddMixin, NoChangeMixin, NoDeleteMixin, ReadOnlyAdminMixin
+from catalog.admin_mixins import (
+    BackupTeamViewMixin,
+    NoAddMixin,
+    NoChangeMixin,
+    NoDeleteMixin,
+    ReadOnlyAdminMixin,
+)
 from catalog.allow_list import describe as describe_allow_list
 from catalog.choices import AgentAction, AgentStatus, BackupStatus, JobTrigger
 from catalog.errors import InvalidTransition
@@ -222,8 +228,8 @@ class AgentStatusFilter(admin.SimpleListFilter):
         return queryset.with_status(self.value()) if self.value() else queryset
 
 
-class AgentEventInline(NoAddMixin, NoChangeMixin, admin.TabularInline):
-    """The agent's audit trail: read-only, append-only."""
+class AgentEventInline(BackupTeamViewMixin, NoAddMixin, NoChangeMixin, NoDeleteMixin, admin.TabularInline):
+    """The agent's audit trail, for the team that decides who a host serves: read-only, append-only."""
 
     model = AgentEvent
     fields = ("occurred_at", "action", "actor_label", "message")

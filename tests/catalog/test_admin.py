@@ -16,6 +16,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from catalog.choices import (
+    AgentAction,
     AgentStatus,
     AlertKind,
     AlertSeverity,
@@ -26,6 +27,7 @@ from catalog.choices import (
     Plugin,
 )
 from catalog.models import Agent, Alert, Backup, BackupClient, CostCenter, EnrolmentToken, Job, StorageTarget
+from catalog.services import agents
 from tests import factories
 
 MODELS = (
@@ -556,3 +558,13 @@ def test_backup_now_action_says_already_queued_instead_of_queuing_again(client, 
 
     job = Job.objects.get()
     assert f"already queued or running for {enrolled} (job {job.pk}, queued)" in response.content.decode()
+
+
+def test_a_team_member_reads_an_agents_history(client, backup_admin):
+    agent = factories.AgentFactory()
+    agents.record(agent, AgentAction.SHARED, user=backup_admin, message="Now serves orders.")
+    client.force_login(backup_admin)
+
+    page = client.get(change_url(agent)).content.decode()
+
+    assert "Now serves orders." in page

@@ -27,7 +27,7 @@ BACKUP_TEAM = {
     "catalog.StorageTarget": ALL,
     "catalog.ProtectionPolicy": ALL,
     "catalog.Agent": ALL,
-    "catalog.Agent/AgentEventInline": set(),  # no is_backup_team rule: Django's model permissions only
+    "catalog.Agent/AgentEventInline": VIEW,  # the team reads who shared, re-keyed, revoked
     "catalog.EnrolmentToken": {"change", "delete", "view"},  # issued by the services
     "catalog.BackupClient": ALL,
     "catalog.Job": VIEW,
@@ -46,9 +46,8 @@ BACKUP_TEAM = {
     "reports.PolicyPrice": ALL,
 }
 
-#: A superuser may do what the team may, and sees the agents' history (view and delete
-#: permissions it holds; the inline has can_delete = False, so nothing is deleted there).
-SUPERUSER = {**BACKUP_TEAM, "catalog.Agent/AgentEventInline": {"delete", "view"}}
+#: A superuser may do what the team may.
+SUPERUSER = BACKUP_TEAM
 
 
 def admins():
