@@ -8,28 +8,11 @@ from catalog.models import BackupClient
 from requests_app.choices import RequestStatus
 from requests_app.models import AuditEvent, ClientRequest
 from tests import factories
+from tests.api.contract import CLIENT_REQUEST_FIELDS as FIELDS
 from tests.helpers import key_client
 from tests.requests.factories import submit_client
 
 URL = "/api/v1/client-requests/"
-FIELDS = {
-    "id",
-    "status",
-    "needs_approval",
-    "approval_rule",
-    "application",
-    "hostname",
-    "name",
-    "plugin",
-    "options",
-    "policy",
-    "justification",
-    "external_ref",
-    "client",
-    "error",
-    "created_at",
-    "updated_at",
-}
 
 pytestmark = pytest.mark.django_db
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.reports.conftest import OCTOBER
-from tests.reports.test_views import make_report
+from tests.reports.builders import OCTOBER, make_report
 
 pytestmark = pytest.mark.django_db
 

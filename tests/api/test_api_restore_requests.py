@@ -9,26 +9,11 @@ from catalog.choices import BackupStatus, JobKind, JobState
 from requests_app.choices import ActorKind, Channel, RequestStatus
 from requests_app.models import AuditEvent, RestoreRequest
 from tests import factories
+from tests.api.contract import RESTORE_REQUEST_FIELDS as FIELDS
 from tests.helpers import key_client
 from tests.requests.factories import submit_restore
 
 URL = "/api/v1/restore-requests/"
-FIELDS = {
-    "id",
-    "status",
-    "needs_approval",
-    "approval_rule",
-    "backup",
-    "target_agent",
-    "target_location",
-    "overwrite",
-    "reason",
-    "external_ref",
-    "job",
-    "error",
-    "created_at",
-    "updated_at",
-}
 
 pytestmark = pytest.mark.django_db
 

@@ -10,8 +10,7 @@ from django.core.management import call_command
 from rest_framework.test import APIClient
 
 from tests.api import test_api_catalog as catalog
-from tests.api.test_api_client_requests import FIELDS as CLIENT_REQUEST_FIELDS
-from tests.api.test_api_restore_requests import FIELDS as RESTORE_REQUEST_FIELDS
+from tests.api.contract import CLIENT_REQUEST_FIELDS, RESTORE_REQUEST_FIELDS
 
 pytestmark = pytest.mark.django_db
 

@@ -6,8 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests import factories
-
-TEAM_ADDRESS = "backup-team@example.com"
+from tests.automation.team import TEAM_ADDRESS
 
 
 @pytest.fixture(autouse=True)

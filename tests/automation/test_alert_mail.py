@@ -16,7 +16,7 @@ from catalog.choices import AlertKind, AlertSeverity
 from catalog.models import Alert
 from catalog.services import alerts
 from tests import factories
-from tests.automation.conftest import TEAM_ADDRESS
+from tests.automation.team import TEAM_ADDRESS
 
 pytestmark = pytest.mark.django_db
 

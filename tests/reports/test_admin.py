@@ -9,7 +9,7 @@ from django.urls import reverse
 
 from reports import delivery
 from reports.models import PolicyPrice, Report
-from tests.reports.conftest import OCTOBER
+from tests.reports.builders import OCTOBER
 
 pytestmark = pytest.mark.django_db
 

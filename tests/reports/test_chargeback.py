@@ -1,4 +1,4 @@
-"""Chargeback figures against the hand-computed estate in conftest.py."""
+"""Chargeback figures against the hand-computed estate (``builders.ChargebackEstate``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 
 from reports import builders
 from reports.periods import Month
-from tests.reports.conftest import OCTOBER, at
+from tests.reports.builders import OCTOBER, at
 
 pytestmark = pytest.mark.django_db
 
@@ -76,7 +76,7 @@ def test_a_cost_centre_report_holds_its_own_clients_only(chargeback_estate):
 
 def test_february_has_28_days(app, silver):
     from tests import factories
-    from tests.reports.conftest import backup
+    from tests.reports.builders import backup
 
     client = factories.BackupClientFactory(application=app, name="feb", policy=silver)
     backup(client, at(2, 1), 28, deleted=at(2, 15))  # 14 of 28 days → 14 GB-months

@@ -1,4 +1,4 @@
-"""Compliance figures against the hand-computed estate in conftest.py."""
+"""Compliance figures against the hand-computed estate (``builders.ComplianceEstate``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 
 from catalog.choices import BackupStatus
 from reports import builders
-from tests.reports.conftest import OCTOBER, at, backup
+from tests.reports.builders import OCTOBER, at, backup
 
 pytestmark = pytest.mark.django_db
 

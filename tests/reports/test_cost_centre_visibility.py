@@ -18,10 +18,9 @@ from catalog.models import Application
 from reports import tasks
 from reports.models import Report
 from tests import factories
-from tests.reports.conftest import OCTOBER, api_client
-from tests.reports.test_views import listed, make_report
+from tests.reports.builders import OCTOBER, api_client, listed, make_report
 
-pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fresh_throttle")]
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fresh_cache")]
 
 LIST = "/api/v1/reports/"
 

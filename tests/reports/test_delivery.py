@@ -6,7 +6,7 @@ import pytest
 
 from reports import delivery, tasks
 from reports.models import Report
-from tests.reports.conftest import OCTOBER
+from tests.reports.builders import OCTOBER
 
 pytestmark = pytest.mark.django_db
 

@@ -1,4 +1,4 @@
-"""Operations figures against the hand-computed estate in conftest.py."""
+"""Operations figures against the hand-computed estate (``builders.OperationsEstate``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 
 from reports import builders
-from tests.reports.conftest import GB, OCTOBER, at
+from tests.reports.builders import GB, OCTOBER, at
 
 pytestmark = pytest.mark.django_db
 

@@ -9,7 +9,7 @@ from django.test.utils import CaptureQueriesContext
 from catalog.choices import JobKind, JobState
 from reports import builders
 from tests import factories
-from tests.reports.conftest import OCTOBER, at, backup, job
+from tests.reports.builders import OCTOBER, at, backup, job
 
 pytestmark = pytest.mark.django_db
 

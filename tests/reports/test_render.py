@@ -10,7 +10,7 @@ import pytest
 from pypdf import PdfReader
 
 from reports import builders, render
-from tests.reports.conftest import OCTOBER, at
+from tests.reports.builders import OCTOBER, at
 
 pytestmark = pytest.mark.django_db
 

@@ -3,35 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from django.core.files.base import ContentFile
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from reports.models import Report
-from reports.scope import Scope
 from tests import factories
-from tests.reports.conftest import OCTOBER
+from tests.reports.builders import listed, make_report
 
 pytestmark = pytest.mark.django_db
-
-
-def make_report(
-    kind="chargeback", *, cost_center=None, application=None, fmt="pdf", month=OCTOBER, covers=None
-):
-    """A Report row with a small file; it covers ``covers`` (ids), by default its scope's applications now."""
-    report = Report(
-        kind=kind, month=month.first_day, cost_center=cost_center, application=application, format=fmt
-    )
-    report.file.save(
-        f"{kind}-{month}-{fmt}.{fmt}", ContentFile(b"%PDF-1.7 test" if fmt == "pdf" else b"a,b\r\n")
-    )
-    report.size_bytes = report.file.size
-    report.save()
-    if covers is None:
-        covers = Scope(cost_center=cost_center, application=application).application_ids()
-    report.applications.set(covers)
-    return report
 
 
 @pytest.fixture
@@ -43,10 +22,6 @@ def estate(app, other_app):
         "theirs": make_report(cost_center=other_app.cost_center),
         "their_app": make_report("compliance", application=other_app),
     }
-
-
-def listed(response) -> set[int]:
-    return {row["report"].pk for row in response.context["groups"]}
 
 
 def test_owner_sees_the_reports_of_their_cost_centres_and_applications(client, owner, estate):

@@ -15,7 +15,7 @@ from django.utils import timezone
 from requests_app.models import ApiKey, DeliveryStatus, WebhookAttempt, WebhookDelivery, WebhookSubscription
 from requests_app.webhooks import Event, delivery
 from tests import factories
-from tests.webhooks.conftest import SECRET
+from tests.webhooks.receiver import SECRET
 
 BODY = '{"event":"job.changed","object":{"id":1},"previous_status":"queued","status":"running"}'
 

@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from requests_app.models import DeliveryStatus, WebhookAttempt, WebhookDelivery, WebhookSubscription
 from requests_app.webhooks import delivery
-from tests.webhooks.conftest import SECRET
+from tests.webhooks.receiver import SECRET
 
 DUE = 24
 WORKERS = 2

@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from requests_app.models import DeliveryStatus, WebhookAttempt, WebhookDelivery, WebhookSubscription
 from requests_app.webhooks import delivery, signing
-from tests.webhooks.conftest import SECRET, Received
+from tests.webhooks.receiver import SECRET, Received
 
 BODY = json.dumps(
     {
