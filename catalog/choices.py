@@ -63,7 +63,11 @@ class JobTrigger(models.TextChoices):
 
 
 class ErrorClass(models.TextChoices):
-    """Why a job failed, classified from the agent's error and log tail."""
+    """Why a job failed: the agent's ``error_class`` (protocol 2), or classified from its error text.
+
+    The agent's list (``backup_agent/error_classes.py``) is a subset of this one;
+    ``lease_expired`` is the portal's own (the agent stopped reporting).
+    """
 
     PERMISSION_DENIED = "permission_denied", "Permission denied"
     DISK_FULL = "disk_full", "Disk full"
@@ -73,6 +77,7 @@ class ErrorClass(models.TextChoices):
     CHECKSUM_MISMATCH = "checksum_mismatch", "Checksum mismatch"
     LEASE_EXPIRED = "lease_expired", "Agent stopped reporting (lease expired)"
     REFUSED_BY_AGENT = "refused_by_agent", "Refused by the agent's allow-list"
+    INVALID_JOB = "invalid_job", "Invalid job (options, target or storage)"
     UNKNOWN = "unknown", "Unknown"
 
 

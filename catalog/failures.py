@@ -1,4 +1,10 @@
-"""Classify a failed job from the agent's error and log tail.
+"""Why a failed job failed: the agent's own code, or else a guess from its words.
+
+An agent of protocol 2 sends ``error_class`` with a failed report
+(docs/agent-protocol.md, "Error classes"); a code in ``AGENT_ERROR_CLASSES``
+is trusted as is. Text matching (``classify``) is only the fallback, for
+protocol 1 agents and their spooled reports, and for a code this portal does
+not know (a newer agent): it is never a reason to refuse a report.
 
 The patterns are the messages the tools really print (tar, pg_dump, mysqldump,
 the shell's exec, the kernel's errno strings), checked in order: the first
@@ -10,6 +16,9 @@ from __future__ import annotations
 import re
 
 from catalog.choices import ErrorClass
+
+#: The codes an agent may send: all but ``lease_expired``, which only the portal decides.
+AGENT_ERROR_CLASSES = frozenset(ErrorClass.values) - {ErrorClass.LEASE_EXPIRED}
 
 _PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     # First: the agent refused before running anything, whatever else the message says.
@@ -35,6 +44,7 @@ _PATTERNS: list[tuple[str, re.Pattern[str]]] = [
 
 
 def classify(error: str, log_tail: str = "") -> str:
+    """The class the text suggests (protocol 1 agents, or an ``error_class`` this portal does not know)."""
     text = f"{error}\n{log_tail}"
     for error_class, pattern in _PATTERNS:
         if pattern.search(text):

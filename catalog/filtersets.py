@@ -27,9 +27,7 @@ from catalog.choices import (
     Plugin,
 )
 from catalog.models import Alert, Backup, BackupClient, Job
-
-#: The largest id the database holds (PostgreSQL's bigint).
-MAX_ID = 2**63 - 1
+from core.api.pagination import MAX_ID
 
 
 @extend_schema_field(OpenApiTypes.INT64)

@@ -199,6 +199,10 @@ class Agent(models.Model):
     applications = models.ManyToManyField(Application, blank=True, related_name="agents")
     token_hash = models.CharField(max_length=64, unique=True, null=True, blank=True, editable=False)
     version = models.CharField(max_length=32, blank=True)
+    protocol = models.PositiveSmallIntegerField(
+        default=1,
+        help_text="The protocol version it last spoke (docs/agent-protocol.md); 1 if it did not say.",
+    )
     plugins = models.JSONField(default=list, blank=True, help_text="Plugins the agent reported.")
     enrolled_at = models.DateTimeField(null=True, blank=True)
     last_seen_at = models.DateTimeField(null=True, blank=True)

@@ -12,7 +12,7 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
-from catalog.api import v1_views as catalog_api
+from catalog.api import views as catalog_api
 from reports.api import ReportViewSet
 from requests_app.api import views as requests_api
 

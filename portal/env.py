@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import urlsplit
+
+import dj_database_url
 
 
 class ConfigError(Exception):
@@ -69,39 +71,54 @@ def get_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
     return value
 
 
+#: The schemes the portal runs on; dj-database-url knows more (MySQL, Oracle…) that it was never tested on.
+DATABASE_SCHEMES = ("sqlite", "postgres", "postgresql", "pgsql")
+
+
 def parse_database_url(url: str, *, base_dir: Path) -> dict:
     """Turn ``sqlite:///var/portal.sqlite3`` or ``postgres://u:p@h:5432/db`` into DATABASES['default'].
 
-    Relative SQLite paths are taken from ``base_dir`` so the web server, the
-    worker and management commands all open the same file wherever they start.
+    dj-database-url reads the URL; this adds what the portal promises on top:
+    only SQLite and PostgreSQL, every mistake a ``ConfigError`` naming
+    DATABASE_URL, and relative SQLite paths taken from ``base_dir`` so the web
+    server, the worker and management commands all open the same file wherever
+    they start. Connection settings and SQLite's options are the settings' own.
     """
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
+    try:
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        if scheme not in DATABASE_SCHEMES:
+            raise ConfigError(
+                f"DATABASE_URL scheme {scheme!r} is not supported (use sqlite:/// or postgres://)"
+            )
+        if scheme == "sqlite" and parts.netloc not in ("", ":memory:"):
+            # dj-database-url would take sqlite://portal.sqlite3 for an in-memory database: data lost at exit.
+            raise ConfigError(
+                "DATABASE_URL for SQLite names a file after three slashes (sqlite:///relative/path) "
+                "or four (sqlite:////absolute/path)"
+            )
+        parsed = dj_database_url.parse(url)
+    except ValueError as exc:
+        # The library's ParseError hides the cause (a port that is no number…); show it.
+        raise ConfigError(f"DATABASE_URL cannot be read: {exc.__context__ or exc}") from exc
     if scheme == "sqlite":
-        raw_path = unquote(url[len("sqlite://") :])
-        if raw_path in ("", "/", ":memory:", "/:memory:"):
-            return {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}
-        # sqlite:///relative/path and sqlite:////absolute/path, as dj-database-url reads them.
-        path = Path(raw_path[1:]) if raw_path.startswith("/") else Path(raw_path)
-        if not path.is_absolute():
-            path = base_dir / path
-        return {"ENGINE": "django.db.backends.sqlite3", "NAME": str(path)}
-    if scheme in ("postgres", "postgresql", "pgsql"):
-        name = unquote(parts.path.lstrip("/"))
-        if not name:
-            raise ConfigError("DATABASE_URL for PostgreSQL must name a database")
-        options = {key: values[-1] for key, values in parse_qs(parts.query).items()}
-        try:
-            port = parts.port
-        except ValueError as exc:
-            raise ConfigError(f"DATABASE_URL has an invalid port: {exc}") from exc
-        return {
-            "ENGINE": "django.db.backends.postgresql",
-            "NAME": name,
-            "USER": unquote(parts.username or ""),
-            "PASSWORD": unquote(parts.password or ""),
-            "HOST": parts.hostname or "",
-            "PORT": str(port or ""),
-            "OPTIONS": options,
-        }
-    raise ConfigError(f"DATABASE_URL scheme {scheme!r} is not supported (use sqlite:/// or postgres://)")
+        name = parsed["NAME"]
+        if name != ":memory:" and not Path(name).is_absolute():
+            name = str(base_dir / name)
+        return {"ENGINE": parsed["ENGINE"], "NAME": name}
+    if not parsed["NAME"]:
+        raise ConfigError("DATABASE_URL for PostgreSQL must name a database")
+    return {
+        **{key: parsed[key] for key in ("ENGINE", "NAME", "USER", "PASSWORD", "HOST")},
+        "PORT": str(parsed["PORT"]),
+        "OPTIONS": {key: _option_text(value) for key, value in parsed.get("OPTIONS", {}).items()},
+    }
+
+
+def _option_text(value: object) -> str:
+    """An option as the URL wrote it: dj-database-url reads "5" as 5, and a repeated option as a list."""
+    if isinstance(value, list):
+        value = value[-1]  # the last one wins, as in a query string read into a dict
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)

@@ -19,7 +19,7 @@ urlpatterns = [
     # Before admin.site.urls: a page of the admin that spans catalog and requests.
     path("admin/automation/", requests_views.automation_page, name="admin-automation"),
     path("admin/", admin.site.urls),
-    path("api/agent/v1/", include("catalog.api.urls")),
+    path("api/agent/v1/", include("catalog.agent_api.urls")),
     path("api/", include("portal.api_urls")),
     path("accounts/login/", auth.PortalLoginView.as_view(), name="login"),
     path("accounts/logout/", LogoutView.as_view(), name="logout"),

@@ -30,11 +30,30 @@ from requests_app.choices import ActorKind, Channel, RequestStatus
 from requests_app.webhooks import Event
 
 
-class ClientRequestQuerySet(TenantQuerySet):
+class RequestQuerySet(TenantQuerySet):
+    """What both kinds of request share: tenancy (``visible_to``, strict, as the admin and the
+    webhooks apply it), the person's own requests, and the open ones."""
+
+    def for_person(self, user) -> RequestQuerySet:
+        """Requests ``user`` may follow in the portal and the API: their applications' and their own.
+
+        Wider than ``visible_to``: whoever asked keeps following the request (its outcome,
+        its enrolment command) after they stop owning its application.
+        """
+        return self.visible_to(user) | self.asked_by(user)
+
+    def asked_by(self, user) -> RequestQuerySet:
+        return self.filter(requester_id=user.pk)
+
+    def open(self) -> RequestQuerySet:
+        return self.filter(status__in=RequestStatus.open())
+
+
+class ClientRequestQuerySet(RequestQuerySet):
     application_path = "application"
 
 
-class RestoreRequestQuerySet(TenantQuerySet):
+class RestoreRequestQuerySet(RequestQuerySet):
     application_path = "backup__client__application"
 
 

@@ -9,6 +9,9 @@ follower all call these functions; none of them sets a status by hand.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -30,7 +33,7 @@ from requests_app.errors import (
     NotPermitted,
     ReasonRequired,
 )
-from requests_app.failures import explain
+from requests_app.explanations import explain
 from requests_app.models import ClientRequest, RestoreRequest
 
 Request = ClientRequest | RestoreRequest
@@ -53,6 +56,15 @@ def _expect(request: Request, action: str, *allowed: str) -> None:
         )
 
 
+@contextmanager
+def _invalid_request() -> Iterator[None]:
+    """The catalog's field checks raise ValidationError; callers of the workflow expect InvalidRequest."""
+    try:
+        yield
+    except ValidationError as exc:
+        raise InvalidRequest({k: " ".join(v) for k, v in exc.message_dict.items()}) from exc
+
+
 # --- Submitting -----------------------------------------------------------------------
 
 
@@ -71,10 +83,8 @@ def submit_restore(
         raise InvalidRequest({"backup": f"This backup is {backup.get_status_display().lower()}."})
     if target_agent.revoked_at:
         raise InvalidRequest({"target_agent": f"{target_agent.hostname} has been revoked."})
-    try:
+    with _invalid_request():
         validate_restore_target(backup.client.plugin, target_location)
-    except ValidationError as exc:
-        raise InvalidRequest({k: " ".join(v) for k, v in exc.message_dict.items()}) from exc
     decision = rules.restore_decision(backup=backup, target_agent=target_agent, overwrite=overwrite)
     with transaction.atomic():
         request = RestoreRequest.objects.create(
@@ -110,10 +120,8 @@ def submit_client(
     """Ask for a new client. The caller has already checked the actor owns the application."""
     if not rules.may_request_plugin(actor.user, plugin):
         raise NotPermitted(rules.COMMAND_IS_TEAMS)
-    try:
+    with _invalid_request():
         validate_options(plugin, options)
-    except ValidationError as exc:
-        raise InvalidRequest({k: " ".join(v) for k, v in exc.message_dict.items()}) from exc
     if BackupClient.objects.filter(application=application, name=name).exists():
         raise InvalidRequest({"name": f"{application.slug} already has a client named {name}."})
     open_request = ClientRequest.objects.filter(

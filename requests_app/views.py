@@ -1,8 +1,9 @@
 """The owners' request pages: ask for a restore or a new client, follow and cancel requests; the dashboard.
 
-Views are thin: look the object up through ``visible_to(request.user)`` (anything
-else is a 404), let a form check the input, call one service function, and map
-its domain errors to form errors or messages.
+Views are thin: look the object up through the caller's tenancy (``visible_to``;
+for a request ``for_person``, which adds the user's own; anything else is a 404),
+let a form check the input, call one service function, and map its domain errors
+to form errors or messages.
 
 The dashboard (the home page) and the admin's Automation page live here because
 they show requests beside the catalog's protection status and alerts, and
@@ -58,16 +59,11 @@ LIST_RELATED = {
 }
 
 
-def visible_requests(model, user):
-    """Requests ``user`` may see: those of their applications, and their own."""
-    return model.objects.visible_to(user) | model.objects.filter(requester_id=user.pk)
-
-
 def my_open_requests(user, *, limit: int) -> tuple[list, bool]:
     """The user's own open requests of both kinds, newest first; and whether there are more."""
     rows = []
     for kind, model in MODELS.items():
-        qs = model.objects.filter(requester_id=user.pk, status__in=RequestStatus.open())
+        qs = model.objects.asked_by(user).open()
         rows += qs.select_related(*LIST_RELATED[kind]).order_by("-created_at")[: limit + 1]
     rows.sort(key=lambda r: r.created_at, reverse=True)
     return rows[:limit], len(rows) > limit
@@ -207,10 +203,10 @@ def request_list(request: HttpRequest) -> HttpResponse:
     kinds = [filters["kind"]] if filters.get("kind") else list(MODELS)
     keyed = []
     for kind in kinds:
-        qs = visible_requests(MODELS[kind], request.user)
+        qs = MODELS[kind].objects.for_person(request.user)
         status = filters.get("status")
         if status == RequestFilterForm.OPEN:
-            qs = qs.filter(status__in=RequestStatus.open())
+            qs = qs.open()
         elif status:
             qs = qs.filter(status=status)
         if filters.get("application"):
@@ -251,7 +247,7 @@ def _detail_context(request: HttpRequest, obj) -> dict:
 
 def _visible_client_request(request: HttpRequest, pk: int) -> ClientRequest:
     return get_object_or_404(
-        visible_requests(ClientRequest, request.user).select_related(
+        ClientRequest.objects.for_person(request.user).select_related(
             "application", "policy__storage_target", "requester", "decided_by", "client", "enrolment"
         ),
         pk=pk,
@@ -292,7 +288,7 @@ def issue_enrolment(request: HttpRequest, pk: int) -> HttpResponse:
 
 def _visible_restore(request: HttpRequest, pk: int) -> RestoreRequest:
     return get_object_or_404(
-        visible_requests(RestoreRequest, request.user).select_related(
+        RestoreRequest.objects.for_person(request.user).select_related(
             "backup__client__application", "target_agent", "requester", "decided_by", "job"
         ),
         pk=pk,
@@ -344,7 +340,7 @@ def cancel_request(request: HttpRequest, kind: str, pk: int) -> HttpResponse:
     model = MODELS.get(kind)
     if model is None:
         raise Http404
-    obj = get_object_or_404(visible_requests(model, request.user), pk=pk)
+    obj = get_object_or_404(model.objects.for_person(request.user), pk=pk)
     try:
         services.cancel(model, obj.pk, actor=_actor(request))
     except NotPermitted:
@@ -383,11 +379,8 @@ def application_health(application) -> Health:
 
 
 def dashboard_applications(user, now):
-    open_status = RequestStatus.open()
-    client_requests = ClientRequest.objects.filter(application=OuterRef("pk"), status__in=open_status)
-    restore_requests = RestoreRequest.objects.filter(
-        backup__client__application=OuterRef("pk"), status__in=open_status
-    )
+    client_requests = ClientRequest.objects.open().filter(application=OuterRef("pk"))
+    restore_requests = RestoreRequest.objects.open().filter(backup__client__application=OuterRef("pk"))
     return annotate_applications(Application.objects.visible_to(user), now).annotate(
         open_requests=count_of(client_requests) + count_of(restore_requests)
     )

@@ -1,162 +1,134 @@
-"""Agent API payloads (docs/agent-protocol.md is the contract)."""
+"""Representations of the catalog in the public API (/api/v1/); the error shape is core/api/errors.py.
+
+Read-only: the catalog changes through agents, the scheduler and requests,
+never by a PUT. Every related object is named by what an integration knows it
+by — an application by slug, an agent by host name, a policy by name — or by
+id when it has its own endpoint (clients, backups, jobs).
+"""
 
 from __future__ import annotations
 
-import math
-import re
-from pathlib import PurePosixPath
-
 from rest_framework import serializers
 
-from catalog.choices import Compression, JobKind, Plugin
-from catalog.models import Job, hostname_validator
-from catalog.services.jobs import backup_destination
-
-SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+from catalog.choices import ErrorClass, Verification
+from catalog.models import Alert, Application, Backup, BackupClient, Job
 
 
-class EnrolSerializer(serializers.Serializer):
-    token = serializers.CharField(max_length=200)
-    hostname = serializers.CharField(max_length=253, validators=[hostname_validator])
-    version = serializers.CharField(max_length=32, allow_blank=True, default="")
-    plugins = serializers.ListField(child=serializers.ChoiceField(choices=Plugin.choices), default=list)
+class ApplicationSerializer(serializers.ModelSerializer):
+    cost_center = serializers.SlugRelatedField(slug_field="code", read_only=True)
+
+    class Meta:
+        model = Application
+        fields = ("id", "slug", "name", "cost_center", "description", "created_at")
+        read_only_fields = fields
 
 
-class PollSerializer(serializers.Serializer):
-    version = serializers.CharField(max_length=32, allow_blank=True, default="")
-    plugins = serializers.ListField(child=serializers.ChoiceField(choices=Plugin.choices), default=list)
-    running = serializers.ListField(child=serializers.IntegerField(min_value=1), default=list)
-    # The server's own allow-list (agents since 1.x); absent from older agents.
-    allow = serializers.DictField(required=False, allow_null=True, default=None)
+class ClientSerializer(serializers.ModelSerializer):
+    """A protected workload with its protection status (``ClientViewSet`` annotates the last two)."""
+
+    application = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    agent = serializers.SlugRelatedField(slug_field="hostname", read_only=True, allow_null=True)
+    policy = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    options = serializers.DictField(read_only=True)
+    last_backup_at = serializers.DateTimeField(
+        source="last_good_at", read_only=True, allow_null=True, help_text="The last available backup."
+    )
+    rpo_met = serializers.BooleanField(
+        read_only=True, help_text="The last available backup is younger than the policy's RPO."
+    )
+
+    class Meta:
+        model = BackupClient
+        fields = (
+            "id",
+            "application",
+            "name",
+            "hostname",
+            "agent",
+            "plugin",
+            "options",
+            "policy",
+            "status",
+            "next_backup_at",
+            "created_at",
+            "last_backup_at",
+            "rpo_met",
+        )
+        read_only_fields = fields
 
 
-#: The largest number of bytes the catalog stores (a BigIntegerField: PostgreSQL's bigint).
-MAX_BYTES = 2**63 - 1
+class BackupSerializer(serializers.ModelSerializer):
+    application = serializers.SlugRelatedField(source="client.application", slug_field="slug", read_only=True)
+    storage_target = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    # Declared: a read-only model field loses allow_blank, and "" (not verified yet) must be in the schema.
+    verification = serializers.ChoiceField(choices=Verification.choices, allow_blank=True, read_only=True)
+
+    class Meta:
+        model = Backup
+        fields = (
+            "id",
+            "client",
+            "application",
+            "job",
+            "status",
+            "taken_at",
+            "expires_at",
+            "size_bytes",
+            "stored_size_bytes",
+            "storage_target",
+            "compression",
+            "sha256",
+            "verified_at",
+            "verification",
+            "legal_hold",
+        )
+        read_only_fields = fields
 
 
-class ByteCountField(serializers.IntegerField):
-    """A number of bytes: a JSON integer from 0 to MAX_BYTES, never a float such as 1e23 or 5.0.
+class JobSerializer(serializers.ModelSerializer):
+    agent = serializers.SlugRelatedField(slug_field="hostname", read_only=True)
+    error = serializers.CharField(source="error_message", read_only=True)
+    error_class = serializers.ChoiceField(choices=ErrorClass.choices, allow_blank=True, read_only=True)
 
-    Bounded here so the database never sees a value it cannot hold (a 500);
-    a float is refused rather than rounded, since a size is counted, not measured.
-    """
-
-    default_error_messages = {
-        "not_whole": "Give a whole number of bytes (a JSON integer such as 1048576), not {value}.",
-    }
-
-    def __init__(self, **kwargs):
-        kwargs.setdefault("min_value", 0)
-        kwargs.setdefault("max_value", MAX_BYTES)
-        super().__init__(**kwargs)
-
-    def to_internal_value(self, data):
-        if isinstance(data, float):
-            self.fail("not_whole", value=repr(data))
-        return super().to_internal_value(data)
-
-
-class ProgressSerializer(serializers.Serializer):
-    bytes_done = ByteCountField()
-    bytes_total = ByteCountField(allow_null=True, required=False, default=None)
-
-
-class CompleteSerializer(serializers.Serializer):
-    SUCCEEDED, FAILED = "succeeded", "failed"
-
-    status = serializers.ChoiceField(choices=[SUCCEEDED, FAILED])
-    size = ByteCountField(required=False)
-    stored_size = ByteCountField(required=False)
-    location = serializers.CharField(max_length=1000, required=False)
-    sha256 = serializers.CharField(max_length=64, required=False)
-    compression = serializers.ChoiceField(choices=Compression.choices, default=Compression.NONE)
-    manifest = serializers.DictField(required=False, default=dict)
-    error = serializers.CharField(required=False, allow_blank=True, default="", max_length=20_000)
-    log_tail = serializers.CharField(required=False, allow_blank=True, default="", max_length=200_000)
-    started_at = serializers.DateTimeField(required=False)
-    finished_at = serializers.DateTimeField(required=False)
-
-    def validate_location(self, value: str) -> str:
-        path = PurePosixPath(value)
-        if "\x00" in value or path.is_absolute() or ".." in path.parts or not value.strip():
-            raise serializers.ValidationError("Give the location relative to the storage root, without '..'.")
-        return value
-
-    def validate_sha256(self, value: str) -> str:
-        if not SHA256_HEX.match(value):
-            raise serializers.ValidationError("Give the SHA-256 as 64 lower-case hex digits.")
-        return value
-
-    def validate_manifest(self, value: dict) -> dict:
-        # Stored as JSON: an overflowing number (1e400 parses as infinity) or a NUL character
-        # is valid input to Python but neither SQLite's JSON nor PostgreSQL's jsonb takes it.
-        pending = [value]
-        while pending:
-            item = pending.pop()
-            if isinstance(item, float) and not math.isfinite(item):
-                raise serializers.ValidationError("Numbers in the manifest must be finite.")
-            if isinstance(item, str) and "\x00" in item:
-                raise serializers.ValidationError("Text in the manifest must not contain NUL characters.")
-            if isinstance(item, dict):
-                pending.extend(item.keys())
-                pending.extend(item.values())
-            elif isinstance(item, list):
-                pending.extend(item)
-        return value
-
-    def validate(self, attrs: dict) -> dict:
-        job: Job = self.context["job"]
-        if attrs["status"] == self.FAILED and not attrs["error"].strip():
-            raise serializers.ValidationError({"error": "Say why the job failed."})
-        if attrs["status"] == self.SUCCEEDED and job.kind == JobKind.BACKUP:
-            missing = [f for f in ("size", "stored_size", "location", "sha256") if f not in attrs]
-            if missing:
-                raise serializers.ValidationError(dict.fromkeys(missing, "Required for a successful backup."))
-            assigned = backup_destination(job)
-            if attrs["location"] != assigned:
-                raise serializers.ValidationError(
-                    {
-                        "location": f"This job's backup belongs at {assigned!r}, the destination it was "
-                        f"given; {attrs['location']!r} is not accepted."
-                    }
-                )
-        return attrs
+    class Meta:
+        model = Job
+        fields = (
+            "id",
+            "kind",
+            "state",
+            "trigger",
+            "attempt",
+            "client",
+            "agent",
+            "backup",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "bytes_done",
+            "bytes_total",
+            "error_class",
+            "error",
+        )
+        read_only_fields = fields
 
 
-def job_payload(job: Job) -> dict:
-    """What an agent needs to run ``job``: nothing more (no other tenant's data)."""
-    client = job.client
-    storage = (job.backup or client.policy).storage_target
-    payload = {
-        "id": job.pk,
-        "kind": job.kind,
-        "attempt": job.attempt,
-        "lease_expires_at": job.lease_expires_at,
-        "client": {
-            "id": client.pk,
-            "name": client.name,
-            "application": client.application.slug,
-            "plugin": client.plugin,
-            "options": client.options,
-        },
-        "storage": {"kind": storage.kind, "root": storage.location, "compression": storage.compression},
-        "destination": None,
-        "backup": None,
-        "target": None,
-    }
-    if job.kind == JobKind.BACKUP:
-        payload["destination"] = backup_destination(job)
-    if job.backup is not None:
-        backup = job.backup
-        payload["backup"] = {
-            "id": backup.pk,
-            "location": backup.location,
-            "sha256": backup.sha256,
-            "size": backup.size_bytes,
-            "stored_size": backup.stored_size_bytes,
-            "compression": backup.compression,
-            "manifest": backup.manifest,
-        }
-    if job.kind == JobKind.RESTORE:
-        payload["target"] = {"location": job.target_location, "overwrite": job.overwrite}
-    return payload
+class AlertSerializer(serializers.ModelSerializer):
+    application = serializers.SlugRelatedField(slug_field="slug", read_only=True, allow_null=True)
+    agent = serializers.SlugRelatedField(slug_field="hostname", read_only=True, allow_null=True)
+
+    class Meta:
+        model = Alert
+        fields = (
+            "id",
+            "kind",
+            "severity",
+            "message",
+            "application",
+            "client",
+            "agent",
+            "job",
+            "created_at",
+            "resolved_at",
+            "acknowledged_at",
+        )
+        read_only_fields = fields

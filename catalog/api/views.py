@@ -1,125 +1,120 @@
-"""Agent API (/api/agent/v1/): enrol, poll, progress, complete. Thin: the services decide."""
+"""The catalog in the public API (/api/v1/), read-only: applications, clients, backups, jobs, alerts.
+
+Tenancy is applied once, in ``CatalogViewSet.get_queryset``: an owner's key
+lists the objects of their applications only, and the detail of any other
+object is a 404, exactly as on the web. Each list is one query for the rows
+(related objects joined, protection status computed in SQL) plus, for the
+page-numbered ones, one count: the cost does not grow with the rows.
+
+Authentication, throttling and the error shape come from ``REST_FRAMEWORK``
+in the settings. Writes (requests, backup now) live in requests_app.api.
+"""
 
 from __future__ import annotations
 
-from django.conf import settings
-from django.shortcuts import get_object_or_404
-from rest_framework import status
-from rest_framework.permissions import AllowAny
-from rest_framework.response import Response
-from rest_framework.throttling import AnonRateThrottle
-from rest_framework.views import APIView
+from django.utils import timezone
+from drf_spectacular.utils import extend_schema, extend_schema_view
+from rest_framework import viewsets
 
-from catalog.api.authentication import AgentTokenAuthentication, IsAgent
+from catalog import protection
+from catalog.api.pagination import BackupPagination, JobPagination
 from catalog.api.serializers import (
-    CompleteSerializer,
-    EnrolSerializer,
-    PollSerializer,
-    ProgressSerializer,
-    job_payload,
+    AlertSerializer,
+    ApplicationSerializer,
+    BackupSerializer,
+    ClientSerializer,
+    JobSerializer,
 )
-from catalog.choices import JobState
-from catalog.models import Job
-from catalog.services import agents, jobs
+from catalog.filtersets import AlertFilterSet, BackupApiFilterSet, ClientFilterSet, JobFilterSet
+from catalog.models import Alert, Application, Backup, BackupClient, Job
+from core.api.errors import LIST_ERRORS, READ_ERRORS, error_responses
 
 
-class EnrolThrottle(AnonRateThrottle):
-    # Enrolment tokens are 256-bit, so guessing is hopeless; this only stops a flood.
-    rate = "30/minute"
+def read_only_schema(name: str, serializer: type):
+    return extend_schema_view(
+        list=extend_schema(
+            summary=f"List {name}", responses={200: serializer, **error_responses(*LIST_ERRORS)}
+        ),
+        retrieve=extend_schema(responses={200: serializer, **error_responses(*READ_ERRORS)}),
+    )
 
 
-class EnrolView(APIView):
-    authentication_classes: list = []
-    permission_classes = [AllowAny]
-    throttle_classes = [EnrolThrottle]
+class CatalogViewSet(viewsets.ReadOnlyModelViewSet):
+    """Objects of the caller's applications (all of them for the backup team), newest or by name."""
 
-    def post(self, request):
-        data = EnrolSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        agent, token = agents.enrol(**data.validated_data)
-        return Response(
-            {
-                "agent_id": agent.pk,
-                "hostname": agent.hostname,
-                "agent_token": token,
-                "poll_after": settings.PORTAL_AGENT_POLL_SECONDS,
-            },
-            status=status.HTTP_201_CREATED,
+    #: select_related for what the representation shows, so a page is one query.
+    related: tuple[str, ...] = ()
+    #: Big columns the representation does not show: a page must not drag them along.
+    deferred: tuple[str, ...] = ()
+    ordering: tuple[str, ...] = ("-id",)
+
+    def get_queryset(self):
+        return (
+            self.queryset.model.objects.visible_to(self.request.user)
+            .select_related(*self.related)
+            .defer(*self.deferred)
+            .order_by(*self.ordering)
         )
 
 
-class AgentView(APIView):
-    authentication_classes = [AgentTokenAuthentication]
-    permission_classes = [IsAgent]
+@read_only_schema("applications", ApplicationSerializer)
+class ApplicationViewSet(CatalogViewSet):
+    """The applications the caller owns (every application for the backup team), by name."""
 
-    @property
-    def agent(self):
-        return self.request.auth
-
-
-class PollView(AgentView):
-    def post(self, request):
-        data = PollSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        agents.heartbeat(
-            self.agent,
-            version=data.validated_data["version"],
-            plugins=data.validated_data["plugins"],
-            allow_list=data.validated_data["allow"],
-        )
-        claimed = jobs.claim(self.agent)
-        return Response(
-            {"jobs": [job_payload(job) for job in claimed], "poll_after": settings.PORTAL_AGENT_POLL_SECONDS}
-        )
+    queryset = Application.objects.none()
+    serializer_class = ApplicationSerializer
+    related = ("cost_center",)
+    ordering = ("name", "id")
 
 
-class ProgressView(AgentView):
-    def post(self, request, job_id: int):
-        get_object_or_404(Job, pk=job_id, agent=self.agent)
-        data = ProgressSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        job = jobs.record_progress(self.agent, job_id, **data.validated_data)
-        return Response(
-            {
-                "lease_expires_at": job.lease_expires_at,
-                "cancel": bool(job.cancel_requested_at) or job.state != JobState.RUNNING,
-            }
-        )
+@read_only_schema("clients", ClientSerializer)
+class ClientViewSet(CatalogViewSet):
+    """Protected workloads with their protection status: the last available backup and whether it is
+    younger than the policy's RPO. Ordered by application and name."""
+
+    queryset = BackupClient.objects.none()
+    serializer_class = ClientSerializer
+    filterset_class = ClientFilterSet
+    related = ("application", "agent", "policy")
+    ordering = ("application__name", "name", "id")
+
+    def get_queryset(self):
+        return protection.with_rpo(super().get_queryset(), timezone.now())
 
 
-class CompleteView(AgentView):
-    def post(self, request, job_id: int):
-        job = get_object_or_404(Job.objects.select_related("client"), pk=job_id, agent=self.agent)
-        data = CompleteSerializer(data=request.data, context={"job": job})
-        data.is_valid(raise_exception=True)
-        report = data.validated_data
-        if report["status"] == CompleteSerializer.FAILED:
-            job = jobs.complete_failure(
-                self.agent,
-                job_id,
-                error=report["error"],
-                log_tail=report["log_tail"],
-                finished_at=report.get("finished_at"),
-            )
-            return Response({"acknowledged": True, "job": job.pk, "state": job.state})
-        backup_report = None
-        if "sha256" in report:
-            backup_report = jobs.BackupReport(
-                size=report["size"],
-                stored_size=report["stored_size"],
-                location=report["location"],
-                sha256=report["sha256"],
-                compression=report["compression"],
-                manifest=report["manifest"],
-            )
-        job, backup = jobs.complete_success(
-            self.agent,
-            job_id,
-            report=backup_report,
-            log_tail=report["log_tail"],
-            finished_at=report.get("finished_at"),
-        )
-        body = {"acknowledged": True, "job": job.pk, "state": job.state}
-        if backup is not None:
-            body["backup"] = backup.pk
-        return Response(body)
+@read_only_schema("backups (recovery points), newest first", BackupSerializer)
+class BackupViewSet(CatalogViewSet):
+    """Recovery points, newest first, paged by cursor: follow `next` (page 10,000 costs what page 1 does)."""
+
+    queryset = Backup.objects.none()
+    serializer_class = BackupSerializer
+    filterset_class = BackupApiFilterSet
+    pagination_class = BackupPagination
+    related = ("client__application", "storage_target")
+    deferred = ("manifest",)
+    ordering = ("-taken_at", "-id")
+
+
+@read_only_schema("jobs, newest first", JobSerializer)
+class JobViewSet(CatalogViewSet):
+    """Backup, restore, restore-test and expiry jobs with their progress and error, newest first, paged by
+    cursor: follow `next`."""
+
+    queryset = Job.objects.none()
+    serializer_class = JobSerializer
+    filterset_class = JobFilterSet
+    pagination_class = JobPagination
+    related = ("agent",)
+    deferred = ("log_tail",)
+    ordering = ("-created_at", "-id")
+
+
+@read_only_schema("alerts, newest first", AlertSerializer)
+class AlertViewSet(CatalogViewSet):
+    """Alerts of the caller's applications, newest first; `open=true` for those not resolved yet."""
+
+    queryset = Alert.objects.none()
+    serializer_class = AlertSerializer
+    filterset_class = AlertFilterSet
+    related = ("application", "agent")
+    ordering = ("-created_at", "-id")

@@ -111,7 +111,9 @@ def issue_rekey_token(
     return enrolment, token
 
 
-def enrol(*, token: str, hostname: str, version: str, plugins: list[str]) -> tuple[Agent, str]:
+def enrol(
+    *, token: str, hostname: str, version: str, plugins: list[str], protocol: int = 1
+) -> tuple[Agent, str]:
     """Exchange a one-time token for the agent's long-lived token.
 
     An enrolment token creates the agent of a host that has never enrolled (or
@@ -147,7 +149,7 @@ def enrol(*, token: str, hostname: str, version: str, plugins: list[str]) -> tup
             agent.applications.add(enrolment.application_id)
             action = AgentAction.ENROLLED
         agent_token = agent.issue_token()
-        agent.version, agent.plugins = version, plugins
+        agent.version, agent.plugins, agent.protocol = version, plugins, protocol
         agent.enrolled_at = agent.last_seen_at = now
         agent.save()
         enrolment.used_at, enrolment.agent = now, agent
@@ -185,10 +187,12 @@ def heartbeat(
     version: str,
     plugins: list[str],
     allow_list: dict | None = None,
+    protocol: int = 1,
     now: datetime | None = None,
 ) -> None:
+    # One UPDATE per poll, as before: the protocol rides along with the version.
     now = now or timezone.now()
-    changes = {"last_seen_at": now, "version": version, "plugins": plugins}
+    changes = {"last_seen_at": now, "version": version, "protocol": protocol, "plugins": plugins}
     if (reported := allow_lists.normalise(allow_list)) is not None:
         changes["allow_list"] = reported
     Agent.objects.filter(pk=agent.pk).update(**changes)

@@ -6,7 +6,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from catalog.models import Alert
+from catalog.models import Alert, BackupClient, Job
 from catalog.signals import alert_raised
 
 
@@ -25,6 +25,29 @@ def raise_alert(*, kind: str, severity: str, key: str, message: str, **links) ->
         return None
     transaction.on_commit(lambda: alert_raised.send(sender=Alert, alert_id=alert.pk))
     return alert
+
+
+def raise_client_alert(
+    kind: str,
+    severity: str,
+    client: BackupClient,
+    message: str,
+    *,
+    job: Job | None = None,
+    link_agent: bool = True,
+) -> Alert | None:
+    """``raise_alert`` about ``client``, keyed by ``client_key(kind, client)``.
+
+    The alert names the client's application, the client, and (``link_agent``)
+    the agent concerned: the job's when there is a job, else the client's.
+    """
+    links = {"application_id": client.application_id, "client_id": client.pk}
+    if link_agent:
+        links["agent_id"] = job.agent_id if job is not None else client.agent_id
+    if job is not None:
+        links["job"] = job
+    key = client_key(kind, client.pk)
+    return raise_alert(kind=kind, severity=severity, key=key, message=message, **links)
 
 
 def resolve_alerts(key: str) -> int:

@@ -34,7 +34,7 @@ from catalog.choices import (
     Verification,
 )
 from catalog.errors import InvalidTransition, LeaseLost
-from catalog.failures import classify
+from catalog.failures import AGENT_ERROR_CLASSES, classify
 from catalog.models import Agent, Backup, BackupClient, Job
 from catalog.services import alerts
 from catalog.signals import job_changed
@@ -279,15 +279,28 @@ def complete_success(
 
 
 def complete_failure(
-    agent: Agent, job_id: int, *, error: str, log_tail: str = "", finished_at: datetime | None = None
+    agent: Agent,
+    job_id: int,
+    *,
+    error: str,
+    log_tail: str = "",
+    error_class: str = "",
+    finished_at: datetime | None = None,
 ) -> Job:
-    """Close a job the agent could not finish; a backup is retried per its policy."""
+    """Close a job the agent could not finish; a backup is retried per its policy.
+
+    ``error_class`` is the agent's own code (protocol 2), trusted when this portal
+    knows it; without one (protocol 1, or a code from a newer agent) the error
+    text is classified (``catalog.failures.classify``).
+    """
+    if error_class not in AGENT_ERROR_CLASSES:
+        error_class = ""
     with transaction.atomic():
         job = _locked_job_of(agent, job_id)
         if job.state in (JobState.FAILED, JobState.CANCELLED):
             return job  # the same report again
         _check_reportable(job)
-        _fail(job, error=error, log_tail=log_tail, now=finished_at or timezone.now())
+        _fail(job, error=error, log_tail=log_tail, error_class=error_class, now=finished_at or timezone.now())
     return job
 
 
@@ -317,17 +330,12 @@ def _restore_test_failed(job: Job) -> None:
     Backup.objects.filter(pk=job.backup_id).update(
         verified_at=job.finished_at, verification=Verification.FAILED, verification_job=job
     )
-    alerts.raise_alert(
-        kind=AlertKind.RESTORE_TEST_FAILED,
-        severity=AlertSeverity.CRITICAL,
-        key=alerts.client_key(AlertKind.RESTORE_TEST_FAILED, job.client_id),
-        message=(
-            f"Restore test of {job.client} (backup {job.backup_id}) failed "
-            f"({job.get_error_class_display().lower()}): {job.error_message[:300]}"
-        ),
-        application_id=job.client.application_id,
-        client_id=job.client_id,
-        agent_id=job.agent_id,
+    alerts.raise_client_alert(
+        AlertKind.RESTORE_TEST_FAILED,
+        AlertSeverity.CRITICAL,
+        job.client,
+        f"Restore test of {job.client} (backup {job.backup_id}) failed "
+        f"({job.get_error_class_display().lower()}): {job.error_message[:300]}",
         job=job,
     )
 
@@ -395,8 +403,9 @@ def retry_delay(attempt: int) -> timedelta:
 
 
 # Failures a retry cannot mend: the agent's allow-list is changed on the server, by its
-# administrator, not by trying again. One alert says who must do what.
-NOT_RETRIED = frozenset({ErrorClass.REFUSED_BY_AGENT})
+# administrator, and an invalid job (options, target or storage) by whoever configured
+# it, not by trying again. One alert says who must do what.
+NOT_RETRIED = frozenset({ErrorClass.REFUSED_BY_AGENT, ErrorClass.INVALID_JOB})
 
 
 def _retry_or_alert(job: Job, now: datetime) -> Job | None:
@@ -423,21 +432,19 @@ def _retry_or_alert(job: Job, now: datetime) -> Job | None:
             return existing
         _announce(retry, "")
         return retry
-    alerts.raise_alert(
-        kind=AlertKind.JOB_FAILED,
-        severity=AlertSeverity.CRITICAL,
-        key=alerts.client_key(AlertKind.JOB_FAILED, job.client_id),
-        message=_failure_message(job),
-        application_id=job.client.application_id,
-        client_id=job.client_id,
-        agent_id=job.agent_id,
-        job=job,
+    alerts.raise_client_alert(
+        AlertKind.JOB_FAILED, AlertSeverity.CRITICAL, job.client, _failure_message(job), job=job
     )
     return None
 
 
 def _failure_message(job: Job) -> str:
-    if job.error_class in NOT_RETRIED:
+    if job.error_class == ErrorClass.INVALID_JOB:
+        return (
+            f"Backup of {job.client} cannot run as configured (invalid job); not retried until its "
+            f"options, storage or agent change: {job.error_message[:400]}"
+        )
+    if job.error_class == ErrorClass.REFUSED_BY_AGENT:
         return (
             f"Backup of {job.client} was refused by the agent on {job.agent}; not retried until "
             f"the server's administrator allows it: {job.error_message[:400]}"

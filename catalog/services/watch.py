@@ -39,17 +39,12 @@ def watch_rpo(*, now: datetime | None = None) -> int:
         .select_related("application", "policy")
     )
     for client in breached:
-        alert = alerts.raise_alert(
-            kind=AlertKind.RPO_BREACHED,
-            severity=AlertSeverity.CRITICAL,
-            key=alerts.client_key(AlertKind.RPO_BREACHED, client.pk),
-            message=(
-                f"{client} has no good backup within its RPO of {client.policy.rpo_hours} h "
-                f"(last good backup: {human_age(client.last_good_at, now)})."
-            ),
-            application_id=client.application_id,
-            client_id=client.pk,
-            agent_id=client.agent_id,
+        alert = alerts.raise_client_alert(
+            AlertKind.RPO_BREACHED,
+            AlertSeverity.CRITICAL,
+            client,
+            f"{client} has no good backup within its RPO of {client.policy.rpo_hours} h "
+            f"(last good backup: {human_age(client.last_good_at, now)}).",
         )
         raised += alert is not None
     return raised
@@ -71,16 +66,12 @@ def watch_restore_tests(*, now: datetime | None = None) -> int:
             .select_related("application")
         )
         for client in overdue:
-            alert = alerts.raise_alert(
-                kind=AlertKind.RESTORE_TEST_OVERDUE,
-                severity=AlertSeverity.WARNING,
-                key=alerts.client_key(AlertKind.RESTORE_TEST_OVERDUE, client.pk),
-                message=(
-                    f"{client} has had no successful restore test in "
-                    f"{policy.restore_test_interval_days} days."
-                ),
-                application_id=client.application_id,
-                client_id=client.pk,
+            alert = alerts.raise_client_alert(
+                AlertKind.RESTORE_TEST_OVERDUE,
+                AlertSeverity.WARNING,
+                client,
+                f"{client} has had no successful restore test in {policy.restore_test_interval_days} days.",
+                link_agent=False,
             )
             raised += alert is not None
     return raised

@@ -9,7 +9,7 @@ page 1 costs, no row is skipped or repeated when new rows arrive, and no
 jobs at the same instant, so their backups share ``taken_at``.
 
 Every app's lists use these; an app declares its keyset pagination by naming
-the time field (catalog/api/v1_pagination.py).
+the time field (catalog/api/pagination.py).
 """
 
 from __future__ import annotations
@@ -38,7 +38,19 @@ class PagePagination(pagination.PageNumberPagination):
 
 
 class KeysetPagination(pagination.BasePagination):
-    """Newest first by ``(time_field, id)``; ``next`` and ``previous`` are opaque cursor links."""
+    """Newest first by ``(time_field, id)``; ``next`` and ``previous`` are opaque cursor links.
+
+    Why not DRF's ``CursorPagination``: its response (next, previous, results) and
+    parameters (``cursor``, ``page_size``) would fit, its paging would not. It seeks
+    on the first ordering field alone (``time < position``) and steps through rows
+    that share a time with an OFFSET kept in the cursor, capped at ``offset_cutoff``
+    (1000). Here ties are normal: every job of one scheduler run has the same
+    ``created_at``, and an agent's poll gives its backups one ``taken_at``. With more
+    tied rows than the cap, ``next`` returns the same page for ever; before that,
+    each page through the ties costs an OFFSET scan; and ``previous`` from inside a
+    run of ties comes back empty (DRF's own "paging artifacts"). The id in our key
+    makes every position unique, so no offset is ever needed, in either direction.
+    """
 
     time_field: str = ""
     page_size = 50

@@ -24,6 +24,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from functools import partial
 
 from django.core.exceptions import RequestDataTooBig
 from django.db import IntegrityError, transaction
@@ -161,31 +162,32 @@ def purge_idempotency_records(now: datetime | None = None) -> int:
 class IdempotentPostMixin:
     """For API views: each POST in one transaction, answered at most once per Idempotency-Key.
 
-    DRF's ``dispatch`` with two changes for POST: the body is read before
-    authentication, and the handler runs inside ``respond_once``. The handler's
-    exceptions become responses *inside* the transaction, so a 4xx is stored;
-    an unhandled one propagates, rolls back and becomes a 500.
+    DRF's own ``dispatch`` runs; for a POST, ``initial`` does two more things.
+    It reads the body before authentication, and, once the caller is
+    authenticated, permitted and within the rate limits, it puts the handler
+    that ``dispatch`` is about to call (``dispatch`` looks it up after
+    ``initial``) inside ``respond_once``. The handler's exceptions become
+    responses *inside* the transaction, so a 4xx is stored; an unhandled one
+    propagates, rolls back and becomes a 500. What fails before the handler
+    (authentication, throttling, a body too large) or in ``respond_once``
+    itself (an unusable key, a key reused) is answered by ``dispatch`` as
+    usual and never stored.
     """
 
-    def dispatch(self, request, *args, **kwargs):
+    def initial(self, request, *args, **kwargs) -> None:
         if request.method != "POST":
-            return super().dispatch(request, *args, **kwargs)
-        self.args, self.kwargs = args, kwargs
-        request = self.initialize_request(request, *args, **kwargs)
-        self.request = request
-        self.headers = self.default_response_headers
-        try:
-            body = read_body(request)
-            self.initial(request, *args, **kwargs)
-            handler = getattr(self, "post", self.http_method_not_allowed)
-            replayable = getattr(self, "action", None) not in getattr(self, "unreplayable_actions", ())
-            response = respond_once(
-                request, body, lambda: self._answer(handler, request, *args, **kwargs), replayable=replayable
-            )
-        except Exception as exc:
-            response = self.handle_exception(exc)
-        self.response = self.finalize_response(request, response, *args, **kwargs)
-        return self.response
+            super().initial(request, *args, **kwargs)
+            return
+        body = read_body(request)
+        super().initial(request, *args, **kwargs)
+        handler = getattr(self, "post", self.http_method_not_allowed)
+        replayable = getattr(self, "action", None) not in getattr(self, "unreplayable_actions", ())
+
+        def post(request, *args, **kwargs) -> Response:
+            answer = partial(self._answer, handler, request, *args, **kwargs)
+            return respond_once(request, body, answer, replayable=replayable)
+
+        self.post = post
 
     def _answer(self, handler, request, *args, **kwargs) -> Response:
         try:

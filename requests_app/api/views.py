@@ -24,7 +24,7 @@ from rest_framework.decorators import action
 from rest_framework.generics import GenericAPIView, get_object_or_404
 from rest_framework.response import Response
 
-from catalog.api.v1_serializers import JobSerializer
+from catalog.api.serializers import JobSerializer
 from catalog.choices import JobTrigger
 from catalog.models import BackupClient, Job
 from catalog.services import jobs
@@ -47,7 +47,6 @@ from requests_app.enrolment import enrol_command
 from requests_app.errors import InvalidRequest
 from requests_app.filtersets import ClientRequestFilterSet, RestoreRequestFilterSet
 from requests_app.models import ApiKey, ClientRequest, RestoreRequest
-from requests_app.views import visible_requests
 
 
 def actor_for(request) -> Actor:
@@ -108,9 +107,8 @@ class RequestViewSet(
     related: tuple[str, ...] = ()
 
     def get_queryset(self):
-        model = self.queryset.model
         return (
-            visible_requests(model, self.request.user)
+            self.queryset.model.objects.for_person(self.request.user)
             .select_related(*self.related)
             .order_by("-created_at", "-id")
         )

@@ -20,7 +20,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from catalog.api.v1_serializers import AlertSerializer, JobSerializer
+from catalog.api.serializers import AlertSerializer, JobSerializer
 from catalog.models import Alert, Job
 from requests_app.api.serializers import ClientRequestSerializer, RestoreRequestSerializer
 from requests_app.models import ClientRequest, RestoreRequest

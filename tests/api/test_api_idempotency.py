@@ -218,6 +218,36 @@ def test_a_server_error_is_not_stored_and_leaves_nothing_behind(owner_api, mine)
 
 
 @pytest.mark.django_db
+def test_a_session_post_is_answered_once_although_the_csrf_check_parses_the_body(owner, mine):
+    """Session auth's CSRF check parses the body before the handler runs; the fingerprint still has it."""
+    client = APIClient(enforce_csrf_checks=True)
+    client.force_login(owner)
+    token = "a" * 32
+    client.cookies["csrftoken"] = token
+    body = restore_body(mine, external_ref="")
+
+    answers = [
+        client.post(RESTORES, body, format="json", HTTP_X_CSRFTOKEN=token, HTTP_IDEMPOTENCY_KEY="k-1")
+        for _ in range(2)
+    ]
+
+    assert [a.status_code for a in answers] == [201, 201]
+    assert answers[1]["Idempotent-Replayed"] == "true"
+    assert IdempotencyRecord.objects.get().owner == f"user:{owner.pk}"
+    assert RestoreRequest.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_a_refusal_before_the_handler_is_not_stored(mine):
+    """Unauthenticated: nobody to own the key, nothing stored; the same key works once signed in."""
+    client = APIClient()
+    url = f"/api/v1/clients/{mine.client.pk}/backup-now/"
+
+    assert client.post(url, HTTP_IDEMPOTENCY_KEY="k-1").status_code == 401
+    assert not IdempotencyRecord.objects.exists()
+
+
+@pytest.mark.django_db
 def test_records_are_kept_48_hours(owner_api, mine):
     now = timezone.now()
     for hours in (1, 30, 47, 49, 100):

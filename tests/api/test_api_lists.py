@@ -60,6 +60,23 @@ def test_previous_goes_back_to_the_same_rows(owner_api, mine):
     assert first["previous"] is None
 
 
+def test_previous_pages_back_through_tied_rows_to_the_same_pages(owner_api, mine):
+    # One scheduler run gives all its jobs one created_at (DRF's CursorPagination loses its way here).
+    instant = timezone.now() - timedelta(hours=1)
+    for _ in range(7):
+        factories.JobFactory(client=mine.client, state=JobState.FAILED, created_at=instant)
+    forwards = [owner_api.get("/api/v1/jobs/", {"page_size": 2}).json()]
+    while forwards[-1]["next"]:
+        forwards.append(owner_api.get(forwards[-1]["next"]).json())
+    backwards = [forwards[-1]]
+    while backwards[-1]["previous"]:
+        backwards.append(owner_api.get(backwards[-1]["previous"]).json())
+
+    pages = [[row["id"] for row in page["results"]] for page in forwards]
+    assert [[row["id"] for row in page["results"]] for page in reversed(backwards)] == pages
+    assert len(pages) >= 4 and all(pages)
+
+
 def test_jobs_page_by_cursor_with_filters_kept(owner_api, mine):
     for _ in range(5):
         factories.JobFactory(client=mine.client, state=JobState.FAILED)

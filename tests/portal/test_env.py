@@ -220,8 +220,30 @@ def test_postgres_url_must_name_a_database():
 @pytest.mark.parametrize("port", ["543a", "99999"])
 def test_postgres_url_with_a_bad_port_is_a_config_error(port):
     """A typo in the port must stop start-up with a message naming DATABASE_URL, like every other typo."""
-    with pytest.raises(ConfigError, match="DATABASE_URL"):
+    with pytest.raises(ConfigError, match="^DATABASE_URL cannot be read: Port "):
         parse_database_url(f"postgres://portal@db.example.com:{port}/portal", base_dir=BASE)
+
+
+def test_url_that_is_no_url_is_a_config_error():
+    with pytest.raises(ConfigError, match="^DATABASE_URL cannot be read: Invalid IPv6 URL$"):
+        parse_database_url("postgres://portal@[::1/portal", base_dir=BASE)
+
+
+@pytest.mark.parametrize("url", ["sqlite://portal.sqlite3", "sqlite://var/portal.sqlite3"])
+def test_sqlite_url_with_a_host_is_an_error_not_an_in_memory_database(url):
+    with pytest.raises(ConfigError, match=r"^DATABASE_URL for SQLite names a file after three slashes"):
+        parse_database_url(url, base_dir=BASE)
+
+
+def test_postgres_options_stay_text_and_the_last_of_a_repeated_one_wins():
+    url = "postgres:///portal?sslmode=require&keepalives=1&sslmode=verify-full"
+    config = parse_database_url(url, base_dir=BASE)
+    assert config["OPTIONS"] == {"sslmode": "verify-full", "keepalives": "1"}
+
+
+def test_postgres_socket_directory_may_be_the_url_encoded_host():
+    config = parse_database_url("postgres://portal@%2Fvar%2Frun%2Fpostgresql/portal", base_dir=BASE)
+    assert (config["HOST"], config["NAME"]) == ("/var/run/postgresql", "portal")
 
 
 @pytest.mark.parametrize(

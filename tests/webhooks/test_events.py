@@ -7,7 +7,7 @@ import json
 import pytest
 from django.utils import timezone
 
-from catalog.api.v1_serializers import AlertSerializer, JobSerializer
+from catalog.api.serializers import AlertSerializer, JobSerializer
 from catalog.choices import AlertKind, AlertSeverity, JobState
 from catalog.services import alerts, jobs
 from requests_app import services

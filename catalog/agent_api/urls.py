@@ -1,6 +1,6 @@
 from django.urls import path
 
-from catalog.api import views
+from catalog.agent_api import views
 
 app_name = "agent-api"
 

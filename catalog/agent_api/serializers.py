@@ -1,0 +1,199 @@
+"""Agent API payloads (docs/agent-protocol.md is the contract)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from pathlib import PurePosixPath
+
+from rest_framework import serializers
+
+from catalog.choices import Compression, JobKind, Plugin
+from catalog.failures import AGENT_ERROR_CLASSES
+from catalog.models import Job, hostname_validator
+from catalog.services.jobs import backup_destination
+
+logger = logging.getLogger(__name__)
+
+SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+
+
+def protocol_field():
+    """The protocol version the agent says it speaks (absent: 1, the original protocol)."""
+    return serializers.IntegerField(min_value=1, max_value=32767, required=False, default=1)
+
+
+class EnrolSerializer(serializers.Serializer):
+    token = serializers.CharField(max_length=200)
+    hostname = serializers.CharField(max_length=253, validators=[hostname_validator])
+    version = serializers.CharField(max_length=32, allow_blank=True, default="")
+    protocol = protocol_field()
+    plugins = serializers.ListField(child=serializers.ChoiceField(choices=Plugin.choices), default=list)
+
+
+class PollSerializer(serializers.Serializer):
+    version = serializers.CharField(max_length=32, allow_blank=True, default="")
+    protocol = protocol_field()
+    plugins = serializers.ListField(child=serializers.ChoiceField(choices=Plugin.choices), default=list)
+    running = serializers.ListField(child=serializers.IntegerField(min_value=1), default=list)
+    # The server's own allow-list (agents since 1.x); absent from older agents.
+    allow = serializers.DictField(required=False, allow_null=True, default=None)
+
+
+#: The largest number of bytes the catalog stores (a BigIntegerField: PostgreSQL's bigint).
+MAX_BYTES = 2**63 - 1
+
+
+class ByteCountField(serializers.IntegerField):
+    """A number of bytes: a JSON integer from 0 to MAX_BYTES, never a float such as 1e23 or 5.0.
+
+    Bounded here so the database never sees a value it cannot hold (a 500);
+    a float is refused rather than rounded, since a size is counted, not measured.
+    """
+
+    default_error_messages = {
+        "not_whole": "Give a whole number of bytes (a JSON integer such as 1048576), not {value}.",
+    }
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("min_value", 0)
+        kwargs.setdefault("max_value", MAX_BYTES)
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        if isinstance(data, float):
+            self.fail("not_whole", value=repr(data))
+        return super().to_internal_value(data)
+
+
+class ProgressSerializer(serializers.Serializer):
+    bytes_done = ByteCountField()
+    bytes_total = ByteCountField(allow_null=True, required=False, default=None)
+
+
+class ErrorClassField(serializers.Field):
+    """The agent's ``error_class`` (protocol 2): a code this portal knows, else "" (absent).
+
+    Never a validation error: a report refused with 400 stays in the agent's spool
+    and is resent forever. A code this portal does not know (a newer agent) or a
+    malformed value counts as absent, and the failure is classified from its text.
+    """
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("required", False)
+        kwargs.setdefault("default", "")
+        kwargs.setdefault("allow_null", True)
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data) -> str:
+        if isinstance(data, str) and data in AGENT_ERROR_CLASSES:
+            return data
+        logger.info("Unknown error_class %.100r from an agent: classified from the error text.", data)
+        return ""
+
+    def to_representation(self, value) -> str:
+        return value
+
+
+class CompleteSerializer(serializers.Serializer):
+    SUCCEEDED, FAILED = "succeeded", "failed"
+
+    status = serializers.ChoiceField(choices=[SUCCEEDED, FAILED])
+    size = ByteCountField(required=False)
+    stored_size = ByteCountField(required=False)
+    location = serializers.CharField(max_length=1000, required=False)
+    sha256 = serializers.CharField(max_length=64, required=False)
+    compression = serializers.ChoiceField(choices=Compression.choices, default=Compression.NONE)
+    manifest = serializers.DictField(required=False, default=dict)
+    error = serializers.CharField(required=False, allow_blank=True, default="", max_length=20_000)
+    error_class = ErrorClassField()
+    log_tail = serializers.CharField(required=False, allow_blank=True, default="", max_length=200_000)
+    started_at = serializers.DateTimeField(required=False)
+    finished_at = serializers.DateTimeField(required=False)
+
+    def validate_location(self, value: str) -> str:
+        path = PurePosixPath(value)
+        if "\x00" in value or path.is_absolute() or ".." in path.parts or not value.strip():
+            raise serializers.ValidationError("Give the location relative to the storage root, without '..'.")
+        return value
+
+    def validate_sha256(self, value: str) -> str:
+        if not SHA256_HEX.match(value):
+            raise serializers.ValidationError("Give the SHA-256 as 64 lower-case hex digits.")
+        return value
+
+    def validate_manifest(self, value: dict) -> dict:
+        # Stored as JSON: an overflowing number (1e400 parses as infinity) or a NUL character
+        # is valid input to Python but neither SQLite's JSON nor PostgreSQL's jsonb takes it.
+        pending = [value]
+        while pending:
+            item = pending.pop()
+            if isinstance(item, float) and not math.isfinite(item):
+                raise serializers.ValidationError("Numbers in the manifest must be finite.")
+            if isinstance(item, str) and "\x00" in item:
+                raise serializers.ValidationError("Text in the manifest must not contain NUL characters.")
+            if isinstance(item, dict):
+                pending.extend(item.keys())
+                pending.extend(item.values())
+            elif isinstance(item, list):
+                pending.extend(item)
+        return value
+
+    def validate(self, attrs: dict) -> dict:
+        job: Job = self.context["job"]
+        attrs["error_class"] = attrs.get("error_class") or ""  # null is absent too
+        if attrs["status"] == self.FAILED and not attrs["error"].strip():
+            raise serializers.ValidationError({"error": "Say why the job failed."})
+        if attrs["status"] == self.SUCCEEDED and job.kind == JobKind.BACKUP:
+            missing = [f for f in ("size", "stored_size", "location", "sha256") if f not in attrs]
+            if missing:
+                raise serializers.ValidationError(dict.fromkeys(missing, "Required for a successful backup."))
+            assigned = backup_destination(job)
+            if attrs["location"] != assigned:
+                raise serializers.ValidationError(
+                    {
+                        "location": f"This job's backup belongs at {assigned!r}, the destination it was "
+                        f"given; {attrs['location']!r} is not accepted."
+                    }
+                )
+        return attrs
+
+
+def job_payload(job: Job) -> dict:
+    """What an agent needs to run ``job``: nothing more (no other tenant's data)."""
+    client = job.client
+    storage = (job.backup or client.policy).storage_target
+    payload = {
+        "id": job.pk,
+        "kind": job.kind,
+        "attempt": job.attempt,
+        "lease_expires_at": job.lease_expires_at,
+        "client": {
+            "id": client.pk,
+            "name": client.name,
+            "application": client.application.slug,
+            "plugin": client.plugin,
+            "options": client.options,
+        },
+        "storage": {"kind": storage.kind, "root": storage.location, "compression": storage.compression},
+        "destination": None,
+        "backup": None,
+        "target": None,
+    }
+    if job.kind == JobKind.BACKUP:
+        payload["destination"] = backup_destination(job)
+    if job.backup is not None:
+        backup = job.backup
+        payload["backup"] = {
+            "id": backup.pk,
+            "location": backup.location,
+            "sha256": backup.sha256,
+            "size": backup.size_bytes,
+            "stored_size": backup.stored_size_bytes,
+            "compression": backup.compression,
+            "manifest": backup.manifest,
+        }
+    if job.kind == JobKind.RESTORE:
+        payload["target"] = {"location": job.target_location, "overwrite": job.overwrite}
+    return payload
