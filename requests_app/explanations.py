@@ -39,6 +39,15 @@ def explain(job: Job) -> str:
             "The target already holds data and the request did not ask to overwrite it; "
             "nothing was changed. Choose an empty location, or ask again with overwrite."
         )
+    if job.error_class == ErrorClass.REFUSED_BY_AGENT:
+        # The agent's own words name the command its server's administrator would run.
+        return (
+            "The target server's own allow-list does not let the agent restore there; nothing was "
+            "read or written. Ask its administrator, or choose an allowed place. "
+            f"The agent said: {job.error_message[:500]}"
+        )
+    if job.error_class == ErrorClass.INVALID_JOB:
+        return f"The restore could not run as asked; nothing was changed. {job.error_message[:500]}"
     text = _EXPLANATIONS.get(job.error_class)
     if text is None:
         return f"The restore failed: {job.error_message[:500] or 'no reason was reported.'}"

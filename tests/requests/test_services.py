@@ -438,3 +438,22 @@ def test_a_second_open_request_for_the_same_client_name_is_refused(owner, app):
         services.submit_client(**fields)
     assert "already open" in excinfo.value.errors["name"]
     assert ClientRequest.objects.count() == 1
+
+
+def test_a_restore_the_target_agent_refused_says_who_can_allow_it(
+    owner, backup, django_capture_on_commit_callbacks
+):
+    request = services.submit_restore(
+        actor=web(owner), backup=backup, target_agent=backup.client.agent, target_location="/r"
+    )
+    agent = backup.client.agent
+    refusal = (
+        "refused by agent: /r is not in this server's allow-list for restores; to allow it, "
+        "run on the server as root: backup-agent allow --restore-root /r"
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        jobs.claim(agent)
+        jobs.complete_failure(agent, request.job_id, error=refusal, error_class="refused_by_agent")
+    request.refresh_from_db()
+    assert request.status == RequestStatus.FAILED
+    assert "allow-list" in request.error and "backup-agent allow --restore-root /r" in request.error
