@@ -15,3 +15,12 @@ def key_client(user, name: str = "ServiceNow") -> APIClient:
     client.api_key = api_key
     client.key = key
     return client
+
+
+def agent_client(agent) -> tuple[APIClient, str]:
+    """A client that speaks for ``agent`` with a fresh token (the token returned too)."""
+    token = agent.issue_token()
+    agent.save()
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    return api, token

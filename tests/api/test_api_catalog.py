@@ -10,72 +10,15 @@ from django.utils import timezone
 from catalog.choices import AlertKind, BackupStatus, ClientStatus, JobKind, JobState, JobTrigger
 from catalog.models import Job
 from tests import factories
+from tests.api.contract import (
+    ALERT_FIELDS,
+    APPLICATION_FIELDS,
+    BACKUP_FIELDS,
+    CLIENT_FIELDS,
+    JOB_FIELDS,
+)
 
 pytestmark = pytest.mark.django_db
-
-APPLICATION_FIELDS = {"id", "slug", "name", "cost_center", "description", "created_at"}
-CLIENT_FIELDS = {
-    "id",
-    "application",
-    "name",
-    "hostname",
-    "agent",
-    "plugin",
-    "options",
-    "policy",
-    "status",
-    "next_backup_at",
-    "created_at",
-    "last_backup_at",
-    "rpo_met",
-}
-BACKUP_FIELDS = {
-    "id",
-    "client",
-    "application",
-    "job",
-    "status",
-    "taken_at",
-    "expires_at",
-    "size_bytes",
-    "stored_size_bytes",
-    "storage_target",
-    "compression",
-    "sha256",
-    "verified_at",
-    "verification",
-    "legal_hold",
-}
-JOB_FIELDS = {
-    "id",
-    "kind",
-    "state",
-    "trigger",
-    "attempt",
-    "client",
-    "agent",
-    "backup",
-    "created_at",
-    "started_at",
-    "finished_at",
-    "bytes_done",
-    "bytes_total",
-    "error_class",
-    "error",
-}
-ALERT_FIELDS = {
-    "id",
-    "kind",
-    "severity",
-    "message",
-    "application",
-    "client",
-    "agent",
-    "job",
-    "created_at",
-    "resolved_at",
-    "acknowledged_at",
-}
 
 
 def ids(response) -> list[int]:

@@ -9,7 +9,7 @@ from django.contrib.staticfiles import finders
 from django.core.management import call_command
 from rest_framework.test import APIClient
 
-from tests.api import test_api_catalog as catalog
+from tests.api import contract
 from tests.api.contract import CLIENT_REQUEST_FIELDS, RESTORE_REQUEST_FIELDS
 
 pytestmark = pytest.mark.django_db
@@ -74,10 +74,10 @@ def test_representations_in_the_schema_match_the_contract(schema):
 
     assert set(components["RestoreRequest"]["properties"]) == RESTORE_REQUEST_FIELDS
     assert set(components["ClientRequest"]["properties"]) == CLIENT_REQUEST_FIELDS
-    assert set(components["Client"]["properties"]) == catalog.CLIENT_FIELDS
-    assert set(components["Backup"]["properties"]) == catalog.BACKUP_FIELDS
-    assert set(components["Job"]["properties"]) == catalog.JOB_FIELDS
-    assert set(components["Alert"]["properties"]) == catalog.ALERT_FIELDS
+    assert set(components["Client"]["properties"]) == contract.CLIENT_FIELDS
+    assert set(components["Backup"]["properties"]) == contract.BACKUP_FIELDS
+    assert set(components["Job"]["properties"]) == contract.JOB_FIELDS
+    assert set(components["Alert"]["properties"]) == contract.ALERT_FIELDS
     assert set(components["RestoreRequestCreateRequest"]["properties"]) == {
         "backup",
         "target_agent",

@@ -14,16 +14,9 @@ from catalog.choices import AlertKind, ClientStatus, JobKind, JobState, Plugin
 from catalog.models import Agent, Alert, Backup, BackupClient, Job
 from catalog.services import agents, jobs
 from tests import factories
+from tests.helpers import agent_client
 
 SHA = hashlib.sha256(b"data").hexdigest()
-
-
-def agent_client(agent: Agent) -> tuple[APIClient, str]:
-    token = agent.issue_token()
-    agent.save()
-    api = APIClient()
-    api.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
-    return api, token
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from catalog.failures import AGENT_ERROR_CLASSES
 from catalog.models import Agent, Alert, Job
 from catalog.services import agents, alerts, jobs
 from tests import factories
-from tests.catalog.test_agent_api import agent_client
+from tests.helpers import agent_client
 
 PERMISSION_TEXT = "tar: /srv/data: Cannot open: Permission denied"
 

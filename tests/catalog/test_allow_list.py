@@ -15,7 +15,7 @@ from catalog.choices import ErrorClass, Plugin
 from catalog.failures import classify
 from catalog.models import Agent
 from tests import factories
-from tests.catalog.test_agent_api import agent_client
+from tests.helpers import agent_client
 
 
 @pytest.fixture
