@@ -26,12 +26,6 @@ def ack_url(alert) -> str:
 
 
 @pytest.fixture
-def owner_client(client, owner):
-    client.force_login(owner)
-    return client
-
-
-@pytest.fixture
 def mine(orders_clients):
     return factories.AlertFactory(client=orders_clients[0], message="Backup of orders/db01-pg failed")
 

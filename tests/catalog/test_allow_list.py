@@ -17,13 +17,6 @@ from catalog.models import Agent
 from tests import factories
 from tests.helpers import agent_client
 
-
-@pytest.fixture
-def owner_client(client, owner):
-    client.force_login(owner)
-    return client
-
-
 ALLOWED = {
     "paths": ["/srv/app"],
     "restore_roots": ["/srv/restore"],
