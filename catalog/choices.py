@@ -116,6 +116,7 @@ class AlertKind(models.TextChoices):
     STORAGE_NEARLY_FULL = "storage_nearly_full", "Storage nearly full"
     RESTORE_TEST_FAILED = "restore_test_failed", "Restore test failed"
     RESTORE_TEST_OVERDUE = "restore_test_overdue", "Restore test overdue"
+    AGENT_CLONED = "agent_cloned", "Agent token used by a second host"
 
 
 class EnrolmentPurpose(models.TextChoices):

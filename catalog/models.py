@@ -212,6 +212,12 @@ class Agent(models.Model):
         blank=True,
         help_text="What the server's administrator allows this agent to do, as it last reported it.",
     )
+    # The agent instance that holds the token: an id generated on the host and kept outside
+    # the copyable config. A copied config on a second host has another id and is refused.
+    instance_id = models.CharField(max_length=64, blank=True, editable=False)
+    instance_host = models.CharField(
+        max_length=253, blank=True, editable=False, help_text="The host name the bound instance reported."
+    )
 
     objects = AgentQuerySet.as_manager()
 
@@ -451,8 +457,12 @@ class Job(models.Model):
     not_before = models.DateTimeField(
         default=timezone.now, help_text="Not handed to an agent before this time (retry backoff)."
     )
+    # The portal's clock: durations come from what the portal saw.
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # The agent's clock, kept as information only (a host hours off must not skew durations).
+    reported_started_at = models.DateTimeField(null=True, blank=True)
+    reported_finished_at = models.DateTimeField(null=True, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
     bytes_done = models.BigIntegerField(default=0)
