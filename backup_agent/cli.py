@@ -26,6 +26,7 @@ from backup_agent.config import DEFAULT_SPOOL_DIR, Config, config_path, load, wr
 from backup_agent.errors import ConfigError, PortalError, PortalUnreachable
 from backup_agent.runner import Agent
 from backup_agent.spool import Spool
+from backup_agent.state import instance_of
 
 log = logging.getLogger("backup_agent")
 
@@ -59,6 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     enrol.add_argument("--hostname", default=None, help="name to enrol under (default: the FQDN)")
     enrol.add_argument(
         "--spool-dir", default=DEFAULT_SPOOL_DIR, help=f"report spool folder (default {DEFAULT_SPOOL_DIR})"
+    )
+    enrol.add_argument(
+        "--state-dir",
+        default=None,
+        help="this host's own state: instance id, staging record (default: the spool folder's parent)",
     )
     enrol.add_argument("--ca-file", default=None, help="CA bundle to trust for the portal's certificate")
     enrol.add_argument("--force", action="store_true", help="replace an existing config file")
@@ -144,9 +150,15 @@ def cmd_enrol(args: argparse.Namespace) -> int:
         spool.ensure()  # fail now, not at the first finished backup
     except OSError as exc:
         raise ConfigError(f"cannot create spool folder {args.spool_dir}: {exc.strerror}") from None
+    state_dir = Path(args.state_dir).absolute() if args.state_dir else Path(args.spool_dir).absolute().parent
+    try:
+        # This host's identity: kept (not replaced) by a re-enrolment with --force.
+        instance = instance_of(state_dir)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the instance id in {state_dir}: {exc.strerror}") from None
     client = PortalClient(args.server, ca_file=args.ca_file)
     try:
-        answer = client.enrol(args.token, hostname, plugins.available())
+        answer = client.enrol(args.token, hostname, plugins.available(), instance)
     except PortalError as exc:
         log.error("enrolment refused: %s", exc)
         return 1
@@ -163,6 +175,7 @@ def cmd_enrol(args: argparse.Namespace) -> int:
         hostname=str(answer.get("hostname") or hostname),
         agent_id=answer.get("agent_id") if isinstance(answer.get("agent_id"), int) else None,
         spool_dir=str(Path(args.spool_dir).absolute()),
+        state_dir=str(state_dir) if args.state_dir else None,
         poll_after=int(answer.get("poll_after") or 30),
         ca_file=args.ca_file,
         allow=allow,
@@ -201,6 +214,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"plugins:     {', '.join(plugins.available(config.plugin_env)) or 'none'}")
     entries = sum(len(getattr(config.allow, key)) for key in KEYS)
     print(f"allow-list:  {entries} entr{'y' if entries == 1 else 'ies'} (backup-agent policy)")
+    id_file = config.state_path / "instance-id"
+    try:
+        instance_id = id_file.read_text(encoding="ascii").strip() or "(empty)"
+    except OSError:
+        instance_id = "(none yet: created at the first run)"
+    print(f"instance:    {instance_id} ({id_file})")
     pending = Spool(config.spool_dir).pending()
     print(f"spool:       {config.spool_dir} ({len(pending)} report(s) not yet acknowledged)")
     for entry in pending:

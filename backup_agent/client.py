@@ -23,6 +23,8 @@ from backup_agent.errors import PortalError, PortalUnreachable
 log = logging.getLogger(__name__)
 
 API_PREFIX = "/api/agent/v1/"
+# 409 code of a poll (or report) from a copy of this agent's config on another host.
+AGENT_CLONED = "agent_cloned"
 
 
 class PortalClient:
@@ -50,25 +52,38 @@ class PortalClient:
         if server.startswith("http://") and host not in ("localhost", "127.0.0.1", "::1"):
             log.warning("portal URL %s is plain HTTP: the agent token travels unencrypted", server)
 
-    def enrol(self, token: str, hostname: str, plugins: list[str]) -> dict[str, Any]:
-        body = {
+    def enrol(
+        self, token: str, hostname: str, plugins: list[str], instance: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        """`instance`: {"id": <32 hex from the state folder>, "host": <FQDN>} (backup_agent/state.py)."""
+        body: dict[str, Any] = {
             "token": token,
             "hostname": hostname,
             "version": __version__,
             "protocol": PROTOCOL_VERSION,
             "plugins": plugins,
         }
+        if instance is not None:
+            body["instance"] = instance
         return self._call("enrol", body, authenticated=False)
 
-    def poll(self, plugins: list[str], running: list[int], allow: dict[str, list[str]]) -> dict[str, Any]:
+    def poll(
+        self,
+        plugins: list[str],
+        running: list[int],
+        allow: dict[str, list[str]],
+        instance: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
         """Heartbeat and claim; `allow` is this server's allow-list, for the portal to show."""
-        body = {
+        body: dict[str, Any] = {
             "version": __version__,
             "protocol": PROTOCOL_VERSION,
             "plugins": plugins,
             "running": running,
             "allow": allow,
         }
+        if instance is not None:
+            body["instance"] = instance
         return self._call("poll", body)
 
     def progress(self, job_id: int, bytes_done: int, bytes_total: int | None) -> dict[str, Any]:
@@ -88,10 +103,10 @@ class PortalClient:
                 self._call(f"jobs/{int(job_id)}/complete", report)
                 return True
             except PortalError as exc:
-                if exc.status == 409:
+                if exc.status == 409 and exc.code != AGENT_CLONED:
                     log.warning("job %s: report refused, lease lost (%s)", job_id, exc.detail)
                     return True
-                if exc.status < 500 or attempt == tries:
+                if exc.status < 500 or attempt == tries:  # agent_cloned: keep it spooled
                     raise
             except PortalUnreachable:
                 if attempt == tries:

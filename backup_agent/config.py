@@ -35,6 +35,9 @@ class Config:
     hostname: str
     agent_id: int | None = None
     spool_dir: str = DEFAULT_SPOOL_DIR
+    # This host's own state (instance id, staging record): never copied with
+    # the config. None means the parent of spool_dir (/var/lib/backup-agent).
+    state_dir: str | None = None
     # Where restore tests unpack files before comparing; None means the system temp dir.
     scratch_dir: str | None = None
     poll_after: int = 30
@@ -51,6 +54,10 @@ class Config:
     # server's admin (enrol flags, `backup-agent allow`); missing means nothing.
     allow: AllowList = field(default_factory=AllowList)
 
+    @property
+    def state_path(self) -> Path:
+        return Path(self.state_dir) if self.state_dir else Path(self.spool_dir).absolute().parent
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
 
@@ -66,6 +73,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "hostname": (str,),
     "agent_id": (int, type(None)),
     "spool_dir": (str,),
+    "state_dir": (str, type(None)),
     "scratch_dir": (str, type(None)),
     "poll_after": (int,),
     "progress_interval": (int, float),

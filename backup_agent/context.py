@@ -6,8 +6,9 @@ import collections
 import logging
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 from backup_agent.errors import Cancelled
@@ -58,6 +59,18 @@ class JobContext:
     # Set by the allow-list for an in-place files restore: every archive member
     # must land under one of these paths (backup_agent/allow.py, Permit).
     restore_only_under: tuple[str, ...] | None = None
+    # Set by the run loop: remembers a staging folder in the state folder
+    # (backup_agent/state.py) before it is created, so a crash leaves no orphan.
+    record_staging: Callable[[int, Path], None] | None = None
+
+    def staging(self, folder: Path) -> None:
+        """Call right before creating a staging folder; best effort, never fails the job."""
+        if self.record_staging is None:
+            return
+        try:
+            self.record_staging(self.job_id, folder)
+        except OSError as exc:
+            log.warning("job %s: could not record staging folder %s: %s", self.job_id, folder, exc)
 
     def check_cancelled(self) -> None:
         if self.cancel.is_set():

@@ -118,6 +118,7 @@ class Executor:
             ctx.check_cancelled()
             progress.add(n)
 
+        ctx.staging(storage.partial_dir(spec.destination))
         with storage.open_writer(spec.destination, plugin.DATA_NAME, on_chunk) as writer:
             facts = plugin.backup(options, writer, ctx)
             ctx.check_cancelled()

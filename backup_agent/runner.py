@@ -17,7 +17,7 @@ from typing import Any
 
 from backup_agent import plugins
 from backup_agent.allow import AllowList
-from backup_agent.client import PortalClient
+from backup_agent.client import AGENT_CLONED, PortalClient
 from backup_agent.config import Config
 from backup_agent.context import JobContext
 from backup_agent.errors import PortalError, PortalUnreachable, RefusedByAgent
@@ -25,12 +25,25 @@ from backup_agent.executor import Executor, new_context
 from backup_agent.jobs import job_id_of
 from backup_agent.progress import Progress, ProgressReporter
 from backup_agent.spool import Spool
+from backup_agent.state import StagingRecord, instance_of
 
 log = logging.getLogger(__name__)
 
 BACKOFF_BASE = 5.0
 BACKOFF_CAP = 300.0  # five minutes, as the protocol promises the portal
 MAX_POLL_AFTER = 3600
+# The spool is resent on its own timer while it holds reports: every
+# min(SPOOL_INTERVAL, poll interval), backing off to at most SPOOL_RETRY_CAP
+# while the portal is down, so a report arrives seconds after the portal is
+# back even when the poll backoff has grown to minutes.
+SPOOL_INTERVAL = 5.0
+SPOOL_RETRY_CAP = 10.0
+# How often a cloned agent (poll answered 409 agent_cloned) asks again.
+CLONED_RETRY = 300.0
+CLONED_MESSAGE = (
+    "the portal refused this agent: this config was copied from another host; ask the backup team "
+    "to re-key this server: backup-agent enrol --token … --force (no jobs run until then)"
+)
 
 
 def backoff_delay(failures: int, rand: Callable[[], float] = random.random) -> float:
@@ -43,6 +56,19 @@ def backoff_delay(failures: int, rand: Callable[[], float] = random.random) -> f
     return delay * (0.5 + 0.5 * rand())
 
 
+def spool_retry_delay(failures: int, interval: float, rand: Callable[[], float] = random.random) -> float:
+    """Seconds between spool resends after `failures` failed ones: short, capped at SPOOL_RETRY_CAP."""
+    if failures <= 0:
+        return interval
+    delay = min(max(SPOOL_RETRY_CAP, interval), interval * 2 ** (failures - 1))
+    return delay * (0.5 + 0.5 * rand())
+
+
+def cloned_retry_delay(rand: Callable[[], float] = random.random) -> float:
+    """Seconds between polls while the portal says this config is a copy: slow, jittered."""
+    return CLONED_RETRY * (0.5 + 0.5 * rand())
+
+
 class Agent:
     def __init__(
         self, config: Config, client: PortalClient | None = None, config_file: Path | None = None
@@ -53,7 +79,13 @@ class Agent:
             config.server, config.agent_token, timeout=config.http_timeout, ca_file=config.ca_file
         )
         self.spool = Spool(config.spool_dir)
+        self.staging = StagingRecord(config.state_path)
         self.executor = Executor(config, config_file)
+        self._instance: dict[str, str] | None = None
+        # Set while the portal answers polls with 409 agent_cloned.
+        self.cloned = False
+        self._poll_after = float(config.poll_after)
+        self._spool_lock = threading.Lock()
         self.stop_event = threading.Event()
         self._slots = threading.BoundedSemaphore(config.max_parallel_jobs)
         self._lock = threading.Lock()
@@ -89,12 +121,54 @@ class Agent:
     def resend_spool(self) -> bool:
         """Resend every spooled report; True when the spool is now empty."""
         all_sent = True
-        for entry in self.spool.pending():
-            with self._lock:
-                if entry.job_id in self._running:
-                    continue  # its own thread is about to send it
-            all_sent = self._send_spooled(entry.job_id, entry.report) and all_sent
+        # One resender at a time (the loop and the spool timer): no report twice at once.
+        with self._spool_lock:
+            for entry in self.spool.pending():
+                with self._lock:
+                    if entry.job_id in self._running:
+                        continue  # its own thread is about to send it
+                all_sent = self._send_spooled(entry.job_id, entry.report) and all_sent
         return all_sent
+
+    def spool_interval(self) -> float:
+        return min(SPOOL_INTERVAL, self._poll_after)
+
+    def _spool_waiting(self) -> bool:
+        """Whether the spool holds a report no running job is about to send itself."""
+        running = set(self.running())
+        return any(e.job_id not in running for e in self.spool.pending())
+
+    def _spool_timer(self) -> None:
+        """Resend the spool on its own short timer, independent of the poll backoff."""
+        failures = 0
+        while not self.stop_event.wait(spool_retry_delay(failures, self.spool_interval())):
+            try:
+                if self.cloned or not self._spool_waiting() or self.resend_spool():
+                    failures = 0
+                else:
+                    failures += 1
+            except Exception:  # the timer must outlive any surprise; the loop resends too
+                log.exception("spool resend failed")
+                failures += 1
+
+    # --- staging ------------------------------------------------------------------
+
+    def sweep(self, *, everywhere: bool = True) -> None:
+        """Remove stale staging folders of this agent (never those of jobs running now)."""
+        try:
+            self.staging.sweep(self.running, everywhere=everywhere)
+        except Exception:  # cleaning up must never stop the agent
+            log.exception("sweeping stale staging folders failed")
+
+    def instance(self) -> dict[str, str] | None:
+        """{"id", "host"} of this agent instance; the id lives in the state folder, not the config."""
+        if self._instance is None:
+            try:
+                self._instance = instance_of(self.config.state_path)
+            except OSError as exc:
+                log.error("cannot read or create the instance id in %s: %s", self.config.state_path, exc)
+                return None
+        return self._instance
 
     # --- jobs ---------------------------------------------------------------------
 
@@ -107,6 +181,7 @@ class Agent:
             if job_id in self._running:
                 return None  # already running here; a duplicate hand-out
             ctx = new_context(raw, self.config)
+            ctx.record_staging = self.staging.add
             self._running[job_id] = ctx
             if self.stop_event.is_set():
                 ctx.request_cancel("cancelled: the agent is shutting down")
@@ -126,6 +201,7 @@ class Agent:
         finally:
             with self._lock:
                 self._running.pop(ctx.job_id, None)
+            self.sweep(everywhere=False)
 
     def running(self) -> list[int]:
         with self._lock:
@@ -163,17 +239,30 @@ class Agent:
             return AllowList()
 
     def poll(self) -> tuple[list[Any], int]:
-        answer = self.client.poll(
-            plugins.available(self.config.plugin_env), self.running(), self.reported_allow_list().to_json()
-        )
+        try:
+            answer = self.client.poll(
+                plugins.available(self.config.plugin_env),
+                self.running(),
+                self.reported_allow_list().to_json(),
+                self.instance(),
+            )
+        except PortalError as exc:
+            if exc.status == 409 and exc.code == AGENT_CLONED:
+                self.cloned = True
+                log.error("%s", CLONED_MESSAGE)
+            raise
+        self.cloned = False
         jobs = answer.get("jobs") or []
         poll_after = answer.get("poll_after", self.config.poll_after)
         if not isinstance(poll_after, int) or isinstance(poll_after, bool):
             poll_after = self.config.poll_after
-        return (jobs if isinstance(jobs, list) else []), min(max(poll_after, 1), MAX_POLL_AFTER)
+        poll_after = min(max(poll_after, 1), MAX_POLL_AFTER)
+        self._poll_after = float(poll_after)
+        return (jobs if isinstance(jobs, list) else []), poll_after
 
     def run_once(self) -> int:
         """Resend the spool, poll once, run what came, report. 0 if every report was acknowledged."""
+        self.sweep()
         spool_empty = self.resend_spool()
         try:
             jobs, _ = self.poll()
@@ -190,8 +279,12 @@ class Agent:
     def run_forever(self) -> int:
         """Poll until shutdown(); back off exponentially while the portal is unreachable."""
         failures = 0
+        self.sweep()  # staging left by a crash or kill -9 of the previous run
+        timer = threading.Thread(target=self._spool_timer, name="spool-timer", daemon=True)
+        timer.start()
         while not self.stop_event.is_set():
-            self.resend_spool()
+            if not self.cloned:
+                self.resend_spool()
             try:
                 jobs, delay = self.poll()
                 failures = 0
@@ -202,7 +295,9 @@ class Agent:
             except PortalError as exc:
                 failures += 1
                 delay = backoff_delay(failures)
-                if exc.status == 401:
+                if exc.status == 409 and exc.code == AGENT_CLONED:
+                    delay = cloned_retry_delay()  # the error is logged by poll()
+                elif exc.status == 401:
                     log.error("the portal rejected this agent's token (revoked?); re-enrol the agent")
                 else:
                     log.warning("poll refused: %s; next try in %.0fs", exc, delay)
@@ -215,4 +310,5 @@ class Agent:
         log.info("%s, stopping: %d running job(s) will report", self.stop_reason, len(self.running()))
         self.shutdown()
         self.wait_for_jobs()
+        timer.join(5)
         return 0

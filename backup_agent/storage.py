@@ -92,6 +92,11 @@ class FilesystemStorage:
             raise InvalidOptions(f"storage location {location!r} escapes the storage root")
         return Path(path)
 
+    def partial_dir(self, destination: str) -> Path:
+        """Where a backup to `destination` is staged before its final rename."""
+        final = self.job_dir(destination)
+        return final.with_name(PARTIAL_PREFIX + final.name)
+
     def open_writer(self, destination: str, data_name: str, on_chunk: OnChunk | None = None) -> BackupWriter:
         if not _DATA_FILE.match(data_name):
             raise InvalidOptions(f"bad data file name {data_name!r}")
@@ -229,9 +234,24 @@ class BackupWriter:
         self._committed = True
 
     def abort(self) -> None:
+        """Drop the partial folder whatever state the file is in; never raises.
+
+        On a full disk, closing the file fails again (ENOSPC while flushing its
+        buffer): that must not stop the folder from being removed, nor replace
+        the job's own error. The buffered bytes are simply lost with the file.
+        """
         if not self._fh.closed:
-            self._fh.close()
-        shutil.rmtree(self.partial, ignore_errors=True)
+            try:
+                self._fh.close()  # closes the descriptor even when the flush fails
+            except OSError as exc:
+                log.debug("closing %s failed while aborting: %s", self.partial, exc)
+        try:
+            shutil.rmtree(self.partial)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            # Left for the agent's sweep (backup_agent/state.py), which retries it.
+            log.warning("could not remove partial backup %s: %s", self.partial, exc)
 
 
 class _HashingFile:

@@ -28,6 +28,7 @@ from backup_agent.allow import check_restored_member
 from backup_agent.context import JobContext, Sink, Source
 from backup_agent.errors import AgentError, InvalidOptions, TargetNotEmpty, UnsafeArchive, os_failure
 from backup_agent.plugins.base import Facts, reject_unknown, require_mapping
+from backup_agent.state import is_staging_name
 
 NAME = "files"
 DATA_NAME = "data.tar"
@@ -173,9 +174,12 @@ def restore(
         dest.mkdir(mode=0o700, parents=True)
     elif not dest.is_dir():
         raise InvalidOptions(f"files: restore target {dest} is not a directory")
-    elif any(dest.iterdir()) and not overwrite:
+    elif not overwrite and any(not is_staging_name(p.name) for p in dest.iterdir()):
+        # Another restore's staging (running, or left by a crash for the sweep)
+        # is not data of the target.
         raise TargetNotEmpty(str(dest))
     staging = dest / f".restore-{ctx.job_id}-{secrets.token_hex(4)}"
+    ctx.staging(staging)
     staging.mkdir(mode=0o700)
     try:
         facts, archived_dirs = _extract(source, staging, ctx, os.path.realpath(dest))

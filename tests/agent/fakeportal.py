@@ -26,6 +26,10 @@ class FakePortal:
     # Answers for `complete`, used up one per call; empty means 200.
     complete_answers: list[str] = field(default_factory=list)
     requests: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    # Down: every request is dropped unanswered (an outage, to the agent).
+    down: bool = False
+    # Cloned: polls are answered 409 agent_cloned (a copied config on another host).
+    cloned: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -67,6 +71,8 @@ class FakePortal:
     # --- the protocol ----------------------------------------------------------------
 
     def handle(self, handler: BaseHTTPRequestHandler, path: str, body: dict[str, Any]) -> None:
+        if self.down:
+            return _drop(handler)
         with self.lock:
             self.requests.append((path, body))
         endpoint = path.removeprefix(PREFIX)
@@ -74,6 +80,9 @@ class FakePortal:
             return self._enrol(handler, body)
         if handler.headers.get("Authorization") != f"Bearer {self.agent_token}":
             return _answer(handler, 401, {"code": "unauthorized", "detail": "bad token"})
+        if endpoint == "poll" and self.cloned:
+            detail = "this agent's token is in use on another host"
+            return _answer(handler, 409, {"code": "agent_cloned", "detail": detail})
         if endpoint == "poll":
             with self.lock:
                 jobs, self.queued = self.queued, []
@@ -107,11 +116,14 @@ class FakePortal:
         if mode == "409":
             return _answer(handler, 409, {"code": "lease_lost", "detail": "job moved on"})
         if mode == "drop":
-            # Close without answering: to the agent this is an unreachable portal.
-            handler.close_connection = True
-            handler.connection.shutdown(2)
-            return None
+            return _drop(handler)
         return _answer(handler, 200, {"acknowledged": True, "job": job_id})
+
+
+def _drop(handler: BaseHTTPRequestHandler) -> None:
+    """Close without answering: to the agent this is an unreachable portal."""
+    handler.close_connection = True
+    handler.connection.shutdown(2)
 
 
 def _answer(handler: BaseHTTPRequestHandler, status: int, body: dict[str, Any]) -> None:
