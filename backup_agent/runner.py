@@ -207,6 +207,18 @@ class Agent:
         with self._lock:
             return sorted(self._running)
 
+    def running_or_unreported(self) -> list[int]:
+        """What the poll lists as ours: running jobs, and finished ones whose report is still spooled.
+
+        The portal re-queues a job missing from this list at once; a finished job whose
+        report has not got through yet must not be run a second time.
+        """
+        try:
+            spooled = {entry.job_id for entry in self.spool.pending()}
+        except OSError:
+            spooled = set()
+        return sorted(set(self.running()) | spooled)
+
     def wait_for_jobs(self) -> None:
         for thread in list(self._threads):
             thread.join()
@@ -242,7 +254,7 @@ class Agent:
         try:
             answer = self.client.poll(
                 plugins.available(self.config.plugin_env),
-                self.running(),
+                self.running_or_unreported(),
                 self.reported_allow_list().to_json(),
                 self.instance(),
             )

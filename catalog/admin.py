@@ -494,6 +494,7 @@ class JobAdmin(ReadOnlyAdminMixin, CatalogAdmin):  # the lifecycle belongs to ca
         ("Where", {"fields": ("client", "agent", "backup", "target_location", "overwrite")}),
         ("When", {"fields": ("created_at", "not_before", "started_at", "finished_at",
                              "duration_display", "lease_expires_at", "cancel_requested_at")}),
+        ("The agent's clock (information only)", {"fields": ("reported_started_at", "reported_finished_at")}),
         ("Progress", {"fields": ("bytes_done", "bytes_done_display", "bytes_total")}),
         ("Failure", {"fields": ("error_class", "error_message", "log_tail")}),
     )

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from catalog.choices import ErrorClass, JobState
-from catalog.models import Job
+from catalog.choices import BackupStatus, ErrorClass, JobState, Verification
+from catalog.models import Backup, Job
 
 _EXPLANATIONS = {
-    ErrorClass.CHECKSUM_MISMATCH: (
-        "The backup failed its integrity check (checksum mismatch), so nothing was written to the "
-        "target. The backup team has been told; try an older recovery point."
-    ),
     ErrorClass.PERMISSION_DENIED: (
         "The agent was not allowed to write to the target location (permission denied). "
         "Choose a folder the agent's user can write to, or ask the server's administrator."
@@ -24,11 +20,44 @@ _EXPLANATIONS = {
         "A tool the restore needs is not installed on the target server (command not found)."
     ),
     ErrorClass.TIMEOUT: "The restore took too long and was stopped (timeout).",
-    ErrorClass.LEASE_EXPIRED: (
-        "The agent on the target server stopped reporting during the restore (it may have restarted). "
-        "Check the server and submit the restore again."
-    ),
 }
+
+
+def newest_good_backup(client_id: int) -> Backup | None:
+    """The client's newest recovery point that is available and not known to be damaged."""
+    return (
+        Backup.objects.filter(client_id=client_id, status=BackupStatus.AVAILABLE)
+        .exclude(verification=Verification.FAILED)
+        .order_by("-taken_at", "-pk")
+        .first()
+    )
+
+
+def describe(backup: Backup) -> str:
+    return f"#{backup.pk} of {backup.taken_at:%Y-%m-%d %H:%M} UTC"
+
+
+def good_alternative(client_id: int) -> str:
+    good = newest_good_backup(client_id)
+    if good is None:
+        return "This client has no other good recovery point; the backup team has been told."
+    return f"The newest good recovery point is {describe(good)}."
+
+
+def _damaged(job: Job) -> str:
+    return (
+        f"The backup {describe(job.backup)} is damaged: it failed its integrity check (checksum "
+        "mismatch), so nothing was written to the target. The backup is marked as failed "
+        f"verification and the backup team has been told. {good_alternative(job.client_id)}"
+    )
+
+
+def _lost(job: Job) -> str:
+    return (
+        "The agent on the target server lost the restore after it had started: "
+        f"{job.error_message[:300] or 'it stopped reporting.'} The target may hold a partial "
+        "restore. Check the server and submit the restore again."
+    )
 
 
 def explain(job: Job) -> str:
@@ -48,6 +77,10 @@ def explain(job: Job) -> str:
         )
     if job.error_class == ErrorClass.INVALID_JOB:
         return f"The restore could not run as asked; nothing was changed. {job.error_message[:500]}"
+    if job.error_class == ErrorClass.CHECKSUM_MISMATCH and job.backup_id:
+        return _damaged(job)
+    if job.error_class == ErrorClass.LEASE_EXPIRED:
+        return _lost(job)
     text = _EXPLANATIONS.get(job.error_class)
     if text is None:
         return f"The restore failed: {job.error_message[:500] or 'no reason was reported.'}"

@@ -16,7 +16,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from catalog.choices import BackupStatus, ClientStatus, JobState, JobTrigger
+from catalog.choices import BackupStatus, ClientStatus, JobState, JobTrigger, Verification
 from catalog.errors import InvalidEnrolment
 from catalog.models import Agent, Backup, BackupClient, EnrolmentToken, ProtectionPolicy
 from catalog.plugin_options import validate_options, validate_restore_target
@@ -33,7 +33,7 @@ from requests_app.errors import (
     NotPermitted,
     ReasonRequired,
 )
-from requests_app.explanations import explain
+from requests_app.explanations import describe, explain, good_alternative
 from requests_app.models import ClientRequest, RestoreRequest
 
 Request = ClientRequest | RestoreRequest
@@ -81,6 +81,14 @@ def submit_restore(
     """Ask for a restore. The caller has already checked the actor may see backup and agent."""
     if backup.status != BackupStatus.AVAILABLE:
         raise InvalidRequest({"backup": f"This backup is {backup.get_status_display().lower()}."})
+    if backup.verification == Verification.FAILED:
+        raise InvalidRequest(
+            {
+                "backup": f"Backup {describe(backup)} is damaged (it failed verification"
+                f"{f' on {backup.verified_at:%Y-%m-%d}' if backup.verified_at else ''}) and cannot "
+                f"be restored. {good_alternative(backup.client_id)}"
+            }
+        )
     if target_agent.revoked_at:
         raise InvalidRequest({"target_agent": f"{target_agent.hostname} has been revoked."})
     with _invalid_request():

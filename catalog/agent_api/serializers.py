@@ -24,12 +24,24 @@ def protocol_field():
     return serializers.IntegerField(min_value=1, max_value=32767, required=False, default=1)
 
 
+class InstanceSerializer(serializers.Serializer):
+    """Which agent instance speaks (newer agents): an id generated on the host, and its name."""
+
+    id = serializers.RegexField(r"^[0-9a-f]{32}$", max_length=32)
+    host = serializers.CharField(max_length=253)
+
+
+def instance_field():
+    return InstanceSerializer(required=False, allow_null=True, default=None)
+
+
 class EnrolSerializer(serializers.Serializer):
     token = serializers.CharField(max_length=200)
     hostname = serializers.CharField(max_length=253, validators=[hostname_validator])
     version = serializers.CharField(max_length=32, allow_blank=True, default="")
     protocol = protocol_field()
     plugins = serializers.ListField(child=serializers.ChoiceField(choices=Plugin.choices), default=list)
+    instance = instance_field()
 
 
 class PollSerializer(serializers.Serializer):
@@ -39,6 +51,7 @@ class PollSerializer(serializers.Serializer):
     running = serializers.ListField(child=serializers.IntegerField(min_value=1), default=list)
     # The server's own allow-list (agents since 1.x); absent from older agents.
     allow = serializers.DictField(required=False, allow_null=True, default=None)
+    instance = instance_field()
 
 
 #: The largest number of bytes the catalog stores (a BigIntegerField: PostgreSQL's bigint).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.shortcuts import get_object_or_404
+from django.utils import timezone
 from rest_framework import status
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
@@ -61,13 +62,18 @@ class PollView(AgentView):
     def post(self, request):
         data = PollSerializer(data=request.data)
         data.is_valid(raise_exception=True)
+        agents.check_instance(self.agent, data.validated_data["instance"])
+        arrived = timezone.now()
         agents.heartbeat(
             self.agent,
             version=data.validated_data["version"],
             plugins=data.validated_data["plugins"],
             allow_list=data.validated_data["allow"],
             protocol=data.validated_data["protocol"],
+            now=arrived,
         )
+        # Before this poll's own claim: a job handed out in this answer is never judged by it.
+        jobs.reconcile_running(self.agent, data.validated_data["running"], claimed_before=arrived)
         claimed = jobs.claim(self.agent)
         return Response(
             {"jobs": [job_payload(job) for job in claimed], "poll_after": settings.PORTAL_AGENT_POLL_SECONDS}
@@ -101,7 +107,8 @@ class CompleteView(AgentView):
                 error=report["error"],
                 error_class=report["error_class"],
                 log_tail=report["log_tail"],
-                finished_at=report.get("finished_at"),
+                reported_started_at=report.get("started_at"),
+                reported_finished_at=report.get("finished_at"),
             )
             return Response({"acknowledged": True, "job": job.pk, "state": job.state})
         backup_report = None
@@ -119,7 +126,8 @@ class CompleteView(AgentView):
             job_id,
             report=backup_report,
             log_tail=report["log_tail"],
-            finished_at=report.get("finished_at"),
+            reported_started_at=report.get("started_at"),
+            reported_finished_at=report.get("finished_at"),
         )
         body = {"acknowledged": True, "job": job.pk, "state": job.state}
         if backup is not None:

@@ -17,7 +17,7 @@ from catalog.choices import (
     ClientStatus,
     EnrolmentPurpose,
 )
-from catalog.errors import InvalidEnrolment
+from catalog.errors import CatalogError, InvalidEnrolment
 from catalog.models import (
     Agent,
     AgentEvent,
@@ -30,6 +30,13 @@ from catalog.models import (
 )
 from catalog.services import alerts
 from catalog.signals import agent_enrolled
+
+
+class AgentCloned(CatalogError):
+    """The agent's token was used by another instance than the one it is bound to (409)."""
+
+    code = "agent_cloned"
+
 
 ENROLMENT_VALID_FOR = timedelta(days=7)
 REKEY_VALID_FOR = timedelta(days=1)
@@ -112,7 +119,13 @@ def issue_rekey_token(
 
 
 def enrol(
-    *, token: str, hostname: str, version: str, plugins: list[str], protocol: int = 1
+    *,
+    token: str,
+    hostname: str,
+    version: str,
+    plugins: list[str],
+    protocol: int = 1,
+    instance: dict | None = None,
 ) -> tuple[Agent, str]:
     """Exchange a one-time token for the agent's long-lived token.
 
@@ -120,6 +133,10 @@ def enrol(
     completes one the portal registered for the token's application); a re-key
     token, issued by the backup team, replaces an existing agent's key. Nothing
     else can give a host's jobs to a new key.
+
+    The key is bound to the enrolling ``instance`` (``{"id", "host"}``, newer agents):
+    a re-key re-binds it, so a rebuilt server's new instance takes over. Without
+    one, the agent binds on its first poll that carries one.
     """
     now = timezone.now()
     with transaction.atomic():
@@ -151,7 +168,10 @@ def enrol(
         agent_token = agent.issue_token()
         agent.version, agent.plugins, agent.protocol = version, plugins, protocol
         agent.enrolled_at = agent.last_seen_at = now
+        agent.instance_id = (instance or {}).get("id", "")
+        agent.instance_host = (instance or {}).get("host", "")
         agent.save()
+        alerts.resolve_alerts(alerts.agent_key(AlertKind.AGENT_CLONED, agent.pk))
         enrolment.used_at, enrolment.agent = now, agent
         enrolment.save(update_fields=["used_at", "agent"])
         activated = _activate_waiting_clients(agent, now)
@@ -179,6 +199,52 @@ def _activate_waiting_clients(agent: Agent, now: datetime) -> list[int]:
         client.next_backup_at = client.policy.next_run_after(now)
     BackupClient.objects.bulk_update(waiting, ["agent", "status", "next_backup_at"])
     return [client.pk for client in waiting]
+
+
+def check_instance(agent: Agent, instance: dict | None) -> None:
+    """One agent, one host: a poll from another instance than the bound one is refused.
+
+    Raises AgentCloned (409 ``agent_cloned``) and raises one critical alert naming
+    both hosts; the bound instance keeps working. A poll without ``instance``
+    (older agents) is accepted; an agent not bound yet binds to the first instance
+    that says who it is. The steady state costs nothing: ``agent`` is the row the
+    authentication just read.
+    """
+    if not instance:
+        return
+    instance_id, host = instance["id"], instance["host"]
+    if agent.instance_id == instance_id:
+        return
+    if not agent.instance_id:
+        # Conditional: two instances binding at once, the first one wins.
+        if Agent.objects.filter(pk=agent.pk, instance_id="").update(
+            instance_id=instance_id, instance_host=host
+        ):
+            agent.instance_id, agent.instance_host = instance_id, host
+            return
+        agent.refresh_from_db(fields=["instance_id", "instance_host"])
+        if agent.instance_id == instance_id:
+            return
+    bound_host = agent.instance_host or "an unnamed host"
+    message = (
+        f"The token of agent {agent.hostname} is used by a second host: {host} (instance {instance_id}) "
+        f"polls with it, but it is bound to {bound_host} (instance {agent.instance_id}). "
+        f"{host} is refused; re-key the agent (Agents → re-key) if the server was rebuilt."
+    )
+    apps = list(agent.applications.all())
+    with transaction.atomic():
+        alerts.raise_alert(
+            kind=AlertKind.AGENT_CLONED,
+            severity=AlertSeverity.CRITICAL,
+            key=alerts.agent_key(AlertKind.AGENT_CLONED, agent.pk),
+            message=message,
+            agent=agent,
+            application=apps[0] if len(apps) == 1 else None,
+        )
+    raise AgentCloned(
+        f"This agent's token is bound to {bound_host}; {host} (instance {instance_id}) is another "
+        "instance and is refused. If the server was rebuilt, ask the backup team to re-key the agent."
+    )
 
 
 def heartbeat(

@@ -242,20 +242,38 @@ def complete_success(
     *,
     report: BackupReport | None,
     log_tail: str = "",
-    finished_at: datetime | None = None,
+    reported_started_at: datetime | None = None,
+    reported_finished_at: datetime | None = None,
+    now: datetime | None = None,
 ) -> tuple[Job, Backup | None]:
-    """Close a job the agent finished. A repeated report returns what the first one made."""
-    finished_at = finished_at or timezone.now()
+    """Close a job the agent finished. A repeated report returns what the first one made.
+
+    Times are the portal's: ``finished_at`` is when the report arrived; the agent's own
+    times are kept in ``reported_*`` as information only (its clock may be hours off).
+
+    A finished backup is never thrown away by timing: a success report for a backup
+    whose lease ran out (failed ``lease_expired``) is accepted while its retry, if
+    any, is still queued; the retry is cancelled (see ``_accept_late``).
+    """
+    now = now or timezone.now()
     with transaction.atomic():
         job = _locked_job_of(agent, job_id)
         if job.state == JobState.SUCCEEDED:
             return job, Backup.objects.filter(job=job).first()  # the same report again
-        _check_reportable(job)
         previous = job.state
+        late_note = ""
+        if job.state == JobState.FAILED and _late_acceptable(job, report):
+            late_note = _accept_late(job, now)
+        else:
+            _check_reportable(job)
         job.state = JobState.SUCCEEDED
-        job.finished_at = finished_at
+        job.finished_at = now
+        job.reported_started_at = reported_started_at
+        job.reported_finished_at = reported_finished_at
         job.lease_expires_at = None
-        job.log_tail = log_tail[-LOG_TAIL_LIMIT:]
+        job.log_tail = (log_tail + late_note)[-LOG_TAIL_LIMIT:]
+        if late_note:
+            job.error_class, job.error_message = "", ""
         backup = None
         if job.kind == JobKind.BACKUP:
             if report is None:
@@ -267,15 +285,58 @@ def complete_success(
             update_fields=[
                 "state",
                 "finished_at",
+                "reported_started_at",
+                "reported_finished_at",
                 "lease_expires_at",
                 "log_tail",
                 "bytes_done",
                 "bytes_total",
+                "error_class",
+                "error_message",
             ]
         )
         _AFTER_SUCCESS.get(job.kind, lambda job: None)(job)
         _announce(job, previous)
     return job, backup
+
+
+def _late_acceptable(job: Job, report: BackupReport | None) -> bool:
+    """A backup failed only because its lease ran out, reported finished with its manifest."""
+    return (
+        job.kind == JobKind.BACKUP
+        and job.error_class == ErrorClass.LEASE_EXPIRED
+        and report is not None
+        and bool(report.manifest)
+        and report.location == backup_destination(job)
+    )
+
+
+def _accept_late(job: Job, now: datetime) -> str:
+    """Cancel ``job``'s queued retry so its late success stands; LeaseLost if the retry has begun.
+
+    The retry's row is locked: the agent claiming it (``claim`` locks queued jobs with
+    SKIP LOCKED) and this report take turns, so exactly one of them wins. Returns the
+    line that records, in the job's log, that the report came late.
+    """
+    retries = list(Job.objects.select_for_update().filter(retry_of=job).order_by("pk"))
+    started = [retry for retry in retries if retry.state != JobState.QUEUED]
+    if started:
+        raise LeaseLost(
+            f"Job {job.pk}'s lease expired and its retry (job {started[0].pk}) is already "
+            f"{started[0].state}; this report is no longer expected."
+        )
+    for retry in retries:
+        retry.state = JobState.CANCELLED
+        retry.finished_at = now
+        retry.log_tail = f"[portal] cancelled: job {job.pk}, which this retried, reported success late."
+        retry.save(update_fields=["state", "finished_at", "log_tail"])
+        _announce(retry, JobState.QUEUED)
+    cancelled = ", ".join(f"job {retry.pk}" for retry in retries) or "none"
+    return (
+        f"\n[portal] {now:%Y-%m-%d %H:%M:%S} UTC: success reported after the lease expired "
+        f"(the job had been failed lease_expired at {job.finished_at:%Y-%m-%d %H:%M:%S} UTC); "
+        f"accepted, queued retry cancelled: {cancelled}."
+    )
 
 
 def complete_failure(
@@ -285,13 +346,15 @@ def complete_failure(
     error: str,
     log_tail: str = "",
     error_class: str = "",
-    finished_at: datetime | None = None,
+    reported_started_at: datetime | None = None,
+    reported_finished_at: datetime | None = None,
+    now: datetime | None = None,
 ) -> Job:
     """Close a job the agent could not finish; a backup is retried per its policy.
 
     ``error_class`` is the agent's own code (protocol 2), trusted when this portal
     knows it; without one (protocol 1, or a code from a newer agent) the error
-    text is classified (``catalog.failures.classify``).
+    text is classified (``catalog.failures.classify``). Times as in ``complete_success``.
     """
     if error_class not in AGENT_ERROR_CLASSES:
         error_class = ""
@@ -300,7 +363,9 @@ def complete_failure(
         if job.state in (JobState.FAILED, JobState.CANCELLED):
             return job  # the same report again
         _check_reportable(job)
-        _fail(job, error=error, log_tail=log_tail, error_class=error_class, now=finished_at or timezone.now())
+        job.reported_started_at = reported_started_at
+        job.reported_finished_at = reported_finished_at
+        _fail(job, error=error, log_tail=log_tail, error_class=error_class, now=now or timezone.now())
     return job
 
 
@@ -327,6 +392,15 @@ def _expire_succeeded(job: Job) -> None:
 def _restore_test_failed(job: Job) -> None:
     if job.error_class == ErrorClass.LEASE_EXPIRED:
         return  # the agent went away: no verdict on the backup; tomorrow's run tries again
+    _corruption_found(job, by="Restore test")
+
+
+def _corruption_found(job: Job, *, by: str) -> None:
+    """A restore test, or a restore whose checksum did not match: the backup failed verification.
+
+    Recorded wherever it is found, with the same critical alert, so the backup is
+    refused for restores (``requests_app.services.submit_restore``) and the team knows.
+    """
     Backup.objects.filter(pk=job.backup_id).update(
         verified_at=job.finished_at, verification=Verification.FAILED, verification_job=job
     )
@@ -334,7 +408,7 @@ def _restore_test_failed(job: Job) -> None:
         AlertKind.RESTORE_TEST_FAILED,
         AlertSeverity.CRITICAL,
         job.client,
-        f"Restore test of {job.client} (backup {job.backup_id}) failed "
+        f"{by} of {job.client} (backup {job.backup_id}) failed "
         f"({job.get_error_class_display().lower()}): {job.error_message[:300]}",
         job=job,
     )
@@ -386,7 +460,16 @@ def _fail(job: Job, *, error: str, log_tail: str, now: datetime, error_class: st
     job.log_tail = log_tail[-LOG_TAIL_LIMIT:]
     job.error_class = "" if cancelled else (error_class or classify(error, log_tail))
     job.save(
-        update_fields=["state", "finished_at", "lease_expires_at", "error_message", "log_tail", "error_class"]
+        update_fields=[
+            "state",
+            "finished_at",
+            "lease_expires_at",
+            "error_message",
+            "log_tail",
+            "error_class",
+            "reported_started_at",
+            "reported_finished_at",
+        ]
     )
     _announce(job, previous)
     if cancelled:
@@ -395,6 +478,8 @@ def _fail(job: Job, *, error: str, log_tail: str, now: datetime, error_class: st
         _retry_or_alert(job, now)
     elif job.kind == JobKind.RESTORE_TEST:
         _restore_test_failed(job)
+    elif job.kind == JobKind.RESTORE and job.error_class == ErrorClass.CHECKSUM_MISMATCH:
+        _corruption_found(job, by="Restore")
 
 
 def retry_delay(attempt: int) -> timedelta:
@@ -455,6 +540,57 @@ def _failure_message(job: Job) -> str:
     )
 
 
+#: Attempts of a restore or restore test that never started on its agent before it fails for good.
+REQUEUE_LIMIT = 3
+
+LEASE_EXPIRED_ERROR = "The agent stopped reporting progress before the job finished."
+NOT_RUNNING_ERROR = (
+    "The agent did not receive or is not running this job: it was missing from the agent's "
+    "list of running jobs."
+)
+
+
+def _never_started(job: Job) -> bool:
+    """No progress was ever reported: the agent may never have received the job."""
+    return (
+        job.bytes_done == 0
+        and job.bytes_total is None
+        and job.started_at is not None
+        and job.lease_expires_at is not None
+        and job.lease_expires_at <= _lease_until(job.started_at)
+    )
+
+
+def _agent_lost(job: Job, *, error: str, now: datetime) -> None:
+    """A locked running job its agent no longer has: retried like any failure (``lease_expired``).
+
+    A restore or restore test that never started on the agent (no progress) did nothing
+    on the target: it is queued again as its next attempt (the same job, so the
+    request that asked for it follows it), up to ``REQUEUE_LIMIT`` attempts.
+    """
+    if (
+        job.kind in (JobKind.RESTORE, JobKind.RESTORE_TEST)
+        and not job.cancel_requested_at
+        and job.attempt < REQUEUE_LIMIT
+        and _never_started(job)
+    ):
+        previous = job.state
+        job.log_tail = (
+            f"{job.log_tail}\n[portal] {now:%Y-%m-%d %H:%M:%S} UTC: attempt {job.attempt} lost: {error} "
+            f"Queued again as attempt {job.attempt + 1}."
+        )[-LOG_TAIL_LIMIT:]
+        job.state = JobState.QUEUED
+        job.attempt += 1
+        job.started_at = job.lease_expires_at = None
+        job.not_before = now
+        job.save(
+            update_fields=["state", "attempt", "started_at", "lease_expires_at", "not_before", "log_tail"]
+        )
+        _announce(job, previous)
+        return
+    _fail(job, error=error, log_tail=job.log_tail, now=now, error_class=ErrorClass.LEASE_EXPIRED)
+
+
 def reap_expired_leases(*, now: datetime | None = None, batch: int = 500) -> int:
     """Fail running jobs whose agent stopped reporting; they are retried like any failure."""
     now = now or timezone.now()
@@ -468,16 +604,45 @@ def reap_expired_leases(*, now: datetime | None = None, batch: int = 500) -> int
                 .order_by("lease_expires_at")[:batch]
             )
             for job in jobs:
-                _fail(
-                    job,
-                    error="The agent stopped reporting progress before the job finished.",
-                    log_tail=job.log_tail,
-                    now=now,
-                    error_class=ErrorClass.LEASE_EXPIRED,
-                )
+                _agent_lost(job, error=LEASE_EXPIRED_ERROR, now=now)
         reaped += len(jobs)
         if len(jobs) < batch:
             return reaped
+
+
+def reconcile_running(
+    agent: Agent, running: list[int], *, claimed_before: datetime, now: datetime | None = None
+) -> int:
+    """Jobs the portal holds as running on ``agent`` that its poll does not list: lost, handled at once.
+
+    ``running`` is what the agent holds (received, report not yet acknowledged).
+    The agent polls one at a time and records the jobs of an answer before it
+    polls again, so a job handed out in an earlier answer and missing from the list
+    never reached it (that answer was lost: the agent gave up on it and polled
+    again) or is gone (the agent restarted). Only jobs claimed before this poll
+    arrived (``claimed_before``) are judged: never one handed out in this poll's
+    own answer, nor one a concurrent poll is claiming right now. Each is handled
+    like an expired lease (``_agent_lost``): a backup is retried, a restore or
+    restore test that never started is queued again. One read when nothing is
+    amiss, no write.
+    """
+    now = now or timezone.now()
+    stale = Job.objects.filter(agent=agent, state=JobState.RUNNING, started_at__lt=claimed_before).exclude(
+        pk__in=running
+    )
+    ids = list(stale.values_list("pk", flat=True)[: CLAIM_BATCH * 10])
+    if not ids:
+        return 0
+    with transaction.atomic():
+        # Re-checked under the lock: a late report or the reaper may have closed them meanwhile.
+        jobs = list(
+            stale.filter(pk__in=ids)
+            .select_for_update(of=("self",))
+            .select_related("client__policy", "client")
+        )
+        for job in jobs:
+            _agent_lost(job, error=NOT_RUNNING_ERROR, now=now)
+    return len(jobs)
 
 
 def cancel(job_id: int, *, now: datetime | None = None) -> Job:

@@ -241,3 +241,13 @@ def test_loop_keeps_going_while_the_portal_is_unreachable(spool_dir: Path):
     agent.shutdown()
     loop.join(5)
     assert not loop.is_alive()
+
+
+def test_a_finished_job_whose_report_is_still_spooled_is_listed_as_ours(portal: FakePortal, spool_dir: Path):
+    Spool(spool_dir).put(78, {"status": "succeeded", "log_tail": ""})
+    portal.complete_answers = ["500"] * 10  # the report cannot get through yet
+
+    agent_for(portal.url, spool_dir).run_once()
+
+    [poll] = portal.calls("poll")
+    assert poll["running"] == [78]  # not re-queued by the portal while its report waits
