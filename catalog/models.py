@@ -694,6 +694,43 @@ class Alert(models.Model):
         return f"{self.get_severity_display()}: {self.message[:60]}"
 
 
+class OrphanArchiveQuerySet(TenantQuerySet):
+    """The backup team's list; owners never see storage housekeeping."""
+
+    def due(self, now: datetime | None = None):
+        return self.filter(removal_due_at__lte=now or timezone.now())
+
+
+class OrphanArchive(models.Model):
+    """An archive an agent wrote and still finds on storage that the catalog does not know.
+
+    A backup whose report was lost for good (its retry already ran) leaves one. The
+    agent lists what it wrote; the portal records what no Backup explains, shows it
+    to the team, and after a grace period tells the agent to remove it.
+    """
+
+    agent = models.ForeignKey(Agent, on_delete=models.PROTECT, related_name="orphan_archives")
+    location = models.CharField(
+        max_length=1000, help_text="Relative to the storage root, as the agent wrote it."
+    )
+    size_bytes = models.BigIntegerField(default=0, validators=[MinValueValidator(0)])
+    found_at = models.DateTimeField(default=timezone.now)
+    last_seen_at = models.DateTimeField(default=timezone.now)
+    removal_due_at = models.DateTimeField(help_text="After this, the agent is told to remove it.")
+
+    objects = OrphanArchiveQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["found_at", "pk"]
+        constraints = [
+            models.UniqueConstraint(fields=["agent", "location"], name="orphanarchive_unique_per_agent"),
+            models.CheckConstraint(condition=Q(size_bytes__gte=0), name="orphanarchive_size_gte_0"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.agent}: {self.location}"
+
+
 class EnrolmentToken(models.Model):
     """A one-time secret that enrols a new host or re-keys an existing agent; only its hash is kept.
 

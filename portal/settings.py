@@ -184,6 +184,9 @@ PORTAL_JOB_LEASE_SECONDS = env.get_int("PORTAL_JOB_LEASE_SECONDS", 120, minimum=
 # First retry of a failed backup after this long, doubling each attempt (5, 10, 20 min…).
 PORTAL_RETRY_BASE_SECONDS = env.get_int("PORTAL_RETRY_BASE_SECONDS", 300, minimum=0)
 PORTAL_ENROLMENT_TOKEN_DAYS = env.get_int("PORTAL_ENROLMENT_TOKEN_DAYS", 7, minimum=1)
+# An archive on storage that no backup explains is removed by its agent after this long:
+# time for the team to look (and for a late report to claim it) first.
+PORTAL_ORPHAN_GRACE_HOURS = env.get_int("PORTAL_ORPHAN_GRACE_HOURS", 72, minimum=1)
 
 # --- Task queue ---------------------------------------------------------------
 PORTAL_TASK_BACKEND = env.get_choice("PORTAL_TASK_BACKEND", "django_q", ("django_q", "celery"))

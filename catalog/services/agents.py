@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
@@ -38,7 +39,6 @@ class AgentCloned(CatalogError):
     code = "agent_cloned"
 
 
-ENROLMENT_VALID_FOR = timedelta(days=7)
 REKEY_VALID_FOR = timedelta(days=1)
 
 
@@ -93,7 +93,7 @@ def issue_enrolment_token(
             hostname=hostname,
             application_id=application.pk,
             created_by=created_by,
-            valid_for=valid_for or ENROLMENT_VALID_FOR,
+            valid_for=valid_for or timedelta(days=settings.PORTAL_ENROLMENT_TOKEN_DAYS),
         )
         if agent is not None:
             record(agent, AgentAction.TOKEN_ISSUED, user=created_by, message=f"for {application.slug}")
