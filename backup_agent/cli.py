@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     enrol.add_argument(
         "--state-dir",
         default=None,
-        help="this host's own state: instance id, staging record (default: the spool folder's parent)",
+        help="this host's own state: instance id, staging and archives (default: the spool folder's parent)",
     )
     enrol.add_argument("--ca-file", default=None, help="CA bundle to trust for the portal's certificate")
     enrol.add_argument("--force", action="store_true", help="replace an existing config file")

@@ -73,8 +73,13 @@ class PortalClient:
         running: list[int],
         allow: dict[str, list[str]],
         instance: dict[str, str] | None = None,
+        archives: list[dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
-        """Heartbeat and claim; `allow` is this server's allow-list, for the portal to show."""
+        """Heartbeat and claim; `allow` is this server's allow-list, for the portal to show.
+
+        `archives` (the archives this agent wrote that still exist) is sent only
+        when given: an absent key means "no report in this poll", [] means "none".
+        """
         body: dict[str, Any] = {
             "version": __version__,
             "protocol": PROTOCOL_VERSION,
@@ -84,6 +89,8 @@ class PortalClient:
         }
         if instance is not None:
             body["instance"] = instance
+        if archives is not None:
+            body["archives"] = archives
         return self._call("poll", body)
 
     def progress(self, job_id: int, bytes_done: int, bytes_total: int | None) -> dict[str, Any]:

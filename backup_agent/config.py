@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import stat
 from dataclasses import asdict, dataclass, field, fields
@@ -46,6 +47,9 @@ class Config:
     # A dump that has not finished in 12 hours is stuck, not slow.
     tool_timeout: float = 12 * 3600.0
     http_timeout: float = 30.0
+    # Seconds between reports of the archives this agent wrote (poll body `archives`);
+    # the first poll after start always carries one.
+    archive_report_interval: float = 3600.0
     ca_file: str | None = None
     # Per-plugin environment, e.g. {"postgresql": {"PGPASSWORD": "..."}}: secrets
     # live here on the server, never in client options that the portal stores.
@@ -80,6 +84,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "max_parallel_jobs": (int,),
     "tool_timeout": (int, float),
     "http_timeout": (int, float),
+    "archive_report_interval": (int, float),
     "ca_file": (str, type(None)),
     "plugin_env": (dict,),
     "allow": (dict,),
@@ -114,6 +119,8 @@ def parse(data: Any, source: str = "config") -> Config:
     cfg = Config(**{**data, "allow": allow})
     if cfg.poll_after < 1 or cfg.max_parallel_jobs < 1 or cfg.progress_interval <= 0:
         raise ConfigError(f"{source}: poll_after, max_parallel_jobs and progress_interval must be positive")
+    if not (0 < cfg.archive_report_interval < math.inf):  # NaN and Infinity too (Python's json reads them)
+        raise ConfigError(f"{source}: archive_report_interval must be positive")
     if not cfg.server.startswith(("https://", "http://")):
         raise ConfigError(f"{source}: 'server' must be an http(s) URL")
     return cfg

@@ -62,6 +62,9 @@ class JobContext:
     # Set by the run loop: remembers a staging folder in the state folder
     # (backup_agent/state.py) before it is created, so a crash leaves no orphan.
     record_staging: Callable[[int, Path], None] | None = None
+    # Set by the run loop: records a committed backup folder (storage root, relative
+    # location) in the state folder (backup_agent/archives.py), for orphan reports.
+    record_archive: Callable[[str, str], None] | None = None
 
     def staging(self, folder: Path) -> None:
         """Call right before creating a staging folder; best effort, never fails the job."""
@@ -71,6 +74,15 @@ class JobContext:
             self.record_staging(self.job_id, folder)
         except OSError as exc:
             log.warning("job %s: could not record staging folder %s: %s", self.job_id, folder, exc)
+
+    def archived(self, root: str, location: str) -> None:
+        """Call right after a backup folder is renamed into place; best effort, never fails the job."""
+        if self.record_archive is None:
+            return
+        try:
+            self.record_archive(root, location)
+        except OSError as exc:
+            log.error("job %s: could not record archive %s in %s: %s", self.job_id, location, root, exc)
 
     def check_cancelled(self) -> None:
         if self.cancel.is_set():

@@ -141,6 +141,9 @@ class Executor:
                 "facts": facts,
             }
             writer.commit(manifest)
+        # In place: recorded as this agent's, so that it can be found again if
+        # its report never reaches the catalog (backup_agent/archives.py).
+        ctx.archived(str(storage.root), spec.destination)
         return {
             "size": stored.size,
             "stored_size": stored.stored_size,

@@ -11,12 +11,14 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from backup_agent import plugins
 from backup_agent.allow import AllowList
+from backup_agent.archives import ArchiveRecord
 from backup_agent.client import AGENT_CLONED, PortalClient
 from backup_agent.config import Config
 from backup_agent.context import JobContext
@@ -69,6 +71,17 @@ def cloned_retry_delay(rand: Callable[[], float] = random.random) -> float:
     return CLONED_RETRY * (0.5 + 0.5 * rand())
 
 
+def job_locations(raw: Any) -> set[str]:
+    """The storage locations a raw job writes (`destination`) or reads (`backup.location`)."""
+    found: set[str] = set()
+    if isinstance(raw, dict):
+        backup = raw.get("backup")
+        for value in (raw.get("destination"), backup.get("location") if isinstance(backup, dict) else None):
+            if isinstance(value, str):
+                found.add(value)
+    return found
+
+
 class Agent:
     def __init__(
         self, config: Config, client: PortalClient | None = None, config_file: Path | None = None
@@ -80,6 +93,10 @@ class Agent:
         )
         self.spool = Spool(config.spool_dir)
         self.staging = StagingRecord(config.state_path)
+        self.archives = ArchiveRecord(config.state_path)
+        # When the last archive report went out (monotonic clock); None: not yet since start.
+        self._archives_reported_at: float | None = None
+        self.clock: Callable[[], float] = time.monotonic
         self.executor = Executor(config, config_file)
         self._instance: dict[str, str] | None = None
         # Set while the portal answers polls with 409 agent_cloned.
@@ -90,6 +107,8 @@ class Agent:
         self._slots = threading.BoundedSemaphore(config.max_parallel_jobs)
         self._lock = threading.Lock()
         self._running: dict[int, JobContext] = {}
+        # Storage locations each running job writes or reads: never removed under it.
+        self._locations: dict[int, set[str]] = {}
         self._threads: list[threading.Thread] = []
         self._acknowledged: dict[int, bool] = {}
         self.stop_reason = "stop requested"
@@ -182,7 +201,9 @@ class Agent:
                 return None  # already running here; a duplicate hand-out
             ctx = new_context(raw, self.config)
             ctx.record_staging = self.staging.add
+            ctx.record_archive = self.archives.add
             self._running[job_id] = ctx
+            self._locations[job_id] = job_locations(raw)
             if self.stop_event.is_set():
                 ctx.request_cancel("cancelled: the agent is shutting down")
         thread = threading.Thread(target=self._run_job, args=(raw, ctx), name=f"job-{job_id}", daemon=True)
@@ -201,6 +222,7 @@ class Agent:
         finally:
             with self._lock:
                 self._running.pop(ctx.job_id, None)
+                self._locations.pop(ctx.job_id, None)
             self.sweep(everywhere=False)
 
     def running(self) -> list[int]:
@@ -250,13 +272,52 @@ class Agent:
             log.error("%s; every job is refused until the config file is fixed", exc)
             return AllowList()
 
+    # --- archives this agent wrote (backup_agent/archives.py) ----------------------
+
+    def archive_report_due(self) -> bool:
+        """The first poll after start, then one every `archive_report_interval` seconds."""
+        last = self._archives_reported_at
+        return last is None or self.clock() - last >= self.config.archive_report_interval
+
+    def archive_report(self) -> list[dict[str, Any]] | None:
+        """The poll body's `archives`; None (no key at all) when the record cannot be read."""
+        try:
+            return self.archives.report()
+        except Exception:  # reporting must never stop the agent polling
+            log.exception("listing the archives this agent wrote failed")
+            return None
+
+    def busy_storage(self) -> tuple[set[str], set[int]]:
+        """Locations and job ids the agent's own jobs use now: running, or report still spooled."""
+        with self._lock:
+            locations = set().union(*self._locations.values())
+            jobs = set(self._running)
+        try:
+            for entry in self.spool.pending():
+                jobs.add(entry.job_id)
+                if isinstance(entry.report.get("location"), str):
+                    locations.add(entry.report["location"])
+        except OSError as exc:
+            log.warning("cannot read the spool: %s", exc)
+        return locations, jobs
+
+    def remove_archives(self, locations: Any) -> None:
+        """Act on a poll answer's `remove_archives`: only archives of this agent's own record."""
+        try:
+            self.archives.remove_all(locations, self.reported_allow_list(), self.busy_storage)
+        except Exception:  # a removal gone wrong must never stop the agent polling
+            log.exception("removing archives the portal asked to remove failed")
+
     def poll(self) -> tuple[list[Any], int]:
+        report_due = self.archive_report_due()
+        archives = self.archive_report() if report_due else None
         try:
             answer = self.client.poll(
                 plugins.available(self.config.plugin_env),
                 self.running_or_unreported(),
                 self.reported_allow_list().to_json(),
                 self.instance(),
+                archives,
             )
         except PortalError as exc:
             if exc.status == 409 and exc.code == AGENT_CLONED:
@@ -264,6 +325,11 @@ class Agent:
                 log.error("%s", CLONED_MESSAGE)
             raise
         self.cloned = False
+        if report_due:  # an unreadable record is tried again only at the next interval
+            self._archives_reported_at = self.clock()
+        if "remove_archives" in answer:
+            # Before this answer's jobs start: none of them may be writing there yet.
+            self.remove_archives(answer["remove_archives"])
         jobs = answer.get("jobs") or []
         poll_after = answer.get("poll_after", self.config.poll_after)
         if not isinstance(poll_after, int) or isinstance(poll_after, bool):

@@ -2,7 +2,9 @@
 
 Enough of the protocol to drive the agent end to end: enrol, poll (hands out
 queued jobs once), progress (with a cancel switch) and complete (with switches
-for 500, 409 and a dropped connection). It records every request it gets.
+for 500, 409 and a dropped connection). It records every request it gets
+(`polls()`: the poll bodies, with the `archives` an agent reports) and can
+ask the agent to remove archives (`remove_archives`, sent with the next poll answer).
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ class FakePortal:
     down: bool = False
     # Cloned: polls are answered 409 agent_cloned (a copied config on another host).
     cloned: bool = False
+    # Sent once, as the next poll answer's `remove_archives` (None: no such key).
+    remove_archives: list[Any] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -65,6 +69,10 @@ class FakePortal:
         with self.lock:
             return [body for path, body in self.requests if path.endswith(endpoint)]
 
+    def polls(self) -> list[dict[str, Any]]:
+        """Every poll body received, oldest first."""
+        return self.calls("poll")
+
     def completes(self, job_id: int) -> list[dict[str, Any]]:
         return self.calls(f"jobs/{job_id}/complete")
 
@@ -86,7 +94,11 @@ class FakePortal:
         if endpoint == "poll":
             with self.lock:
                 jobs, self.queued = self.queued, []
-            return _answer(handler, 200, {"jobs": jobs, "poll_after": self.poll_after})
+                remove, self.remove_archives = self.remove_archives, None
+            answer: dict[str, Any] = {"jobs": jobs, "poll_after": self.poll_after}
+            if remove is not None:
+                answer["remove_archives"] = remove
+            return _answer(handler, 200, answer)
         parts = endpoint.split("/")
         if len(parts) == 3 and parts[0] == "jobs" and parts[2] == "progress":
             cancel = int(parts[1]) in self.cancel
