@@ -48,6 +48,7 @@ from catalog.models import (
     CostCenter,
     EnrolmentToken,
     Job,
+    OrphanArchive,
     ProtectionPolicy,
     StorageTarget,
 )
@@ -383,6 +384,35 @@ class EnrolmentTokenAdmin(NoAddMixin, CatalogAdmin):
         if obj.voided_at:
             return "void"
         return "expired" if obj.expires_at <= timezone.now() else "waiting"
+
+
+@admin.register(OrphanArchive)
+class OrphanArchiveAdmin(ReadOnlyAdminMixin, CatalogAdmin):
+    """Archives an agent still finds on storage that no backup explains (catalog.services.orphans).
+
+    Read-only: the agents' reports add and forget them; after the grace period the agent
+    is told to remove one. The agent filter counts each agent's orphans (facets).
+    """
+
+    list_display = ("agent", "location", "size", "found", "last_seen", "removal_due_at")
+    list_filter = (("agent", admin.RelatedOnlyFieldListFilter),)
+    list_select_related = ("agent",)
+    search_fields = ("location", "agent__hostname")
+    show_facets = admin.ShowFacets.ALWAYS
+    show_full_result_count = False
+    readonly_fields = (*_all_field_names(OrphanArchive), "size")
+
+    @admin.display(description="size", ordering="size_bytes")
+    def size(self, obj):
+        return nowrap(human_size(obj.size_bytes))
+
+    @admin.display(description="found", ordering="found_at")
+    def found(self, obj):
+        return nowrap(human_age(obj.found_at))
+
+    @admin.display(description="last seen", ordering="last_seen_at")
+    def last_seen(self, obj):
+        return nowrap(human_age(obj.last_seen_at))
 
 
 # --- Clients -----------------------------------------------------------------------

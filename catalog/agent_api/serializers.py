@@ -44,6 +44,10 @@ class EnrolSerializer(serializers.Serializer):
     instance = instance_field()
 
 
+#: The most archives one poll may list: an agent's list is its own few weeks of backups.
+MAX_ARCHIVES_PER_REPORT = 10_000
+
+
 class PollSerializer(serializers.Serializer):
     version = serializers.CharField(max_length=32, allow_blank=True, default="")
     protocol = protocol_field()
@@ -52,6 +56,16 @@ class PollSerializer(serializers.Serializer):
     # The server's own allow-list (agents since 1.x); absent from older agents.
     allow = serializers.DictField(required=False, allow_null=True, default=None)
     instance = instance_field()
+    # The agent's list of the archives it wrote that still exist (at its start, then hourly).
+    # Absent: no report in this poll. An empty list: none exist.
+    archives = serializers.ListField(
+        child=serializers.DictField(), required=False, max_length=MAX_ARCHIVES_PER_REPORT
+    )
+
+    def validate_archives(self, value: list) -> list[dict]:
+        entries = ArchiveSerializer(data=value, many=True)
+        entries.is_valid(raise_exception=True)
+        return entries.validated_data
 
 
 #: The largest number of bytes the catalog stores (a BigIntegerField: PostgreSQL's bigint).
@@ -210,3 +224,20 @@ def job_payload(job: Job) -> dict:
     if job.kind == JobKind.RESTORE:
         payload["target"] = {"location": job.target_location, "overwrite": job.overwrite}
     return payload
+
+
+class ArchiveSerializer(serializers.Serializer):
+    """One archive in a poll's ``archives``: where the agent wrote it (its job's destination), its size."""
+
+    location = serializers.CharField(max_length=1000, trim_whitespace=False)
+    size = ByteCountField()
+
+    def validate_location(self, value: str) -> str:
+        value = CompleteSerializer.validate_location(self, value)  # the complete report's rule
+        # Exactly as handed out (no "./", "//" or trailing "/"): matched against Backup.location
+        # as a string, a spelling variant of a live backup's folder would look like an orphan.
+        if str(PurePosixPath(value)) != value:
+            raise serializers.ValidationError(
+                f"Give the location exactly as the job's destination, e.g. {str(PurePosixPath(value))!r}."
+            )
+        return value

@@ -21,7 +21,7 @@ from catalog.agent_api.serializers import (
 )
 from catalog.choices import JobState
 from catalog.models import Job
-from catalog.services import agents, jobs
+from catalog.services import agents, jobs, orphans
 
 
 class EnrolThrottle(AnonRateThrottle):
@@ -74,10 +74,18 @@ class PollView(AgentView):
         )
         # Before this poll's own claim: a job handed out in this answer is never judged by it.
         jobs.reconcile_running(self.agent, data.validated_data["running"], claimed_before=arrived)
+        # Only a poll that lists its archives touches orphans: an idle poll stays as cheap as before.
+        remove = None
+        if "archives" in data.validated_data:
+            remove = orphans.record_report(self.agent, data.validated_data["archives"], arrived)
         claimed = jobs.claim(self.agent)
-        return Response(
-            {"jobs": [job_payload(job) for job in claimed], "poll_after": settings.PORTAL_AGENT_POLL_SECONDS}
-        )
+        body = {
+            "jobs": [job_payload(job) for job in claimed],
+            "poll_after": settings.PORTAL_AGENT_POLL_SECONDS,
+        }
+        if remove is not None:
+            body["remove_archives"] = remove
+        return Response(body)
 
 
 class ProgressView(AgentView):

@@ -33,6 +33,7 @@ BACKUP_TEAM = {
     "catalog.Job": VIEW,
     "catalog.Backup": {"change", "view"},  # legal hold only; the retention flow deletes
     "catalog.Alert": VIEW,  # acknowledged by an action, not edited
+    "catalog.OrphanArchive": VIEW,  # the agents' reports add and forget them
     "requests_app.ClientRequest": VIEW,
     "requests_app.ClientRequest/AuditEventInline": VIEW,
     "requests_app.RestoreRequest": VIEW,
