@@ -1,10 +1,16 @@
-"""Small filesystem helpers shared by the config, the spool and the storage writer."""
+"""Small filesystem helpers shared by the config, the spool, the storage writer, the sweep and restores."""
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
+import shutil
+import stat
 from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 def fsync_dir(path: Path) -> None:
@@ -34,3 +40,26 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def remove_tree(top: Path) -> None:
+    """rmtree that also copes with read-only directories restored inside `top`; never raises."""
+
+    def make_writable(func: Any, failed: str, exc_info: Any) -> None:
+        parent = os.path.dirname(failed)
+        # Only directories inside `top`, checked with lstat: never chmod through a symlink.
+        try:
+            if parent.startswith(str(top)) and stat.S_ISDIR(os.lstat(parent).st_mode):
+                os.chmod(parent, stat.S_IRWXU)
+                if stat.S_ISDIR(os.lstat(failed).st_mode):
+                    os.chmod(failed, stat.S_IRWXU)
+                    shutil.rmtree(failed, onerror=make_writable)
+                else:
+                    os.unlink(failed)
+        except OSError:
+            pass
+
+    try:
+        shutil.rmtree(top, onerror=make_writable)
+    except OSError as exc:
+        log.warning("could not remove %s: %s", top, exc)

@@ -20,7 +20,6 @@ import logging
 import os
 import re
 import secrets
-import shutil
 import socket
 import stat
 import threading
@@ -28,7 +27,7 @@ from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
-from backup_agent.fsutil import write_atomic
+from backup_agent.fsutil import remove_tree, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -202,24 +201,3 @@ def _remove_staging(path: Path) -> bool:
     return not os.path.lexists(path)
 
 
-def remove_tree(top: Path) -> None:
-    """rmtree that also copes with read-only directories restored inside `top`; never raises."""
-
-    def make_writable(func: Any, failed: str, exc_info: Any) -> None:
-        parent = os.path.dirname(failed)
-        # Only directories inside `top`, checked with lstat: never chmod through a symlink.
-        try:
-            if parent.startswith(str(top)) and stat.S_ISDIR(os.lstat(parent).st_mode):
-                os.chmod(parent, stat.S_IRWXU)
-                if stat.S_ISDIR(os.lstat(failed).st_mode):
-                    os.chmod(failed, stat.S_IRWXU)
-                    shutil.rmtree(failed, onerror=make_writable)
-                else:
-                    os.unlink(failed)
-        except OSError:
-            pass
-
-    try:
-        shutil.rmtree(top, onerror=make_writable)
-    except OSError as exc:
-        log.warning("could not remove %s: %s", top, exc)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
+import pytest
 from rest_framework.test import APIClient
 
 from requests_app.models import ApiKey
@@ -24,3 +28,14 @@ def agent_client(agent) -> tuple[APIClient, str]:
     api = APIClient()
     api.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
     return api, token
+
+
+def wait_for(predicate: Callable[[], object], *, timeout: float = 30, what: str = "condition") -> object:
+    """Poll ``predicate`` until it is true (and return its value); fail the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")

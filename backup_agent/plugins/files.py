@@ -10,7 +10,6 @@ names that are not UTF-8 survive byte for byte (surrogateescape + PAX).
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import fnmatch
 import os
@@ -27,6 +26,7 @@ from typing import Any
 from backup_agent.allow import check_restored_member
 from backup_agent.context import JobContext, Sink, Source
 from backup_agent.errors import AgentError, InvalidOptions, TargetNotEmpty, UnsafeArchive, os_failure
+from backup_agent.fsutil import remove_tree
 from backup_agent.plugins.base import Facts, reject_unknown, require_mapping
 from backup_agent.state import is_staging_name
 
@@ -187,7 +187,7 @@ def restore(
     except BaseException as exc:
         # A target we created holds nothing but this restore: remove it whole,
         # so a failed restore leaves no half-restored tree behind.
-        _remove_tree(dest if created else staging)
+        remove_tree(dest if created else staging)
         if isinstance(exc, OSError):
             raise os_failure(exc) from None
         raise
@@ -310,24 +310,6 @@ def _merge(src: str, dst: str, archived_dirs: set[str], rel: str = "") -> None:
             keep = existing if existing is not None and entry_rel not in archived_dirs else st
             os.chmod(to, stat.S_IMODE(keep.st_mode))
             os.utime(to, ns=(keep.st_atime_ns, keep.st_mtime_ns))
-
-
-def _remove_tree(top: Path) -> None:
-    """Best-effort rmtree that also removes read-only directories restored inside `top`."""
-
-    def make_writable(func: Any, failed: str, exc_info: Any) -> None:
-        parent = os.path.dirname(failed)
-        # Only directories inside `top`, checked with lstat: never chmod through a symlink.
-        if parent.startswith(str(top)) and stat.S_ISDIR(os.lstat(parent).st_mode):
-            os.chmod(parent, stat.S_IRWXU)
-            if stat.S_ISDIR(os.lstat(failed).st_mode):
-                os.chmod(failed, stat.S_IRWXU)
-                shutil.rmtree(failed, onerror=make_writable)
-            else:
-                os.unlink(failed)
-
-    with contextlib.suppress(OSError):
-        shutil.rmtree(top, onerror=make_writable)
 
 
 # --- restore test -------------------------------------------------------------

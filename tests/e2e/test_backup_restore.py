@@ -17,7 +17,7 @@ from catalog.models import Backup, BackupClient, Job
 from catalog.services import jobs
 from core.queue import enqueue
 from tests.e2e import scenario
-from tests.e2e.conftest import wait_for
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.e2e
 

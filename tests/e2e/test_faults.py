@@ -13,7 +13,7 @@ from catalog.choices import ErrorClass, JobState, Plugin
 from catalog.models import Backup, Job
 from catalog.services import jobs
 from tests.e2e import scenario
-from tests.e2e.conftest import wait_for
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -15,8 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -24,21 +23,12 @@ import pytest
 from backup_agent.config import Config
 from catalog.choices import ClientStatus
 from catalog.models import BackupClient
+from tests.helpers import wait_for  # noqa: F401 - the fault tests call harness.wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 
 # Config keys (if the agent has any) that say where the instance's state lives.
 STATE_KEYS = [f.name for f in dataclasses.fields(Config) if "state" in f.name or "instance" in f.name]
-
-
-def wait_for(predicate: Callable[[], object], *, timeout: float = 30, what: str = "condition") -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def allow_flags(tmp_path: Path) -> list[str]:
