@@ -62,6 +62,15 @@ def stored_data_file(storage: Path, backup: Backup) -> Path:
     return data[0]
 
 
+def flip_middle_byte(path: Path) -> None:
+    """Damage a stored file the way bit rot would: one byte in the middle, inverted."""
+    with path.open("r+b") as handle:
+        handle.seek(path.stat().st_size // 2)
+        byte = handle.read(1)
+        handle.seek(-1, 1)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+
+
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:

@@ -85,11 +85,7 @@ def test_corrupted_backup_fails_restore_with_checksum_error_and_leaves_target_un
     assert agent_cli.run_once().returncode == 0
     backup = Backup.objects.get(job=job)
     data_file = scenario.stored_data_file(setup.storage, backup)
-    with data_file.open("r+b") as handle:  # one flipped byte in the middle
-        handle.seek(data_file.stat().st_size // 2)
-        byte = handle.read(1)
-        handle.seek(-1, 1)
-        handle.write(bytes([byte[0] ^ 0xFF]))
+    scenario.flip_middle_byte(data_file)
     target = tmp_path / "restore-target"
     target.mkdir()
     (target / "keep.txt").write_text("existing data\n")

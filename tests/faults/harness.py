@@ -19,11 +19,12 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
+from django.utils import timezone
 
 from backup_agent.config import Config
-from catalog.choices import ClientStatus
-from catalog.models import BackupClient
-from tests.helpers import wait_for  # noqa: F401 - the fault tests call harness.wait_for
+from catalog.choices import ClientStatus, JobState
+from catalog.models import BackupClient, Job
+from tests.helpers import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -183,3 +184,17 @@ class Agent:
 
     def spooled(self) -> list[Path]:
         return sorted(self.spool.glob("*.json")) if self.spool.is_dir() else []
+
+
+def outage_past_the_lease(job, proxy) -> None:
+    """Once the backup has reported progress, the portal becomes unreachable until its lease runs out."""
+    wait_for(
+        lambda: Job.objects.filter(pk=job.pk, state=JobState.RUNNING, bytes_done__gt=0).exists(),
+        what="the backup to report progress",
+    )
+    proxy.refuse()
+    wait_for(
+        lambda: Job.objects.filter(pk=job.pk, lease_expires_at__lt=timezone.now()).exists(),
+        timeout=10,
+        what="the lease to run out",
+    )

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from catalog.choices import JobState, Plugin
+from catalog.choices import Plugin
 from catalog.models import Backup, Job, OrphanArchive
 from catalog.services import jobs
 from tests.e2e import scenario
@@ -40,16 +40,7 @@ def test_an_archive_whose_report_came_too_late_is_listed_then_removed(tmp_path, 
 
     process = agent.start()
     try:
-        harness.wait_for(
-            lambda: Job.objects.filter(pk=first.pk, state=JobState.RUNNING, bytes_done__gt=0).exists(),
-            what="the backup to report progress",
-        )
-        proxy.refuse()
-        harness.wait_for(
-            lambda: Job.objects.filter(pk=first.pk, lease_expires_at__lt=timezone.now()).exists(),
-            timeout=10,
-            what="the lease to run out",
-        )
+        harness.outage_past_the_lease(first, proxy)
         assert jobs.reap_expired_leases() == 1
         # The retry has started by the time the first report comes back: that report is
         # lease_lost for good, and its archive is known to no backup.

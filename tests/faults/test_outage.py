@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 
 import pytest
-from django.utils import timezone
 
 from catalog.choices import ErrorClass, JobState, Plugin
 from catalog.models import Backup, Job
@@ -38,16 +37,7 @@ def test_outage_longer_than_the_lease_then_the_spooled_report_is_accepted(tmp_pa
 
     process = agent.start()
     try:
-        harness.wait_for(
-            lambda: Job.objects.filter(pk=job.pk, state=JobState.RUNNING, bytes_done__gt=0).exists(),
-            what="the backup to report progress",
-        )
-        proxy.refuse()
-        harness.wait_for(
-            lambda: Job.objects.filter(pk=job.pk, lease_expires_at__lt=timezone.now()).exists(),
-            timeout=10,
-            what="the lease to run out",
-        )
+        harness.outage_past_the_lease(job, proxy)
         assert jobs.reap_expired_leases() == 1
         job.refresh_from_db()
         assert (job.state, job.error_class) == (JobState.FAILED, ErrorClass.LEASE_EXPIRED)
