@@ -35,7 +35,7 @@ from catalog.admin_mixins import (
     ReadOnlyAdminMixin,
 )
 from catalog.allow_list import describe as describe_allow_list
-from catalog.choices import AgentAction, AgentStatus, BackupStatus, JobTrigger
+from catalog.choices import AgentStatus, BackupStatus, JobTrigger
 from catalog.errors import InvalidTransition
 from catalog.formatting import human_age, human_duration, human_size
 from catalog.models import (
@@ -52,7 +52,7 @@ from catalog.models import (
     ProtectionPolicy,
     StorageTarget,
 )
-from catalog.services import agents, alerts, jobs, retention
+from catalog.services import agents, alerts, hosts, jobs, retention
 from catalog.tenancy import is_backup_team
 
 #: How many protected dependents a delete page probes for before it stops counting.
@@ -284,12 +284,7 @@ class AgentAdmin(CatalogAdmin):
         before = set(form.instance.applications.values_list("slug", flat=True)) if change else set()
         super().save_related(request, form, formsets, change)
         after = set(form.instance.applications.values_list("slug", flat=True))
-        for slug in sorted(after - before):
-            agents.record(form.instance, AgentAction.SHARED, user=request.user, message=f"Now serves {slug}.")
-        for slug in sorted(before - after):
-            agents.record(
-                form.instance, AgentAction.UNREGISTERED, user=request.user, message=f"Stops serving {slug}."
-            )
+        hosts.record_team_change(form.instance, before, after, user=request.user)
 
     @admin.display(description="status")
     def status_display(self, obj):

@@ -69,7 +69,7 @@ def violations(plugin: str, options: dict, storage_root: str, allow_list: dict |
         if not any(_database_matches(entry, wanted) for entry in allow_list.get("databases", [])):
             problems.append(_problem(f"database {wanted}", "--database", wanted))
     elif plugin == Plugin.COMMAND:
-        programs = {argv[0] for key in ("backup_argv", "restore_argv") if (argv := options.get(key))}
+        programs = _programs(options)
         for program in sorted(programs - set(allow_list.get("commands", []))):
             problems.append(_problem(f"program {program}", "--command", program))
     return problems
@@ -107,12 +107,17 @@ def enrol_flags(plugin: str, options: dict, storage_root: str) -> list[str]:
     elif plugin in (Plugin.POSTGRESQL, Plugin.MYSQL):
         flags += ["--allow-database", database_entry(plugin, options)]
     elif plugin == Plugin.COMMAND:
-        programs = {argv[0] for key in ("backup_argv", "restore_argv") if (argv := options.get(key))}
+        programs = _programs(options)
         for program in sorted(programs):
             flags += ["--allow-command", program]
     if storage_root:
         flags += ["--allow-storage", storage_root]
     return flags
+
+
+def _programs(options: dict) -> set[str]:
+    """The programs a command client runs: what the agent must allow, and what enrol allows."""
+    return {argv[0] for key in ("backup_argv", "restore_argv") if (argv := options.get(key))}
 
 
 def _problem(what: str, flag: str, value: str) -> str:

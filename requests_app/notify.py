@@ -9,6 +9,7 @@ from django.template.loader import render_to_string
 from catalog.notify import backup_team_addresses
 from requests_app.choices import RequestStatus
 from requests_app.models import ClientRequest, RestoreRequest
+from requests_app.services import may_issue_enrolment
 
 
 def request_changed(request: ClientRequest | RestoreRequest, previous: str, status: str) -> int:
@@ -18,6 +19,8 @@ def request_changed(request: ClientRequest | RestoreRequest, previous: str, stat
         "previous": previous,
         "status": status,
         "base_url": settings.PORTAL_BASE_URL,
+        # The requester's next step, decided where the request page decides it.
+        "enrol_next": isinstance(request, ClientRequest) and may_issue_enrolment(request, request.requester),
     }
     sent = 0
     if request.requester.email:

@@ -123,6 +123,14 @@ class ErrorClassField(serializers.Field):
         return value
 
 
+def relative_location(value: str) -> str:
+    """A place under the storage root as the agent reports it: relative, without '..' or NUL."""
+    path = PurePosixPath(value)
+    if "\x00" in value or path.is_absolute() or ".." in path.parts or not value.strip():
+        raise serializers.ValidationError("Give the location relative to the storage root, without '..'.")
+    return value
+
+
 class CompleteSerializer(serializers.Serializer):
     SUCCEEDED, FAILED = "succeeded", "failed"
 
@@ -140,10 +148,7 @@ class CompleteSerializer(serializers.Serializer):
     finished_at = serializers.DateTimeField(required=False)
 
     def validate_location(self, value: str) -> str:
-        path = PurePosixPath(value)
-        if "\x00" in value or path.is_absolute() or ".." in path.parts or not value.strip():
-            raise serializers.ValidationError("Give the location relative to the storage root, without '..'.")
-        return value
+        return relative_location(value)
 
     def validate_sha256(self, value: str) -> str:
         if not SHA256_HEX.match(value):
@@ -233,7 +238,7 @@ class ArchiveSerializer(serializers.Serializer):
     size = ByteCountField()
 
     def validate_location(self, value: str) -> str:
-        value = CompleteSerializer.validate_location(self, value)  # the complete report's rule
+        value = relative_location(value)  # the complete report's rule
         # Exactly as handed out (no "./", "//" or trailing "/"): matched against Backup.location
         # as a string, a spelling variant of a live backup's folder would look like an orphan.
         if str(PurePosixPath(value)) != value:

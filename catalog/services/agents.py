@@ -232,15 +232,14 @@ def check_instance(agent: Agent, instance: dict | None) -> None:
         f"{host} is refused; re-key the agent (Agents → re-key) if the server was rebuilt."
     )
     apps = list(agent.applications.all())
-    with transaction.atomic():
-        alerts.raise_alert(
-            kind=AlertKind.AGENT_CLONED,
-            severity=AlertSeverity.CRITICAL,
-            key=alerts.agent_key(AlertKind.AGENT_CLONED, agent.pk),
-            message=message,
-            agent=agent,
-            application=apps[0] if len(apps) == 1 else None,
-        )
+    alerts.raise_alert(
+        kind=AlertKind.AGENT_CLONED,
+        severity=AlertSeverity.CRITICAL,
+        key=alerts.agent_key(AlertKind.AGENT_CLONED, agent.pk),
+        message=message,
+        agent=agent,
+        application=apps[0] if len(apps) == 1 else None,
+    )
     raise AgentCloned(
         f"This agent's token is bound to {bound_host}; {host} (instance {instance_id}) is another "
         "instance and is refused. If the server was rebuilt, ask the backup team to re-key the agent."

@@ -4,7 +4,9 @@ A host belongs to the applications its agent serves. A host the portal has
 never seen belongs to nobody until a client request for it is approved: then
 the host is registered (an agent row without a key, waiting for enrolment) for
 that application. Adding a second application to a host is the backup team's
-decision (``share``), written to the agent's audit trail; nothing else adds one.
+decision — approving a request that names the host (``register`` under the team's
+approval) or editing the agent in the admin (``record_team_change``) — and is written
+to the agent's audit trail; nothing else adds one.
 """
 
 from __future__ import annotations
@@ -32,10 +34,10 @@ def lock(hostname: str) -> None:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
 
 
-def owners(hostname: str) -> list[Application]:
+def owners(hostname: str, *, agent: Agent | None = None) -> list[Application]:
     """The applications that hold ``hostname``: its agent's, or those of a token outstanding for it."""
     hostname = hostname.lower()
-    agent = Agent.objects.filter(hostname=hostname).first()
+    agent = agent or Agent.objects.filter(hostname=hostname).first()
     if agent is not None:
         return list(agent.applications.order_by("name"))
     pending = EnrolmentToken.objects.filter(
@@ -48,7 +50,7 @@ def conflict(hostname: str, application: Application) -> str:
     """Why ``application`` may not simply use ``hostname`` (empty when it may), in the requester's words."""
     hostname = hostname.lower()
     agent = Agent.objects.filter(hostname=hostname).first()
-    holders = owners(hostname)
+    holders = owners(hostname, agent=agent)
     others = [app for app in holders if app.pk != application.pk]
     if others:
         names = ", ".join(app.name for app in others)
@@ -83,6 +85,14 @@ def register(hostname: str, application: Application, *, actor_user=None, actor_
         message=f"Now serves {application.name} ({application.slug}).",
     )
     return agent
+
+
+def record_team_change(agent: Agent, before: set[str], after: set[str], *, user) -> None:
+    """The backup team changed which applications ``agent`` serves (slugs before and after): audit it."""
+    for slug in sorted(after - before):
+        agents.record(agent, AgentAction.SHARED, user=user, message=f"Now serves {slug}.")
+    for slug in sorted(before - after):
+        agents.record(agent, AgentAction.UNREGISTERED, user=user, message=f"Stops serving {slug}.")
 
 
 def unregister_if_unused(agent: Agent, application: Application) -> None:

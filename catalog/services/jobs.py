@@ -81,6 +81,18 @@ def backup_destination(job: Job) -> str:
     return f"{job.client.application.slug}/{job.client.name}/job-{job.pk}"
 
 
+def _create_backup_job(*, client_id: int, **fields) -> tuple[Job, bool]:
+    """Insert a backup job, or find the open one ``job_one_open_backup_per_client`` kept instead."""
+    try:
+        with transaction.atomic():  # a savepoint: the outer transaction survives a refused insert
+            return Job.objects.create(kind=JobKind.BACKUP, client_id=client_id, **fields), True
+    except IntegrityError:
+        existing = open_backup_of(client_id)
+        if existing is None:
+            raise  # another constraint: not ours to hide
+        return existing, False
+
+
 def open_backup_of(client_id: int) -> Job | None:
     """The client's queued or running backup, if any; ``job_one_open_backup_per_client`` allows one."""
     return (
@@ -127,24 +139,18 @@ def get_or_queue_backup(
             raise InvalidTransition(f"{client} is {status}; it is not backed up.")
         existing = open_backup_of(client.pk)
         if existing is None:
-            try:
-                with transaction.atomic():  # a savepoint: the outer transaction survives a refused insert
-                    job = Job.objects.create(
-                        kind=JobKind.BACKUP,
-                        client=client,
-                        agent_id=client.agent_id,
-                        trigger=trigger,
-                        requested_by=requested_by,
-                        created_at=now,
-                        not_before=now,
-                    )
-            except IntegrityError:
-                existing = open_backup_of(client.pk)
-                if existing is None:
-                    raise  # another constraint: not ours to hide
-            else:
+            job, created = _create_backup_job(
+                client_id=client.pk,
+                agent_id=client.agent_id,
+                trigger=trigger,
+                requested_by=requested_by,
+                created_at=now,
+                not_before=now,
+            )
+            if created:
                 _announce(job, "")
                 return job, True
+            existing = job
         if existing.state == JobState.QUEUED and existing.not_before > now:
             Job.objects.filter(pk=existing.pk, state=JobState.QUEUED).update(not_before=now)
             existing.not_before = now
@@ -499,23 +505,16 @@ def _retry_or_alert(job: Job, now: datetime) -> Job | None:
         # The failed job is closed (saved above), so the client has no open backup and the
         # retry fits ``job_one_open_backup_per_client``. Should a backup have been queued
         # meanwhile all the same, that one is the retry: the failure is kept either way.
-        try:
-            with transaction.atomic():
-                retry = Job.objects.create(
-                    kind=job.kind,
-                    client_id=job.client_id,
-                    agent_id=job.agent_id,
-                    trigger=JobTrigger.RETRY,
-                    attempt=job.attempt + 1,
-                    retry_of=job,
-                    not_before=now + retry_delay(job.attempt),
-                )
-        except IntegrityError:
-            existing = open_backup_of(job.client_id)
-            if existing is None:
-                raise
-            return existing
-        _announce(retry, "")
+        retry, created = _create_backup_job(
+            client_id=job.client_id,
+            agent_id=job.agent_id,
+            trigger=JobTrigger.RETRY,
+            attempt=job.attempt + 1,
+            retry_of=job,
+            not_before=now + retry_delay(job.attempt),
+        )
+        if created:
+            _announce(retry, "")
         return retry
     alerts.raise_client_alert(
         AlertKind.JOB_FAILED, AlertSeverity.CRITICAL, job.client, _failure_message(job), job=job

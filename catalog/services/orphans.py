@@ -119,8 +119,7 @@ def _removable(agent: Agent, now: datetime) -> list[str]:
     if not due:
         return []
     adopted = known_locations(agent, due)
-    if adopted:
-        for chunk in _chunks(sorted(adopted)):
-            OrphanArchive.objects.filter(agent=agent, location__in=chunk).delete()
+    for chunk in _chunks(sorted(adopted)):
+        OrphanArchive.objects.filter(agent=agent, location__in=chunk).delete()
     elsewhere = _known(Backup.objects.all(), set(due) - adopted)
     return [location for location in due if location not in adopted and location not in elsewhere]

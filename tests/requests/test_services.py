@@ -457,3 +457,24 @@ def test_a_restore_the_target_agent_refused_says_who_can_allow_it(
     request.refresh_from_db()
     assert request.status == RequestStatus.FAILED
     assert "allow-list" in request.error and "backup-agent allow --restore-root /r" in request.error
+
+
+def test_the_approval_mail_tells_the_requester_to_get_the_enrol_command(
+    owner, app, django_capture_on_commit_callbacks
+):
+    owner.email = "owner@example.com"
+    owner.save()
+    policy = factories.ProtectionPolicyFactory(auto_approve_clients=True)
+    mail.outbox.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        services.submit_client(
+            actor=web(owner),
+            application=app,
+            hostname="new07.example.com",
+            name="new07",
+            plugin=Plugin.FILES,
+            options={"paths": ["/srv"]},
+            policy=policy,
+        )
+    approved = [m for m in mail.outbox if "approved" in m.subject]
+    assert approved and "Get the one-time enrol command on the request page" in approved[0].body
