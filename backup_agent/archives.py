@@ -191,8 +191,16 @@ class ArchiveRecord:
             log.warning("ignoring remove_archives from the portal: not a list (%r)", locations)
             return []
         done = []
-        for location in locations:
-            item = self.remove(location, allow, *busy())
+        # What jobs use is read once: only this (poll) thread starts jobs, and it is here.
+        # The record never holds more than MAX_ARCHIVES, so a longer list is a hostile one.
+        in_use, jobs_in_use = busy()
+        seen: set[str] = set()
+        for location in locations[:MAX_ARCHIVES]:
+            if isinstance(location, str):
+                if location in seen:
+                    continue
+                seen.add(location)
+            item = self.remove(location, allow, in_use, jobs_in_use)
             level = logging.INFO if item.outcome in ("removed", "gone") else logging.WARNING
             why = f" ({item.reason})" if item.reason else ""
             shown = item.location.encode("unicode_escape").decode("ascii")  # the portal's text: one log line
@@ -214,7 +222,7 @@ class ArchiveRecord:
         if not matches:
             return Removal(location[:200], "refused", "not an archive this agent wrote")
         if location in busy or job_of_location(location) in busy_jobs:
-            return Removal(location, "busy", "a job of this agent uses it now; not removed")
+            return Removal(location[:200], "busy", "a job of this agent uses it now; not removed")
         outcomes = [self._remove_entry(entry, allow) for entry in matches]
         # One location is one job's folder; should two roots hold it, the worst outcome is the one told.
         for outcome in ("failed", "refused", "removed", "gone"):

@@ -152,17 +152,12 @@ class Agent:
     def spool_interval(self) -> float:
         return min(SPOOL_INTERVAL, self._poll_after)
 
-    def _spool_waiting(self) -> bool:
-        """Whether the spool holds a report no running job is about to send itself."""
-        running = set(self.running())
-        return any(e.job_id not in running for e in self.spool.pending())
-
     def _spool_timer(self) -> None:
         """Resend the spool on its own short timer, independent of the poll backoff."""
         failures = 0
         while not self.stop_event.wait(spool_retry_delay(failures, self.spool_interval())):
             try:
-                if self.cloned or not self._spool_waiting() or self.resend_spool():
+                if self.cloned or self.resend_spool():
                     failures = 0
                 else:
                     failures += 1

@@ -93,7 +93,13 @@ class StagingRecord:
         except FileNotFoundError:
             return {"staging": [], "folders": []}
         except (OSError, ValueError) as exc:
-            log.error("%s is unreadable (%s); starting a new record", self.path, exc)
+            # Set aside, not overwritten: the folders it lists can still be found and removed by hand.
+            aside = self.path.with_name(self.path.name + ".unreadable")
+            try:
+                os.replace(self.path, aside)
+            except OSError:
+                aside = self.path
+            log.error("%s is unreadable (%s); kept as %s, starting a new record", self.path, exc, aside)
             return {"staging": [], "folders": []}
         if not isinstance(data, dict):
             data = {}

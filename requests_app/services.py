@@ -357,6 +357,8 @@ def _withdraw_provisioning(request: ClientRequest) -> None:
     client = request.client
     if client.status == ClientStatus.PENDING_ENROLMENT:
         BackupClient.objects.filter(pk=client.pk).update(status=ClientStatus.RETIRED)
+        # Under the host's lock, like every decision about who holds a host.
+        hosts.lock(request.hostname)
         agent = Agent.objects.filter(hostname=request.hostname).first()
         if agent is not None:
             hosts.unregister_if_unused(agent, request.application)

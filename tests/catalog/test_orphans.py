@@ -52,8 +52,8 @@ def orphan_rows(agent) -> dict[str, OrphanArchive]:
 
 
 @pytest.fixture
-def estate(app):
-    return factories.build_estate(app)
+def estate(mine):
+    return mine
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ n-th entry from the right (the one the outermost trusted proxy appended) is the 
 from __future__ import annotations
 
 import pytest
-from django.core.cache import cache
 from django.test import RequestFactory
 from django.urls import reverse
 from rest_framework.throttling import BaseThrottle
@@ -28,11 +27,8 @@ def num_proxies(settings):
 
 
 @pytest.fixture(autouse=True)
-def _fresh_throttles():
-    # The REST framework counts requests in the default cache, which outlives a test.
-    cache.clear()
-    yield
-    cache.clear()
+def _fresh_throttles(fresh_cache):
+    """The REST framework counts requests in the default cache, which outlives a test."""
 
 
 def request_from(remote_addr: str, forwarded_for: str | None = None):
