@@ -305,6 +305,11 @@ class AllowList:
             raise refusal(problems)
         return permit
 
+    def grants_storage(self, root: str) -> bool:
+        """Whether backups may be written under (or removed from) the storage root ``root``."""
+        real = resolved(root)
+        return any(is_under(real, allowed) for allowed in self.storage)
+
     def _storage(self, storage: Any) -> list[Problem]:
         storage = storage if isinstance(storage, dict) else {}
         if storage.get("kind") != "filesystem":
@@ -313,7 +318,7 @@ class AllowList:
         if not isinstance(root, str) or not root.startswith("/"):
             raise InvalidOptions(f"storage root must be an absolute path, got {root!r}")
         real = resolved(root)
-        if any(is_under(real, allowed) for allowed in self.storage):
+        if self.grants_storage(real):
             return []
         return [Problem(f"storage root {_shown(root, real)} {_NOT_IN} for storage", "storage", real)]
 

@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import stat
 import threading
 from collections.abc import Callable, Collection, Iterable
@@ -30,9 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from backup_agent.allow import AllowList, is_under, resolved
+from backup_agent.allow import AllowList
 from backup_agent.errors import InvalidOptions
-from backup_agent.fsutil import fsync_dir, write_atomic
+from backup_agent.fsutil import write_atomic
 from backup_agent.storage import FilesystemStorage
 
 log = logging.getLogger(__name__)
@@ -250,14 +249,13 @@ class ArchiveRecord:
             return Removal(location, "gone")
         except OSError as exc:
             return Removal(location, "failed", str(exc))
-        if not any(is_under(resolved(root), granted) for granted in allow.storage):
+        if not allow.grants_storage(root):
             return Removal(location, "refused", f"storage root {root} is not in this server's allow-list")
         if not stat.S_ISDIR(st.st_mode):
             # A symlink (or a file) where the agent wrote a folder: never followed, never removed.
             return Removal(location, "refused", f"{lexical} is not a folder (a symlink?)")
         try:
-            shutil.rmtree(folder)
-            fsync_dir(folder.parent)
+            FilesystemStorage(root).expire(location)  # the same removal as a backup past retention
         except OSError as exc:
             if os.path.lexists(folder):
                 return Removal(location, "failed", str(exc))
