@@ -253,6 +253,8 @@ REST_FRAMEWORK = {
         # A runaway loop is stopped within the minute; a busy ticketing system stays well inside both.
         "api_burst": _throttle_rate("API_THROTTLE_BURST", "120/minute"),
         "api_sustained": _throttle_rate("API_THROTTLE_SUSTAINED", "2000/hour"),
+        # Per address: agent enrolments (catalog.agent_api.views.EnrolThrottle).
+        "agent_enrol": _throttle_rate("PORTAL_AGENT_ENROL_RATE", "30/minute"),
     },
 }
 

@@ -26,7 +26,8 @@ from catalog.services import agents, jobs, orphans
 
 class EnrolThrottle(AnonRateThrottle):
     # Enrolment tokens are 256-bit, so guessing is hopeless; this only stops a flood.
-    rate = "30/minute"
+    # PORTAL_AGENT_ENROL_RATE (settings) raises it for a mass roll-out or the fleet simulator.
+    scope = "agent_enrol"
 
 
 class EnrolView(APIView):

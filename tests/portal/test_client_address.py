@@ -13,7 +13,7 @@ from rest_framework.throttling import BaseThrottle
 
 from portal.auth import client_ip
 
-ENROL_LIMIT = 30  # catalog.agent_api.views.EnrolThrottle: 30/minute
+ENROL_LIMIT = 30  # catalog.agent_api.views.EnrolThrottle: PORTAL_AGENT_ENROL_RATE, 30/minute by default
 
 
 @pytest.fixture
