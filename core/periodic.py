@@ -41,6 +41,9 @@ PERIODIC_TASKS: tuple[PeriodicTask, ...] = (
     PeriodicTask(
         "Generate last month's reports and mail chargebacks", "reports.tasks.generate_monthly", "0 5 1 * *"
     ),
+    PeriodicTask(
+        "Meter the database's commits (PostgreSQL)", "core.tasks.record_database_commits", "*/5 * * * *"
+    ),
 )
 
 

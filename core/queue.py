@@ -44,8 +44,13 @@ def _send(path: str, args: tuple, kwargs: dict) -> None:
 
 
 def run(path: str, args: list | tuple = (), kwargs: dict | None = None):
-    """What a worker runs: the task function by dotted path."""
-    return import_string(path)(*args, **(kwargs or {}))
+    """What a Celery worker runs: the task function by dotted path; then a tick of the usage meter."""
+    from core import usage  # its models load with the apps, not with this module
+
+    try:
+        return import_string(path)(*args, **(kwargs or {}))
+    finally:
+        usage.task_tick()
 
 
 def ping() -> None:

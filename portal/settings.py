@@ -56,6 +56,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First, so it ticks after every other middleware has answered: the portal's own CPU time
+    # (core.usage), one clock read per request and one UPDATE per process at most once a minute.
+    "core.middleware.UsageMeterMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -176,10 +179,24 @@ PORTAL_BACKUP_TEAM_GROUP = "backup-admins"
 # How the portal is reached from outside, for links in e-mails.
 PORTAL_BASE_URL = (env.get_str("PORTAL_BASE_URL") or "http://127.0.0.1:8000").rstrip("/")
 PORTAL_BACKUP_TEAM_EMAIL = env.get_str("PORTAL_BACKUP_TEAM_EMAIL", "backup-team@localhost")
-# An agent that has not polled for this long is "silent" (3 missed polls at the default 60 s).
+# An agent that has not polled for this long is "silent" (6 poll intervals at the default 30 s).
 PORTAL_AGENT_SILENT_AFTER = env.get_int("PORTAL_AGENT_SILENT_AFTER", 180, minimum=30)
 # How often agents poll, and how long a claimed job stays theirs without a progress report.
 PORTAL_AGENT_POLL_SECONDS = env.get_int("PORTAL_AGENT_POLL_SECONDS", 30, minimum=1)
+# A poll that changes nothing records the agent's last poll only when the recorded one is this
+# old, so an idle poll writes nothing. Unset: derived (catalog.models.agent_heartbeat_period,
+# 75 s with the defaults). At most SILENT_AFTER − POLL_SECONDS, or agents polling on time
+# would be flagged silent.
+PORTAL_AGENT_HEARTBEAT_SECONDS = env.get_int("PORTAL_AGENT_HEARTBEAT_SECONDS", None, minimum=0)
+if PORTAL_AGENT_HEARTBEAT_SECONDS is not None and (
+    PORTAL_AGENT_HEARTBEAT_SECONDS > PORTAL_AGENT_SILENT_AFTER - PORTAL_AGENT_POLL_SECONDS
+):
+    raise ConfigError(
+        f"PORTAL_AGENT_HEARTBEAT_SECONDS={PORTAL_AGENT_HEARTBEAT_SECONDS} must be at most "
+        f"PORTAL_AGENT_SILENT_AFTER − PORTAL_AGENT_POLL_SECONDS "
+        f"({PORTAL_AGENT_SILENT_AFTER} − {PORTAL_AGENT_POLL_SECONDS}), or agents polling on time "
+        "would be flagged silent."
+    )
 PORTAL_JOB_LEASE_SECONDS = env.get_int("PORTAL_JOB_LEASE_SECONDS", 120, minimum=10)
 # First retry of a failed backup after this long, doubling each attempt (5, 10, 20 min…).
 PORTAL_RETRY_BASE_SECONDS = env.get_int("PORTAL_RETRY_BASE_SECONDS", 300, minimum=0)
@@ -187,6 +204,11 @@ PORTAL_ENROLMENT_TOKEN_DAYS = env.get_int("PORTAL_ENROLMENT_TOKEN_DAYS", 7, mini
 # An archive on storage that no backup explains is removed by its agent after this long:
 # time for the team to look (and for a late report to claim it) first.
 PORTAL_ORPHAN_GRACE_HOURS = env.get_int("PORTAL_ORPHAN_GRACE_HOURS", 72, minimum=1)
+# The portal's own cost for the Automation page (core.usage): each web process and worker adds
+# its CPU time to the hour at most once per PORTAL_USAGE_FLUSH_SECONDS; on PostgreSQL a periodic
+# task samples the database's commits. PORTAL_USAGE_METER=false turns the CPU meter off.
+PORTAL_USAGE_METER = env.get_bool("PORTAL_USAGE_METER", True)
+PORTAL_USAGE_FLUSH_SECONDS = env.get_int("PORTAL_USAGE_FLUSH_SECONDS", 60, minimum=1)
 
 # --- Task queue ---------------------------------------------------------------
 PORTAL_TASK_BACKEND = env.get_choice("PORTAL_TASK_BACKEND", "django_q", ("django_q", "celery"))

@@ -24,3 +24,7 @@ Q_CLUSTER = {**Q_CLUSTER, "sync": True}  # noqa: F405
 # checks). The lockout tests (tests/web/test_login_throttle.py) turn it back on and sign in
 # through the real forms; production always has it on (portal/settings.py).
 AXES_ENABLED = False
+
+# The usage meter (core.usage) writes once a minute from whichever request or task is running: off, so no
+# test's query count depends on the clock. tests/core/test_usage.py turns it on where it tests it.
+PORTAL_USAGE_METER = False

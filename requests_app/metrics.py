@@ -2,7 +2,7 @@
 
 The number the product is meant to drive down is **human actions per 1,000
 jobs run**. Everything is counted in SQL, grouped by ISO week (Monday 00:00 in
-``TIME_ZONE``), in four queries whatever the number of rows.
+``TIME_ZONE``), in five queries whatever the number of rows.
 
 Definitions (each counted in the week of the timestamp named):
 
@@ -29,6 +29,14 @@ Definitions (each counted in the week of the timestamp named):
   the backup, and the catalog raises no alert for it either.
 - **human actions per 1,000 jobs** = human actions × 1000 / jobs run, for the
   same week; none when no job ran.
+- **portal CPU seconds per 1,000 jobs** = the CPU time the portal's web
+  processes and task workers used that week × 1000 / jobs run: all of the
+  portal's work (agents' polls and reports, pages, the API, every task), as
+  ``core.usage`` meters it by hour; none when nothing was metered or no job ran.
+- **database commits per 1,000 jobs** = transactions committed in the portal's
+  database that week (PostgreSQL's ``pg_stat_database.xact_commit``, sampled
+  every 5 minutes by ``core.usage``) × 1000 / jobs run; none on SQLite, which
+  has no such counter, when nothing was sampled, or when no job ran.
 
 The counts of catalog rows are catalog.metrics'; the decisions are counted
 here, from the requests' audit trail.
@@ -46,6 +54,7 @@ from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
 from catalog import metrics as catalog_metrics
+from core import usage
 from requests_app.choices import ActorKind, RequestStatus
 from requests_app.models import AuditEvent
 
@@ -67,6 +76,9 @@ class Week:
     retries_recovered: int = 0
     restore_tests_run: int = 0
     restore_tests_failed: int = 0
+    #: The portal's own cost (core.usage); None when the week has no such figure.
+    portal_cpu_seconds: float | None = None
+    database_commits: int | None = None
 
     @property
     def end(self) -> date:
@@ -86,12 +98,26 @@ class Week:
             return None
         return self.human_actions * 1000 / self.jobs_run
 
+    @property
+    def cpu_seconds_per_thousand_jobs(self) -> float | None:
+        if not self.jobs_run or self.portal_cpu_seconds is None:
+            return None
+        return float(self.portal_cpu_seconds) * 1000 / self.jobs_run
+
+    @property
+    def commits_per_thousand_jobs(self) -> float | None:
+        if not self.jobs_run or self.database_commits is None:
+            return None
+        return int(self.database_commits) * 1000 / self.jobs_run
+
 
 @dataclass
 class Automation:
     """Weeks oldest first; the last one is the week in progress."""
 
     weeks: list[Week] = field(default_factory=list)
+    #: False where the database keeps no commit counter (SQLite): the commits say "not measured".
+    commits_measured: bool = True
 
     @property
     def last_full_week(self) -> Week | None:
@@ -131,12 +157,16 @@ def weekly(*, weeks: int = DEFAULT_WEEKS, now: datetime | None = None) -> Automa
     by_week = {first + timedelta(weeks=n): Week(first + timedelta(weeks=n)) for n in range(weeks)}
     by_week[current].in_progress = True
 
-    for rows in (catalog_metrics.job_counts(since, until), *people_work_counts(since, until)):
+    for rows in (
+        catalog_metrics.job_counts(since, until),
+        *people_work_counts(since, until),
+        usage.weekly_usage(since, until),
+    ):
         for row in rows:
             week = by_week.get(_monday(row.pop("week")))
             for name, value in row.items():
                 setattr(week, name, value)
-    return Automation(weeks=list(by_week.values()))
+    return Automation(weeks=list(by_week.values()), commits_measured=usage.commits_measured())
 
 
 def _monday(value: datetime | date) -> date:

@@ -356,7 +356,7 @@ def cancel_request(request: HttpRequest, kind: str, pk: int) -> HttpResponse:
 # A constant number of queries however many applications, clients, jobs and backups
 # there are: one annotated query for the applications (see ``catalog.protection``),
 # one count of the alerts waiting for somebody, and one per request kind. The backup
-# team also gets the automation panel (``requests_app.metrics``: four more queries).
+# team also gets the automation panel (``requests_app.metrics``: five more queries).
 
 
 @dataclass(frozen=True)
