@@ -46,5 +46,13 @@ test-postgres:
 	@$(PY) scripts/require_postgres.py "$(PG_URL)/postgres"
 	DATABASE_URL=$(PG_URL)/bp_ci_$$$$ $(PY) -m pytest -q --create-db
 
+## bench-poll: the idle agent poll beside a bare Django JSON view (bench/poll.py; PostgreSQL, wrk)
+.PHONY: bench-poll
+bench-poll: install
+	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+	@command -v wrk >/dev/null || { echo "error: wrk could not be installed"; exit 1; }
+	@$(PY) scripts/require_postgres.py "$(PG_URL)/postgres"
+	$(PY) bench/poll.py --database-url $(PG_URL)/bp_poll_bench
+
 clean:
 	rm -rf $(VENV) var/*.sqlite3*

@@ -291,7 +291,10 @@ COLUMNS = {
         "id, name, description, schedule, retention_days, rpo_hours, restore_test_interval_days, "
         "max_retries, price_per_gb_month, auto_approve_clients, storage_target_id"
     ),
-    "catalog_agent": "id, hostname, token_hash, version, plugins, enrolled_at, last_seen_at, revoked_at",
+    "catalog_agent": (
+        "id, hostname, token_hash, version, protocol, plugins, enrolled_at, last_seen_at, revoked_at, "
+        "instance_id, instance_host"
+    ),
     "catalog_agent_applications": "id, agent_id, application_id",
     "catalog_backupclient": (
         "id, name, hostname, plugin, options, status, next_backup_at, created_at, agent_id, "
@@ -455,16 +458,20 @@ class Catalog:
                 revoked_at = None
                 seen = silent_since.get(g, self.me - rng.uniform(1, 30))
             token = hashlib.sha256(f"bench-agent-{args.seed}-{g}".encode()).hexdigest()
+            hostname = f"srv{g + 1:04d}.{app[1]}.example.com"
             agents.append(
                 (
                     g + 1,
-                    f"srv{g + 1:04d}.{app[1]}.example.com",
+                    hostname,
                     token,
                     AGENT_VERSION,
+                    2,  # the protocol it speaks (docs/agent-protocol.md)
                     [p[0] for p in PLUGINS],
                     at(enrolled),
                     at(seen),
                     revoked_at and at(revoked_at),
+                    hashlib.sha256(f"bench-instance-{args.seed}-{g}".encode()).hexdigest()[:32],
+                    hostname,
                 )
             )
         scenarios = self._scenarios(revoked, silent)
@@ -1224,7 +1231,7 @@ class Alerts:
                          next_good, **links)  # fmt: skip
 
     def silent_agents(self) -> None:
-        for agent_id, hostname, _, _, _, _, seen, revoked in self.cat.agents:
+        for agent_id, hostname, _, _, _, _, _, seen, revoked, _, _ in self.cat.agents:
             if revoked is None and seen.timestamp() < self.cat.me - 3600:
                 message = f"Agent {hostname} has not polled since {seen:%Y-%m-%d %H:%M} UTC."
                 app_id = (agent_id - 1) % self.cat.args.applications + 1

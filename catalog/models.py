@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from croniter import croniter
@@ -11,7 +12,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
-from django.db.models import Q
+from django.db.models import FilteredRelation, Q
 from django.db.models.functions import Length
 from django.db.models.lookups import Exact
 from django.utils import timezone
@@ -34,6 +35,7 @@ from catalog.choices import (
     StorageKind,
     Verification,
 )
+from catalog.compiled import CompiledQuery
 from catalog.tenancy import TenantQuerySet, owned_application_ids
 
 hostname_validator = RegexValidator(
@@ -78,8 +80,37 @@ class ApplicationQuerySet(TenantQuerySet):
 
 
 def agent_silent_cutoff(now: datetime | None = None) -> datetime:
-    """Agents whose last poll is older than this are silent."""
+    """Agents whose recorded last poll is older than this are silent.
+
+    ``last_seen_at`` is recorded only every ``agent_heartbeat_period()`` (H) while
+    nothing else changes, so it lags the real last poll by less than H. With the
+    cutoff at ``PORTAL_AGENT_SILENT_AFTER`` (S) and H + the poll interval ≤ S,
+    the watch stays exact: an agent polling on time is never older than
+    H + the poll interval, so never silent; an agent that stopped polling is
+    silent S after its last recorded poll, so no later than S after its real one.
+    """
     return (now or timezone.now()) - timedelta(seconds=settings.PORTAL_AGENT_SILENT_AFTER)
+
+
+#: The longest default heartbeat period: what people see as "last poll" is never older than this.
+HEARTBEAT_DEFAULT_CAP = 300
+
+
+def agent_heartbeat_period() -> timedelta:
+    """H: a poll that changes nothing records ``last_seen_at`` only when the recorded one is this old.
+
+    ``PORTAL_AGENT_HEARTBEAT_SECONDS`` when set (settings refuse more than S − P),
+    else half the slack S − P (S: ``PORTAL_AGENT_SILENT_AFTER``, P:
+    ``PORTAL_AGENT_POLL_SECONDS``) and at most ``HEARTBEAT_DEFAULT_CAP``: 75 s with
+    the defaults (180 s, 30 s), a write every third poll, and an agent may still
+    miss polls for S − H − P = 75 s before it counts as silent. Never more than
+    S − P, whatever the settings, so ``agent_silent_cutoff`` stays exact; 0 records
+    every poll.
+    """
+    slack = max(0, settings.PORTAL_AGENT_SILENT_AFTER - settings.PORTAL_AGENT_POLL_SECONDS)
+    configured = settings.PORTAL_AGENT_HEARTBEAT_SECONDS
+    seconds = min(slack // 2, HEARTBEAT_DEFAULT_CAP) if configured is None else configured
+    return timedelta(seconds=max(0, min(seconds, slack)))
 
 
 class AgentQuerySet(TenantQuerySet):
@@ -107,7 +138,20 @@ class AgentQuerySet(TenantQuerySet):
         return self.filter(pk__in=serving.values("agent_id"))
 
     def authenticate(self, token: str) -> Agent | None:
-        return self.filter(token_hash=hash_token(token), revoked_at__isnull=True).first()
+        """The live agent holding ``token``, with its queued and running jobs, in one query.
+
+        Every request of every agent asks, and a poll decides from ``agent.open_jobs``
+        whether it has anything to do: for an idle poll this is its only read.
+        Compiled once (``catalog.compiled``); the open jobs come through
+        ``job_open_by_agent_idx``, a few rows at most (one open backup per client).
+        """
+        rows = _AGENT_BY_TOKEN.rows([hash_token(token)], using=self.db)
+        if not rows:
+            return None
+        fields = _agent_fields()
+        agent = Agent.from_db(self.db, fields, rows[0][: len(fields)])
+        agent.open_jobs = [OpenJob(*row[len(fields) :]) for row in rows if row[len(fields)] is not None]
+        return agent
 
 
 class StorageTargetQuerySet(TenantQuerySet):
@@ -256,6 +300,34 @@ class Agent(models.Model):
         self.token_hash = hash_token(token)
         self.revoked_at = None
         return token
+
+
+@dataclass(frozen=True)
+class OpenJob:
+    """One of an agent's queued or running jobs, as read with the agent (``Agent.open_jobs``)."""
+
+    pk: int
+    state: str
+    not_before: datetime
+    started_at: datetime | None
+
+
+def _agent_fields() -> list[str]:
+    return [field.attname for field in Agent._meta.concrete_fields]
+
+
+_HASH_PLACEHOLDER = "\0token-hash"  # a variable of the compiled query: the token's hash at every lookup
+_AGENT_BY_TOKEN = CompiledQuery(
+    lambda: Agent.objects.annotate(
+        open_job=FilteredRelation("jobs", condition=Q(jobs__state__in=JobState.open()))
+    )
+    .filter(token_hash=_HASH_PLACEHOLDER, revoked_at__isnull=True)
+    .order_by()
+    .values_list(
+        *_agent_fields(), "open_job__id", "open_job__state", "open_job__not_before", "open_job__started_at"
+    ),
+    variables=[_HASH_PLACEHOLDER],
+)
 
 
 class StorageTarget(models.Model):
@@ -498,11 +570,12 @@ class Job(models.Model):
             ),
         ]
         indexes = [
-            # Agent poll: this agent's queued jobs, oldest first.
+            # Agent poll: this agent's queued and running jobs (its one read), queued ones oldest first
+            # (claim). Only open jobs are in it, so it stays small however long the history grows.
             models.Index(
                 fields=["agent", "not_before"],
-                name="job_queued_by_agent_idx",
-                condition=Q(state=JobState.QUEUED),
+                name="job_open_by_agent_idx",
+                condition=Q(state__in=JobState.open()),
             ),
             # Lease reaper: running jobs by lease expiry.
             models.Index(

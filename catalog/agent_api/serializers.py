@@ -68,6 +68,82 @@ class PollSerializer(serializers.Serializer):
         return entries.validated_data
 
 
+_PLUGINS = frozenset(Plugin.values)
+_INSTANCE_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def _plain_text(value: object, max_length: int) -> bool:
+    """Text a CharField returns unchanged: printable ASCII, no surrounding blanks, short enough."""
+    return (
+        type(value) is str
+        and len(value) <= max_length
+        and value.isascii()
+        and value.isprintable()
+        and value == value.strip()
+    )
+
+
+def plain_poll(data: object) -> dict | None:
+    """``PollSerializer``'s validated data for a plain, well-formed idle poll; None for anything else.
+
+    Every agent polls every few seconds, and a DRF serializer costs more than the
+    rest of an idle poll: this checks the usual body with the serializer's own
+    rules, strictly (exact types, nothing to coerce or trim), and returns exactly
+    what the serializer would. Whatever it does not accept (a poll listing its
+    archives, a string where a number belongs, an error) goes to ``PollSerializer``,
+    which decides and words the errors. tests/catalog/test_idle_poll.py holds the two equal.
+    """
+    if type(data) is not dict or "archives" in data:
+        return None
+    version = data.get("version", "")
+    protocol = data.get("protocol", 1)
+    plugins = data.get("plugins", [])
+    running = data.get("running", [])
+    allow = data.get("allow")
+    instance = data.get("instance")
+    if not (
+        _plain_text(version, 32)
+        and type(protocol) is int
+        and 1 <= protocol <= 32767
+        and type(plugins) is list
+        and all(type(plugin) is str and plugin in _PLUGINS for plugin in plugins)
+        and type(running) is list
+        and all(type(job) is int and job >= 1 for job in running)
+        and (allow is None or (type(allow) is dict and all(type(key) is str for key in allow)))
+    ):
+        return None
+    if instance is not None:
+        if type(instance) is not dict:
+            return None
+        instance_id, host = instance.get("id"), instance.get("host")
+        if not (
+            type(instance_id) is str
+            and _INSTANCE_ID.fullmatch(instance_id)
+            and _plain_text(host, 253)
+            and host
+        ):
+            return None
+        instance = {"id": instance_id, "host": host}
+    return {
+        "version": version,
+        "protocol": protocol,
+        "plugins": list(plugins),
+        "running": list(running),
+        "allow": None if allow is None else dict(allow),
+        "instance": instance,
+    }
+
+
+def validated_poll(data: object) -> dict:
+    """The poll's body, validated (``PollSerializer``'s data); raises ValidationError (400) like it."""
+    plain = plain_poll(data)
+    if plain is not None:
+        return plain
+    serializer = PollSerializer(data=data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
 #: The largest number of bytes the catalog stores (a BigIntegerField: PostgreSQL's bigint).
 MAX_BYTES = 2**63 - 1
 

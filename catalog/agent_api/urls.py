@@ -6,7 +6,7 @@ app_name = "agent-api"
 
 urlpatterns = [
     path("enrol", views.EnrolView.as_view(), name="enrol"),
-    path("poll", views.PollView.as_view(), name="poll"),
+    path("poll", views.poll, name="poll"),
     path("jobs/<int:job_id>/progress", views.ProgressView.as_view(), name="progress"),
     path("jobs/<int:job_id>/complete", views.CompleteView.as_view(), name="complete"),
 ]

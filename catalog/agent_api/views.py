@@ -2,25 +2,33 @@
 
 from __future__ import annotations
 
+import json
+
 from django.conf import settings
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import status
+from rest_framework.negotiation import DefaultContentNegotiation
+from rest_framework.parsers import JSONParser
 from rest_framework.permissions import AllowAny
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.throttling import AnonRateThrottle
 from rest_framework.views import APIView
 
-from catalog.agent_api.authentication import AgentTokenAuthentication, IsAgent
+from catalog.agent_api.authentication import AgentTokenAuthentication, IsAgent, agent_of
 from catalog.agent_api.serializers import (
     CompleteSerializer,
     EnrolSerializer,
-    PollSerializer,
     ProgressSerializer,
     job_payload,
+    plain_poll,
+    validated_poll,
 )
 from catalog.choices import JobState
-from catalog.models import Job
+from catalog.models import Agent, Job
 from catalog.services import agents, jobs, orphans
 
 
@@ -50,43 +58,94 @@ class EnrolView(APIView):
         )
 
 
+class JSONAnswers(DefaultContentNegotiation):
+    """Agents are answered in JSON whatever they accept: no Accept header parsed on every poll."""
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+
 class AgentView(APIView):
     authentication_classes = [AgentTokenAuthentication]
     permission_classes = [IsAgent]
+    # Agents are not rate-limited (the public API's throttles count API keys and people) and
+    # speak JSON only: nothing to count or negotiate on the portal's most frequent request.
+    throttle_classes: list = []
+    parser_classes = [JSONParser]
+    renderer_classes = [JSONRenderer]
+    content_negotiation_class = JSONAnswers
 
     @property
     def agent(self):
         return self.request.auth
 
 
+def answer_poll(agent: Agent, poll: dict) -> dict:
+    """What a poll does and answers, whichever door it came in by (``poll`` or ``PollView``)."""
+    agents.check_instance(agent, poll["instance"])
+    arrived = timezone.now()
+    # Writes only when something changed or the recorded last poll is getting old.
+    agents.heartbeat(
+        agent,
+        version=poll["version"],
+        plugins=poll["plugins"],
+        allow_list=poll["allow"],
+        protocol=poll["protocol"],
+        now=arrived,
+    )
+    # The agent's queued and running jobs, read with its token, decide whether there is anything
+    # to do: an idle poll is that one read (and the connection's health check), no transaction.
+    seen = agent.open_jobs
+    # Before this poll's own claim: a job handed out in this answer is never judged by it.
+    lost = jobs.reconcile_running(agent, poll["running"], claimed_before=arrived, seen=seen)
+    # Only a poll that lists its archives touches orphans: an idle poll stays as cheap as before.
+    remove = None
+    if "archives" in poll:
+        remove = orphans.record_report(agent, poll["archives"], arrived)
+    # A lost restore may have been queued again: then the claim reads afresh.
+    claimed = jobs.claim(agent, seen=None if lost else seen)
+    body = {
+        "jobs": [job_payload(job) for job in claimed],
+        "poll_after": settings.PORTAL_AGENT_POLL_SECONDS,
+    }
+    if remove is not None:
+        body["remove_archives"] = remove
+    return body
+
+
 class PollView(AgentView):
+    """The poll through DRF: every case, errors in the API's shape (``poll`` sends what it does not take)."""
+
     def post(self, request):
-        data = PollSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        agents.check_instance(self.agent, data.validated_data["instance"])
-        arrived = timezone.now()
-        agents.heartbeat(
-            self.agent,
-            version=data.validated_data["version"],
-            plugins=data.validated_data["plugins"],
-            allow_list=data.validated_data["allow"],
-            protocol=data.validated_data["protocol"],
-            now=arrived,
-        )
-        # Before this poll's own claim: a job handed out in this answer is never judged by it.
-        jobs.reconcile_running(self.agent, data.validated_data["running"], claimed_before=arrived)
-        # Only a poll that lists its archives touches orphans: an idle poll stays as cheap as before.
-        remove = None
-        if "archives" in data.validated_data:
-            remove = orphans.record_report(self.agent, data.validated_data["archives"], arrived)
-        claimed = jobs.claim(self.agent)
-        body = {
-            "jobs": [job_payload(job) for job in claimed],
-            "poll_after": settings.PORTAL_AGENT_POLL_SECONDS,
-        }
-        if remove is not None:
-            body["remove_archives"] = remove
-        return Response(body)
+        return Response(answer_poll(self.agent, validated_poll(request.data)))
+
+
+_POLL_VIEW = PollView.as_view()
+
+
+@csrf_exempt  # as every DRF view is: an agent authenticates with its token, not a cookie
+def poll(request: HttpRequest) -> HttpResponse:
+    """The agents' poll, the portal's most frequent request: the steady state takes a short door.
+
+    A POST with a JSON body ``plain_poll`` accepts, a well-formed token of a live
+    agent and the instance it is bound to (or none) is answered here, through
+    ``answer_poll``, as ``PollView`` would answer it, byte for byte; DRF's request,
+    negotiation, parsing and response wrapping cost more than an idle poll's own
+    work. Everything else (no or a bad token, another body, an instance to bind or
+    to refuse, a wrong method) goes through ``PollView``, which decides and words
+    the errors. tests/catalog/test_idle_poll.py holds the two doors equal.
+    """
+    if request.method == "POST" and request.content_type == "application/json":
+        agent = agent_of(request)
+        if agent is not None:
+            try:
+                body = plain_poll(json.loads(request.body))
+            except (ValueError, RecursionError):
+                body = None
+            if body is not None and (body["instance"] is None or body["instance"]["id"] == agent.instance_id):
+                answer = JSONRenderer().render(answer_poll(agent, body))
+                return HttpResponse(answer, content_type="application/json")
+    return _POLL_VIEW(request)
 
 
 class ProgressView(AgentView):

@@ -26,6 +26,8 @@ from catalog.models import (
     Application,
     BackupClient,
     EnrolmentToken,
+    agent_heartbeat_period,
+    agent_silent_cutoff,
     hash_token,
     new_token,
 )
@@ -254,19 +256,53 @@ def heartbeat(
     allow_list: dict | None = None,
     protocol: int = 1,
     now: datetime | None = None,
-) -> None:
-    # One UPDATE per poll, as before: the protocol rides along with the version.
+) -> bool:
+    """Record a poll of ``agent`` (the row its authentication read) when it matters; True if written.
+
+    Written when the agent reports another version, protocol, plugins or allow-list
+    than its row holds, when it had never polled, and when its recorded last poll
+    is ``agent_heartbeat_period()`` old (which includes every agent that was
+    silent): an idle poll in the steady state writes nothing, and ``last_seen_at``
+    is precise to that period (``agent_silent_cutoff`` explains why the silent
+    watch stays exact). An agent that was silent has its open ``agent_silent``
+    alert closed here; one raised in a race with this write is closed by the next
+    ``watch_silent_agents``.
+    """
     now = now or timezone.now()
-    changes = {"last_seen_at": now, "version": version, "protocol": protocol, "plugins": plugins}
-    if (reported := allow_lists.normalise(allow_list)) is not None:
+    changes = {}
+    if agent.version != version:
+        changes["version"] = version
+    if agent.protocol != protocol:
+        changes["protocol"] = protocol
+    if agent.plugins != plugins:
+        changes["plugins"] = plugins
+    # Absent or unusable (an older agent): the last reported allow-list stays.
+    if (reported := allow_lists.normalise(allow_list)) is not None and agent.allow_list != reported:
         changes["allow_list"] = reported
+    seen = agent.last_seen_at
+    if not changes and seen is not None and now - seen < agent_heartbeat_period():
+        return False
+    changes["last_seen_at"] = now
     Agent.objects.filter(pk=agent.pk).update(**changes)
-    alerts.resolve_alerts(alerts.agent_key(AlertKind.AGENT_SILENT, agent.pk))
+    for field, value in changes.items():
+        setattr(agent, field, value)
+    if seen is None or seen < agent_silent_cutoff(now):
+        alerts.resolve_alerts(alerts.agent_key(AlertKind.AGENT_SILENT, agent.pk))
+    return True
 
 
 def watch_silent_agents(*, now: datetime | None = None) -> int:
-    """Alert once per silence for agents that stopped polling; returns alerts raised."""
+    """Alert once per silence for agents that stopped polling; returns alerts raised.
+
+    Also closes the silent alerts of agents online again: a poll closes the alert
+    when it records the end of a silence, but an alert raised in a race with that
+    poll would otherwise stay open (the next polls write nothing). One UPDATE.
+    """
     now = now or timezone.now()
+    Alert.objects.open().filter(
+        kind=AlertKind.AGENT_SILENT,
+        agent__in=Agent.objects.with_status(AgentStatus.ONLINE, now).values("pk"),
+    ).update(resolved_at=now)
     raised = 0
     already_alerted = Alert.objects.open().filter(kind=AlertKind.AGENT_SILENT).values("agent_id")
     silent = (

@@ -35,7 +35,7 @@ from catalog.choices import (
 )
 from catalog.errors import InvalidTransition, LeaseLost
 from catalog.failures import AGENT_ERROR_CLASSES, classify
-from catalog.models import Agent, Backup, BackupClient, Job
+from catalog.models import Agent, Backup, BackupClient, Job, OpenJob
 from catalog.services import alerts
 from catalog.signals import job_changed
 
@@ -187,9 +187,22 @@ def queue_restore(
 # --- Agent side: claim, progress, complete ----------------------------------------
 
 
-def claim(agent: Agent, *, now: datetime | None = None, limit: int = CLAIM_BATCH) -> list[Job]:
-    """Hand ``agent`` its queued jobs, each exactly once, with a lease."""
+def claim(
+    agent: Agent,
+    *,
+    now: datetime | None = None,
+    limit: int = CLAIM_BATCH,
+    seen: list[OpenJob] | None = None,
+) -> list[Job]:
+    """Hand ``agent`` its queued jobs, each exactly once, with a lease.
+
+    With ``seen`` (``agent.open_jobs``, read with the agent by this poll), nothing happens
+    unless it shows a queued job due by ``now``: a job queued after that read is handed out
+    at the next poll. Otherwise the locked read below decides, as always.
+    """
     now = now or timezone.now()
+    if seen is not None and not any(job.state == JobState.QUEUED and job.not_before <= now for job in seen):
+        return []
     with transaction.atomic():
         # SKIP LOCKED: a second poll of the same agent (two processes, a retry
         # after a timeout) takes other jobs or none, never the same ones.
@@ -610,7 +623,12 @@ def reap_expired_leases(*, now: datetime | None = None, batch: int = 500) -> int
 
 
 def reconcile_running(
-    agent: Agent, running: list[int], *, claimed_before: datetime, now: datetime | None = None
+    agent: Agent,
+    running: list[int],
+    *,
+    claimed_before: datetime,
+    now: datetime | None = None,
+    seen: list[OpenJob] | None = None,
 ) -> int:
     """Jobs the portal holds as running on ``agent`` that its poll does not list: lost, handled at once.
 
@@ -622,20 +640,40 @@ def reconcile_running(
     arrived (``claimed_before``) are judged: never one handed out in this poll's
     own answer, nor one a concurrent poll is claiming right now. Each is handled
     like an expired lease (``_agent_lost``): a backup is retried, a restore or
-    restore test that never started is queued again. One read when nothing is
-    amiss, no write.
+    restore test that never started is queued again. Returns how many.
+
+    The suspects come from ``seen`` (``agent.open_jobs``, read with the agent by this
+    poll) or, without it, from a read here; nothing is written when there are none. Each suspect is
+    re-checked under its lock: a late report, the reaper or a new claim may have
+    changed it meanwhile.
     """
     now = now or timezone.now()
-    stale = Job.objects.filter(agent=agent, state=JobState.RUNNING, started_at__lt=claimed_before).exclude(
-        pk__in=running
-    )
-    ids = list(stale.values_list("pk", flat=True)[: CLAIM_BATCH * 10])
+    held = set(running)
+
+    def stale():
+        return Job.objects.filter(agent=agent, state=JobState.RUNNING, started_at__lt=claimed_before).exclude(
+            pk__in=held
+        )
+
+    if seen is None:
+        ids = list(stale().values_list("pk", flat=True)[: CLAIM_BATCH * 10])
+    else:
+        # The same rule as ``stale``, on the rows this poll read (no query built for an idle poll).
+        ids = [
+            job.pk
+            for job in seen
+            if job.state == JobState.RUNNING
+            and job.started_at is not None
+            and job.started_at < claimed_before
+            and job.pk not in held
+        ][: CLAIM_BATCH * 10]
     if not ids:
         return 0
     with transaction.atomic():
         # Re-checked under the lock: a late report or the reaper may have closed them meanwhile.
         jobs = list(
-            stale.filter(pk__in=ids)
+            stale()
+            .filter(pk__in=ids)
             .select_for_update(of=("self",))
             .select_related("client__policy", "client")
         )

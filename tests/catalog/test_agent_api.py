@@ -152,9 +152,9 @@ def test_poll_claims_queued_jobs_once_with_a_lease(backup_job):
 
 def test_poll_updates_heartbeat_and_closes_silent_alert(backup_job):
     agent = backup_job.agent
+    api, _ = agent_client(agent)  # saves the agent: before its silence is set
     Agent.objects.filter(pk=agent.pk).update(last_seen_at=timezone.now() - timezone.timedelta(hours=1))
     factories.AlertFactory(kind=AlertKind.AGENT_SILENT, key=f"agent_silent:agent:{agent.pk}", agent=agent)
-    api, _ = agent_client(agent)
 
     poll(api)
 
