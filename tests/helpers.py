@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 
 import pytest
+from django.db import connection
 from rest_framework.test import APIClient
 
 from requests_app.models import ApiKey
@@ -39,3 +41,33 @@ def wait_for(predicate: Callable[[], object], *, timeout: float = 30, what: str 
             return value
         time.sleep(0.1)
     pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def run_at_once(work: list[Callable[[], object]]) -> list[object]:
+    """Run each callable in its own thread, released together; their results, or the exceptions raised.
+
+    Each thread has its own database connection (closed when it is done), as two
+    requests or two workers would: for the concurrency tests, on PostgreSQL above all.
+    """
+    barrier = threading.Barrier(len(work))
+    results: list[object] = []
+    lock = threading.Lock()
+
+    def run(task) -> None:
+        try:
+            barrier.wait()
+            result = task()
+        except BaseException as exc:  # surfaced by the caller: a thread must not fail silently
+            result = exc
+        finally:
+            connection.close()
+        with lock:
+            results.append(result)
+
+    threads = [threading.Thread(target=run, args=(task,)) for task in work]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert len(results) == len(work), "a thread hung"
+    return results

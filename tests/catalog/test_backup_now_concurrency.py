@@ -7,12 +7,10 @@ backs it up), SQLite serialises writers with BEGIN IMMEDIATE.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 
 from catalog.choices import JobKind, JobState
@@ -20,34 +18,9 @@ from catalog.models import BackupClient, Job
 from catalog.services import jobs
 from catalog.services.scheduler import schedule_due_backups
 from tests import factories
+from tests.helpers import run_at_once
 
 THREADS = 12
-
-
-def run_at_once(work: list[Callable[[], object]]) -> list[object]:
-    """Run each callable in its own thread, released together; their results, or the exceptions raised."""
-    barrier = threading.Barrier(len(work))
-    results: list[object] = []
-    lock = threading.Lock()
-
-    def run(task) -> None:
-        try:
-            barrier.wait()
-            result = task()
-        except BaseException as exc:  # surfaced by the caller: a thread must not fail silently
-            result = exc
-        finally:
-            connection.close()
-        with lock:
-            results.append(result)
-
-    threads = [threading.Thread(target=run, args=(task,)) for task in work]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert len(results) == len(work), "a thread hung"
-    return results
 
 
 @pytest.mark.django_db(transaction=True)

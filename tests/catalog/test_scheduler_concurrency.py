@@ -21,6 +21,7 @@ from catalog.models import BackupClient, Job
 from catalog.services import jobs, scheduler
 from catalog.services.scheduler import schedule_due_backups
 from tests import factories
+from tests.helpers import run_at_once
 
 NOW = datetime(2026, 11, 26, 2, 0, 30, tzinfo=UTC)
 DAILY = datetime(2026, 11, 27, 2, 0, tzinfo=UTC)
@@ -28,32 +29,6 @@ FOUR_HOURLY = datetime(2026, 11, 26, 4, 0, tzinfo=UTC)
 POSTGRESQL_ONLY = pytest.mark.skipif(
     connection.vendor != "postgresql", reason="SKIP LOCKED: on SQLite a second writer waits instead"
 )
-
-
-def run_at_once(work: list[Callable[[], object]]) -> list[object]:
-    """Run each callable in its own thread, released together; their results, or the exceptions raised."""
-    barrier = threading.Barrier(len(work))
-    results: list[object] = []
-    lock = threading.Lock()
-
-    def run(task) -> None:
-        try:
-            barrier.wait()
-            result = task()
-        except BaseException as exc:  # surfaced by the caller: a thread must not fail silently
-            result = exc
-        finally:
-            connection.close()
-        with lock:
-            results.append(result)
-
-    threads = [threading.Thread(target=run, args=(task,)) for task in work]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert len(results) == len(work), "a thread hung"
-    return results
 
 
 def due_clients(count: int) -> list[BackupClient]:
