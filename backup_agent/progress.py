@@ -37,6 +37,10 @@ class Progress:
         self.bytes_done += n
 
 
+#: The progress intervals, in seconds, an agent accepts from the portal.
+CADENCE = (1, 300)
+
+
 class ProgressReporter:
     """Posts jobs/<id>/progress every `interval` seconds while the job runs."""
 
@@ -60,6 +64,16 @@ class ProgressReporter:
         while not self._stop.wait(self.interval):
             self.post()
 
+    def follow_cadence(self, report_after: object) -> None:
+        """Report as often as the portal asks (a quarter of its lease), within ``CADENCE`` seconds.
+
+        Bounded, so a wrong or hostile answer can neither flood the portal nor
+        let the lease run out; older portals say nothing and the configured
+        interval stays.
+        """
+        if type(report_after) in (int, float) and CADENCE[0] <= report_after <= CADENCE[1]:
+            self.interval = float(report_after)
+
     def post(self) -> None:
         try:
             done, total = self.progress.bytes_done, self.progress.bytes_total
@@ -75,5 +89,6 @@ class ProgressReporter:
             else:
                 log.warning("job %s: progress refused: %s", self.ctx.job_id, exc)
             return
+        self.follow_cadence(answer.get("report_after"))
         if answer.get("cancel"):
             self.ctx.request_cancel("cancelled by the portal")

@@ -20,7 +20,8 @@ the standard library only, no real data) then do what backup_agent does:
 1. ``enrol`` with their token (``instance`` bound), protocol 2;
 2. ``poll`` every ``poll_after`` seconds (the portal's answer), listing the jobs
    they hold in ``running``; every job of an answer is recorded;
-3. per job: ``progress`` every 5 s for a random duration, then ``complete``:
+3. per job: ``progress`` after 5 s, then as the portal's ``report_after`` asks, for a random
+   duration, then ``complete``:
    success with a protocol-2 report (``location`` = the job's ``destination``,
    sha256, sizes = the configured size per client, manifest), or a failure with
    an ``error_class`` (``--fail-rate``; ``--bad-clients`` of the clients always
@@ -308,9 +309,10 @@ class Fleet:
         duration = random.uniform(opts.job_min, opts.job_max)
         size = opts.size_bytes
         done, cancelled, t = 0.0, False, 0.0
+        every = opts.progress_every  # the first report; then the portal's report_after, as backup_agent does
         path = f"/api/agent/v1/jobs/{job['id']}"
         while t < duration:
-            step = min(opts.progress_every, duration - t)
+            step = min(every, duration - t)
             await asyncio.sleep(step)
             t += step
             if t < duration:
@@ -322,6 +324,8 @@ class Fleet:
                 if status == 200 and answer.get("cancel"):
                     cancelled = True
                     break
+                if status == 200 and type(answer.get("report_after")) in (int, float):
+                    every = min(max(float(answer["report_after"]), 1.0), 300.0)
         client_id = job["client"]["id"]
         bad = (client_id * 2654435761) % 1000 < opts.bad_clients * 1000
         finished = utcnow()

@@ -158,6 +158,7 @@ class ProgressView(AgentView):
             {
                 "lease_expires_at": job.lease_expires_at,
                 "cancel": bool(job.cancel_requested_at) or job.state != JobState.RUNNING,
+                "report_after": jobs.progress_interval(),
             }
         )
 

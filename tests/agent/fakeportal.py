@@ -34,6 +34,8 @@ class FakePortal:
     cloned: bool = False
     # Sent once, as the next poll answer's `remove_archives` (None: no such key).
     remove_archives: list[Any] | None = None
+    # The progress answers' `report_after` (None: not said, as an older portal).
+    report_after: Any = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -102,7 +104,10 @@ class FakePortal:
         parts = endpoint.split("/")
         if len(parts) == 3 and parts[0] == "jobs" and parts[2] == "progress":
             cancel = int(parts[1]) in self.cancel
-            return _answer(handler, 200, {"lease_expires_at": "2030-01-01T00:00:00Z", "cancel": cancel})
+            answer = {"lease_expires_at": "2030-01-01T00:00:00Z", "cancel": cancel}
+            if self.report_after is not None:
+                answer["report_after"] = self.report_after
+            return _answer(handler, 200, answer)
         if len(parts) == 3 and parts[0] == "jobs" and parts[2] == "complete":
             return self._complete(handler, int(parts[1]))
         return _answer(handler, 404, {"code": "not_found", "detail": path})

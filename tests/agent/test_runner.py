@@ -169,6 +169,27 @@ def test_progress_is_posted_while_a_job_runs(portal: FakePortal, storage_root: P
     assert all(isinstance(p["bytes_done"], int) for p in posts) and posts[-1]["bytes_done"] == 100000
 
 
+def test_progress_follows_the_cadence_the_portal_asks_for(portal: FakePortal, storage_root: Path, spool_dir):
+    """Configured at 0.05 s, told 1 s by the portal: after the first report, one a second."""
+    job = command_job(storage_root, ["sh", "-c", "sleep 1.6"])
+    portal.queued = [job]
+    portal.report_after = 1
+
+    assert agent_for(portal.url, spool_dir, job, progress_interval=0.05).run_once() == 0
+
+    assert 2 <= len(portal.calls(f"jobs/{job['id']}/progress")) <= 3
+
+
+@pytest.mark.parametrize("report_after", [0, 0.001, 301, 10**9, True, "5", None, [30]])
+def test_a_cadence_out_of_bounds_or_malformed_is_ignored(report_after):
+    from backup_agent.progress import ProgressReporter
+
+    reporter = ProgressReporter.__new__(ProgressReporter)
+    reporter.interval = 5.0
+    reporter.follow_cadence(report_after)
+    assert reporter.interval == 5.0
+
+
 def test_cancel_from_the_portal_stops_the_job_and_reports_it_failed(
     portal: FakePortal, storage_root: Path, spool_dir: Path
 ):

@@ -6,6 +6,7 @@ import hashlib
 import json
 
 import pytest
+from django.conf import settings
 from django.test import Client
 from django.utils import timezone
 from rest_framework.test import APIClient
@@ -223,6 +224,8 @@ def test_progress_records_bytes_and_extends_the_lease(backup_job):
 
     assert response.status_code == 200
     assert response.json()["cancel"] is False
+    # The next report in a quarter of the lease (PORTAL_JOB_LEASE_SECONDS = 120 by default): 30 s.
+    assert response.json()["report_after"] == settings.PORTAL_JOB_LEASE_SECONDS // 4 == 30
     backup_job.refresh_from_db()
     assert (backup_job.bytes_done, backup_job.bytes_total) == (500, 1000)
     assert backup_job.lease_expires_at > timezone.now() + timezone.timedelta(seconds=60)
