@@ -37,13 +37,11 @@ def agent_of(request) -> Agent | None:
     For the poll's short door (catalog.agent_api.views.poll): whatever this does
     not take goes to the DRF view, whose authentication above explains the refusal.
     """
-    header = authentication.get_authorization_header(request).split()
-    if len(header) != 2 or header[0].lower() != b"bearer":
-        return None
     try:
-        return Agent.objects.authenticate(header[1].decode())
-    except UnicodeError:
+        found = AgentTokenAuthentication().authenticate(request)
+    except exceptions.AuthenticationFailed:
         return None
+    return found[1] if found else None
 
 
 class IsAgent(permissions.BasePermission):
