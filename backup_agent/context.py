@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Protocol
 
 from backup_agent.errors import Cancelled
+from backup_agent.file_index import IndexWriter
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,13 @@ class JobContext:
     # Set by the run loop: records a committed backup folder (storage root, relative
     # location) in the state folder (backup_agent/archives.py), for orphan reports.
     record_archive: Callable[[str, str], None] | None = None
+    # Set by the executor for a backup: the recovery point's index, which the plugin
+    # fills while it streams (backup_agent/file_index.py); None for plugins without one.
+    index: IndexWriter | None = None
+    # Set by the executor for a selective restore: what to restore, as bytes relative
+    # to "/" ("srv/app/invoices/x.pdf" for files, "public/orders" or "orders" for tables).
+    # None restores everything.
+    selection: tuple[bytes, ...] | None = None
 
     def staging(self, folder: Path) -> None:
         """Call right before creating a staging folder; best effort, never fails the job."""

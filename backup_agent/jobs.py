@@ -50,6 +50,8 @@ class JobSpec:
     backup: BackupRef | None = None
     target: str | None = None
     overwrite: bool = False
+    # A selective restore's paths (tar-escaped text, absolute); empty: everything.
+    paths: tuple[str, ...] = ()
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
@@ -78,6 +80,7 @@ def parse(raw: dict[str, Any]) -> JobSpec:
         backup=_backup_ref(raw.get("backup")) if kind != "backup" else None,
         target=_target(raw.get("target"))[0] if kind == "restore" else None,
         overwrite=_target(raw.get("target"))[1] if kind == "restore" else False,
+        paths=_paths(raw.get("target")) if kind == "restore" else (),
         raw=raw,
     )
     if kind == "backup" and not isinstance(spec.destination, str):
@@ -108,3 +111,17 @@ def _target(value: Any) -> tuple[str, bool]:
     if not isinstance(overwrite, bool):
         raise InvalidOptions("'target.overwrite' must be true or false")
     return value["location"], overwrite
+
+
+MAX_PATHS = 1000
+
+
+def _paths(value: dict[str, Any]) -> tuple[str, ...]:
+    """A selective restore's ``target.paths``: absolute, tar-escaped, at most MAX_PATHS."""
+    paths = value.get("paths") or []
+    if not isinstance(paths, list) or len(paths) > MAX_PATHS:
+        raise InvalidOptions(f"'target.paths' must be a list of at most {MAX_PATHS} paths")
+    for path in paths:
+        if not isinstance(path, str) or not path.startswith("/") or "\0" in path:
+            raise InvalidOptions(f"'target.paths' holds {path!r}, not an absolute path")
+    return tuple(paths)

@@ -1,0 +1,541 @@
+"""Reading a recovery point's index (``index.bpi``): folder listings, look-ups, name search.
+
+The agent writes the file while the backup streams (backup_agent/file_index.py);
+docs/file-index.md is the format. A listing reads the footer once (cached per
+process) and then one or two compressed blocks, so it costs the same in a
+point of a thousand entries and of a million. Search decompresses every block
+but matches names with one regular expression per block, in C.
+
+Paths are text in GNU tar's "escape" quoting (``path_text``/``path_bytes``,
+the agent's two functions again: the agent imports nothing of the portal).
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import json
+import os
+import re
+import struct
+import sys
+import threading
+import zlib
+from array import array
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+MAGIC = b"BPIDX\x00\x01\n"
+TRAILER = struct.Struct("<QQ8s")
+END_MAGIC = b"BPIDXEND"
+BLOCK_HEAD = struct.Struct("<III")
+NO_DIR = 0xFFFFFFFF
+FORMAT = 1
+#: Decompressed bytes one footer or block may grow to: a crafted file cannot exhaust memory.
+MAX_RAW = 256 << 20
+
+TYPE_NAMES = {ord("-"): "file", ord("d"): "directory", ord("l"): "symlink", ord("h"): "hardlink"}
+LINK_TYPES = frozenset((ord("l"), ord("h")))
+DIRECTORY = ord("d")
+
+
+class IndexError_(Exception):
+    """The file is not a readable index (damaged, truncated, or another format)."""
+
+
+class NotFound(Exception):
+    """The path is not in this recovery point."""
+
+
+class NotAFolder(Exception):
+    """The path is in the point but is not a folder."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    path: str  # escaped text, absolute ("/srv/app/x")
+    name: str
+    type: str  # file, directory, symlink, hardlink
+    size: int | None
+    mtime: int | None
+    mode: int | None
+    link: str | None = None
+    number: int | None = None  # the entry's number in its index; None for a folder only implied
+    rows: int | None = None  # a database table's rows when it was dumped
+
+    @property
+    def is_dir(self) -> bool:
+        return self.type == "directory"
+
+
+# --- path text (the agent's backup_agent/file_index.py has the same two) -----------------
+
+_UNESCAPES = {"\\": 0x5C, "n": 0x0A, "t": 0x09, "r": 0x0D, "v": 0x0B, "f": 0x0C, "b": 0x08, "a": 0x07}
+_ESCAPES = {code: "\\" + letter for letter, code in _UNESCAPES.items()}
+
+
+def path_text(raw: bytes) -> str:
+    """Bytes of a path as tar -tv shows them (escaped)."""
+    text = raw.decode("utf-8", "surrogateescape")
+    if text.isprintable() and "\\" not in text:
+        return text
+    out = []
+    for char in text:
+        code = ord(char)
+        if 0xDC80 <= code <= 0xDCFF:
+            out.append(f"\\{code - 0xDC00:03o}")
+        elif code in _ESCAPES:
+            out.append(_ESCAPES[code])
+        elif not char.isprintable() and char != " ":
+            out.extend(f"\\{byte:03o}" for byte in char.encode("utf-8"))
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def path_bytes(text: str) -> bytes:
+    """The inverse of path_text; ValueError on a malformed escape."""
+    if "\\" not in text:
+        return text.encode("utf-8", "surrogateescape")
+    out = bytearray()
+    i = 0
+    while i < len(text):
+        char = text[i]
+        if char != "\\":
+            out += char.encode("utf-8", "surrogateescape")
+            i += 1
+            continue
+        nxt = text[i + 1 : i + 2]
+        if nxt in _UNESCAPES:
+            out.append(_UNESCAPES[nxt])
+            i += 2
+        elif len(text) >= i + 4 and all(c in "01234567" for c in text[i + 1 : i + 4]):
+            value = int(text[i + 1 : i + 4], 8)
+            if value > 0xFF:
+                raise ValueError(f"escape \\{text[i + 1 : i + 4]} is not a byte")
+            out.append(value)
+            i += 4
+        else:
+            raise ValueError("unknown escape in the path")
+    return bytes(out)
+
+
+def normal_path(text: str) -> bytes:
+    """An absolute path as text → its bytes without the leading and trailing slashes ("" is /).
+
+    ValueError for what no backup can hold: a relative path, '.' or '..' parts, NUL.
+    """
+    if not isinstance(text, str) or not text.startswith("/"):
+        raise ValueError("Give an absolute path, starting with /.")
+    raw = path_bytes(text)
+    parts = [p for p in raw.split(b"/") if p]
+    if b"\0" in raw or any(p in (b".", b"..") for p in parts):
+        raise ValueError("A path may not contain '.', '..' or NUL.")
+    return b"/".join(parts)
+
+
+# --- the file -------------------------------------------------------------------------
+
+
+def _column(typecode: str, data: bytes) -> array:
+    values = array(typecode)
+    values.frombytes(data)
+    if sys.byteorder == "big":
+        values.byteswap()
+    return values
+
+
+def _inflate(data: bytes) -> bytes:
+    try:
+        inflater = zlib.decompressobj()
+        raw = inflater.decompress(data, MAX_RAW)
+    except zlib.error as exc:
+        raise IndexError_(f"damaged block: {exc}") from None
+    if inflater.unconsumed_tail:
+        raise IndexError_("a block is larger than any index writes")
+    return raw
+
+
+class _Block:
+    """One decompressed block; columns are parsed on first use."""
+
+    def __init__(self, raw: bytes) -> None:
+        try:
+            self.count, names_len, links_len = BLOCK_HEAD.unpack_from(raw)
+        except struct.error:
+            raise IndexError_("truncated block") from None
+        n, at = self.count, BLOCK_HEAD.size
+        self.names_blob = raw[at : at + names_len]
+        at += names_len
+        self._types = raw[at : at + n]
+        at += n
+        spans = ((at, 2 * n), (at + 2 * n, 8 * n), (at + 10 * n, 8 * n))
+        self._raw = raw
+        self._spans = spans
+        self._links_blob = raw[at + 18 * n : at + 18 * n + links_len]
+        if len(self._links_blob) != links_len or len(self._types) != n:
+            raise IndexError_("truncated block")
+
+    @functools.cached_property
+    def names(self) -> list[bytes]:
+        return self.names_blob.split(b"\0")[: self.count]
+
+    @functools.cached_property
+    def columns(self) -> tuple[bytes, array, array, array, dict[int, bytes]]:
+        (m, ml), (s, sl), (t, tl) = self._spans
+        links = self._links_blob.split(b"\0")
+        link_of = {}
+        k = 0
+        for i, type_ in enumerate(self._types):
+            if type_ in LINK_TYPES:
+                link_of[i] = links[k] if k < len(links) else b""
+                k += 1
+        return (
+            self._types,
+            _column("H", self._raw[m : m + ml]),
+            _column("Q", self._raw[s : s + sl]),
+            _column("q", self._raw[t : t + tl]),
+            link_of,
+        )
+
+
+class FileIndex:
+    """A recovery point's index file, opened for reading. Safe to share between threads."""
+
+    BLOCK_CACHE = 16
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        with open(self.path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            self.file_size = fh.tell()
+            if self.file_size < len(MAGIC) + TRAILER.size:
+                raise IndexError_("too short to be an index")
+            fh.seek(0)
+            if fh.read(len(MAGIC)) != MAGIC:
+                raise IndexError_("not an index of format 1")
+            fh.seek(self.file_size - TRAILER.size)
+            offset, length, end = TRAILER.unpack(fh.read(TRAILER.size))
+            if end != END_MAGIC or offset + length + TRAILER.size != self.file_size:
+                raise IndexError_("the footer is damaged")
+            fh.seek(offset)
+            footer = _inflate(fh.read(length))
+        try:
+            (nblocks,) = struct.unpack_from("<I", footer)
+            at = 4
+            self._block_offsets = _column("Q", footer[at : at + 8 * nblocks])
+            self._block_lengths = _column("I", footer[at + 8 * nblocks : at + 12 * nblocks])
+            self._block_firsts = _column("I", footer[at + 12 * nblocks : at + 16 * nblocks])
+            at += 16 * nblocks
+            (nruns,) = struct.unpack_from("<I", footer, at)
+            at += 4
+            self._run_dirs = _column("I", footer[at : at + 4 * nruns])
+            self._run_firsts = _column("I", footer[at + 4 * nruns : at + 8 * nruns])
+            self._run_counts = _column("I", footer[at + 8 * nruns : at + 12 * nruns])
+            self.meta: dict[str, Any] = json.loads(footer[at + 12 * nruns :])
+        except (struct.error, ValueError) as exc:
+            raise IndexError_(f"the footer is damaged: {exc}") from None
+        if len(self._run_counts) != nruns or len(self._block_firsts) != nblocks:
+            raise IndexError_("the footer is truncated")
+        self.kind: str = self.meta.get("kind", "files")
+        self.entries: int = int(self.meta.get("entries", 0))
+        # A database dump's index is its table of contents, in the footer: no blocks.
+        self.objects: list[Entry] | None = (
+            _objects(self.meta.get("objects")) if self.kind in DATABASE_KINDS else None
+        )
+        self._cache: OrderedDict[int, _Block] = OrderedDict()
+        self._lock = threading.Lock()
+
+    # --- low level --------------------------------------------------------------------
+
+    def _block(self, i: int) -> _Block:
+        with self._lock:
+            if i in self._cache:
+                self._cache.move_to_end(i)
+                return self._cache[i]
+        with open(self.path, "rb") as fh:
+            fh.seek(self._block_offsets[i])
+            block = _Block(_inflate(fh.read(self._block_lengths[i])))
+        with self._lock:
+            self._cache[i] = block
+            while len(self._cache) > self.BLOCK_CACHE:
+                self._cache.popitem(last=False)
+        return block
+
+    def _locate(self, number: int) -> tuple[_Block, int]:
+        if not 0 <= number < self.entries:
+            raise NotFound(f"entry {number}")
+        i = bisect.bisect_right(self._block_firsts, number) - 1
+        return self._block(i), number - self._block_firsts[i]
+
+    def _name(self, number: int) -> bytes:
+        block, k = self._locate(number)
+        return block.names[k]
+
+    @functools.cached_property
+    def _run_of_dir(self) -> dict[int, int]:
+        return {folder: run for run, folder in enumerate(self._run_dirs)}
+
+    def _children(self, folder: int | None) -> range:
+        """Entry numbers of a folder's children (None: the top level)."""
+        run = self._run_of_dir.get(NO_DIR if folder is None else folder)
+        if run is None:
+            return range(0)
+        first = self._run_firsts[run]
+        return range(first, first + self._run_counts[run])
+
+    def _parent(self, number: int) -> int | None:
+        run = bisect.bisect_right(self._run_firsts, number) - 1
+        if run < 0 or number >= self._run_firsts[run] + self._run_counts[run]:
+            raise IndexError_(f"entry {number} is in no folder")
+        folder = self._run_dirs[run]
+        return None if folder == NO_DIR else folder
+
+    def raw_path(self, number: int) -> bytes:
+        parts = []
+        current: int | None = number
+        for _ in range(4096):  # deeper than any path: a loop means a damaged file
+            if current is None:
+                return b"/".join(reversed(parts))
+            parts.append(self._name(current))
+            current = self._parent(current)
+        raise IndexError_("folder loop")
+
+    def entry(self, number: int, *, path: bytes | None = None) -> Entry:
+        block, k = self._locate(number)
+        types, modes, sizes, mtimes, links = block.columns
+        raw = path if path is not None else self.raw_path(number)
+        link = links.get(k)
+        type_ = types[k]
+        return Entry(
+            path="/" + path_text(raw),
+            name=path_text(raw.rsplit(b"/", 1)[-1]),
+            type=TYPE_NAMES.get(type_, "file"),
+            size=sizes[k] if type_ != DIRECTORY else None,
+            mtime=mtimes[k],
+            mode=modes[k],
+            link=path_text(link) if link is not None else None,
+            number=number,
+        )
+
+    # --- folders ----------------------------------------------------------------------
+
+    def _find_child(self, folder: int | None, name: bytes) -> int | None:
+        children = self._children(folder)
+        number = children.start
+        while number < children.stop:
+            block, k = self._locate(number)
+            names = block.names
+            end = min(len(names), k + children.stop - number)
+            try:
+                return number + names.index(name, k, end) - k
+            except ValueError:
+                number += end - k
+        return None
+
+    def _top_level(self) -> list[tuple[bytes, int]]:
+        return [(self._name(n), n) for n in self._children(None)]
+
+    def resolve(self, rel: bytes) -> int | None:
+        """The entry at ``rel`` (bytes without leading slash); None for a folder only implied.
+
+        Raises NotFound when the point holds nothing there.
+        """
+        if not rel:
+            return None
+        if self.objects is not None:
+            return self._object_number(rel)
+        for name, number in self._top_level():
+            if rel == name:
+                return number
+            if rel.startswith(name + b"/"):
+                current = number
+                for part in rel[len(name) + 1 :].split(b"/"):
+                    if self._type(current) != DIRECTORY:
+                        raise NotFound(rel)
+                    found = self._find_child(current, part)
+                    if found is None:
+                        raise NotFound(rel)
+                    current = found
+                return current
+            if name.startswith(rel + b"/"):
+                return None  # /srv of a backup of /srv/app: implied, not archived
+        raise NotFound(rel)
+
+    def _type(self, number: int) -> int:
+        block, k = self._locate(number)
+        return block.columns[0][k]
+
+    def listdir(self, rel: bytes, offset: int = 0, limit: int = 100) -> tuple[int, list[Entry]]:
+        """(number of children, a page of them) of the folder at ``rel``, in the archive's order."""
+        number = self.resolve(rel)
+        if self.objects is not None:
+            if number is not None:
+                raise NotAFolder(rel)
+            children = self._object_children(rel)
+            return len(children), children[offset : offset + limit]
+        if number is None:
+            implied = self._implied_children(rel)
+            return len(implied), implied[offset : offset + limit]
+        if self._type(number) != DIRECTORY:
+            raise NotAFolder(rel)
+        children = self._children(number)
+        page = children[offset : offset + limit]
+        prefix = rel + b"/"
+        return len(children), [self.entry(n, path=prefix + self._name(n)) for n in page]
+
+    def _implied_children(self, rel: bytes) -> list[Entry]:
+        prefix = rel + b"/" if rel else b""
+        seen: dict[bytes, Entry] = {}
+        for name, number in self._top_level():
+            if not name.startswith(prefix):
+                continue
+            head, sep, _ = name[len(prefix) :].partition(b"/")
+            if head in seen:
+                continue
+            path = prefix + head
+            seen[head] = (
+                Entry("/" + path_text(path), path_text(head), "directory", None, None, None)
+                if sep
+                else self.entry(number, path=path)
+            )
+        return sorted(seen.values(), key=lambda e: path_bytes(e.name))
+
+    # --- a database's table of contents -------------------------------------------------
+
+    def entry_at(self, rel: bytes) -> Entry | None:
+        """The entry at ``rel``, for files and tables alike; None for a folder only implied."""
+        number = self.resolve(rel)
+        if number is None:
+            return None
+        if self.objects is not None:
+            return self.objects[number]
+        return self.entry(number, path=rel)
+
+    def _object_number(self, rel: bytes) -> int | None:
+        path = "/" + path_text(rel)
+        for number, obj in enumerate(self.objects or ()):
+            if obj.path == path:
+                return number
+            if obj.path.startswith(path + "/"):
+                return None  # a schema
+        raise NotFound(rel)
+
+    def _object_children(self, rel: bytes) -> list[Entry]:
+        prefix = "/" + path_text(rel) + "/" if rel else "/"
+        seen: dict[str, Entry] = {}
+        for obj in self.objects or ():
+            if obj.path.startswith(prefix):
+                head, sep, _ = obj.path[len(prefix) :].partition("/")
+                if head not in seen:
+                    seen[head] = Entry(prefix + head, head, "schema", None, None, None) if sep else obj
+        return sorted(seen.values(), key=lambda e: e.name)
+
+    # --- search -----------------------------------------------------------------------
+
+    def search(self, pattern: re.Pattern[bytes], limit: int) -> Iterator[Entry]:
+        """Entries whose name matches ``pattern`` (see ``name_pattern``), in the archive's order."""
+        if self.objects is not None:
+            matches = (e for e in self.objects if pattern.search(path_bytes(e.name) + b"\0"))
+            yield from (e for _, e in zip(range(limit), matches, strict=False))
+            return
+        found = 0
+        for i in range(len(self._block_firsts)):
+            block = self._block(i)
+            blob = block.names_blob
+            at, k = 0, 0
+            for match in pattern.finditer(blob):
+                k += blob.count(b"\0", at, match.start())
+                at = match.start()
+                yield self.entry(self._block_firsts[i] + k)
+                found += 1
+                if found >= limit:
+                    return
+
+
+DATABASE_KINDS = frozenset(("postgresql", "mysql"))
+
+
+def _objects(raw: Any) -> list[Entry]:
+    """A dump's table of contents: ``{"schema"?, "name", "type", "rows"?, "bytes"?}`` each."""
+    if not isinstance(raw, list):
+        raise IndexError_("a database index without its objects")
+    objects = []
+    for number, item in enumerate(raw):
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise IndexError_("a damaged object in the table of contents")
+        name = path_text(item["name"].encode("utf-8", "surrogateescape")).replace("/", "\\057")
+        schema = item.get("schema")
+        path = f"/{path_text(schema.encode())}/{name}" if isinstance(schema, str) else f"/{name}"
+        objects.append(
+            Entry(
+                path=path,
+                name=name,
+                type=str(item.get("type") or "table"),
+                size=item.get("bytes") if isinstance(item.get("bytes"), int) else None,
+                mtime=None,
+                mode=None,
+                number=number,
+                rows=item.get("rows") if isinstance(item.get("rows"), int) else None,
+            )
+        )
+    return objects
+
+
+def name_pattern(text: str) -> re.Pattern[bytes]:
+    """A name search as a regular expression over a block's NUL-separated names.
+
+    A glob (``*``, ``?``, ``[...]``) matches whole names; plain text matches names
+    containing it. Case is ignored, as people type names at 2 a.m.
+    """
+    raw = path_bytes(text)
+    if b"/" in raw or b"\0" in raw:
+        raise ValueError("Search by file name: without '/'.")
+    if not any(c in raw for c in b"*?["):
+        raw = b"*" + raw + b"*"
+    out = []
+    i = 0
+    while i < len(raw):
+        c = raw[i : i + 1]
+        if c == b"*":
+            out.append(rb"[^\x00]*")
+        elif c == b"?":
+            out.append(rb"[^\x00]")
+        elif c == b"[" and b"]" in raw[i + 2 :] or c == b"[" and raw[i + 1 : i + 2] == b"]":
+            end = raw.index(b"]", i + 2)
+            body = raw[i + 1 : end]
+            negate = body[:1] == b"!"
+            body = body[1:] if negate else body
+            body = body.replace(b"\\", b"\\\\").replace(b"^", b"\\^")
+            out.append(b"[" + (b"^\\x00" if negate else b"") + body + b"]")
+            i = end
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return re.compile(rb"(?<![^\x00])" + b"".join(out) + rb"(?=\x00)", re.IGNORECASE)
+
+
+# --- the portal's copies ------------------------------------------------------------------
+
+_open_lock = threading.Lock()
+_open: OrderedDict[tuple[str, int, int], FileIndex] = OrderedDict()
+OPEN_INDEXES = 32
+
+
+def open_index(path: str | os.PathLike) -> FileIndex:
+    """The index at ``path``, kept open (footer parsed) for the next request of this process."""
+    stat = os.stat(path)
+    key = (str(path), stat.st_mtime_ns, stat.st_size)
+    with _open_lock:
+        if key in _open:
+            _open.move_to_end(key)
+            return _open[key]
+    index = FileIndex(path)
+    with _open_lock:
+        _open[key] = index
+        while len(_open) > OPEN_INDEXES:
+            _open.popitem(last=False)
+    return index
