@@ -22,3 +22,17 @@ class LeaseLost(CatalogError):
 class InvalidEnrolment(CatalogError):
     code = "invalid_token"
     http_status = 400
+
+
+class InvalidPath(CatalogError):
+    """A path that is malformed or not in the recovery point's file list."""
+
+    code = "invalid_path"
+    http_status = 400
+
+
+class NoFileList(CatalogError):
+    """The recovery point has no file list: it can only be restored whole."""
+
+    code = "no_file_list"
+    http_status = 404

@@ -525,6 +525,9 @@ class Job(models.Model):
     )
     target_location = models.CharField(max_length=1000, blank=True)
     overwrite = models.BooleanField(default=False)
+    paths = models.JSONField(
+        default=list, blank=True, help_text="A selective restore's files, folders or tables; empty: all."
+    )
     created_at = models.DateTimeField(default=timezone.now)
     not_before = models.DateTimeField(
         default=timezone.now, help_text="Not handed to an agent before this time (retry backoff)."
@@ -645,6 +648,15 @@ class Backup(models.Model):
     )
     legal_hold_at = models.DateTimeField(null=True, blank=True)
     deleted_at = models.DateTimeField(null=True, blank=True)
+    # The recovery point's file list (catalog/services/file_lists.py): one file in the
+    # portal's PORTAL_INDEX_ROOT, never a row per file. Empty: no file list (taken
+    # before indexing, a plugin without one, or never received); it restores whole.
+    index_entries = models.PositiveBigIntegerField(
+        null=True, blank=True, help_text="Entries in its file list; empty: no file list."
+    )
+    index_kind = models.CharField(max_length=16, blank=True)
+    index_size_bytes = models.PositiveBigIntegerField(null=True, blank=True)
+    index_sha256 = models.CharField(max_length=64, blank=True)
 
     objects = BackupQuerySet.as_manager()
 
@@ -694,6 +706,10 @@ class Backup(models.Model):
 
     def __str__(self) -> str:
         return f"{self.client} @ {self.taken_at:%Y-%m-%d %H:%M}"
+
+    @property
+    def has_file_list(self) -> bool:
+        return self.index_entries is not None
 
 
 class Alert(models.Model):

@@ -178,6 +178,10 @@ MEDIA_URL = "media/"
 # --- Backup Portal ----------------------------------------------------------
 # Where the demo's filesystem storage target lives; real targets are mounted on the agents.
 PORTAL_STORAGE_ROOT = Path(env.get_str("PORTAL_STORAGE_ROOT") or VAR_DIR / "storage")
+# Recovery points' file lists (one compressed file each, uploaded by the agents).
+PORTAL_INDEX_ROOT = Path(env.get_str("PORTAL_INDEX_ROOT") or VAR_DIR / "indexes")
+# The largest file list an agent may upload (a million entries take about 15 MB).
+PORTAL_INDEX_MAX_MB = env.get_int("PORTAL_INDEX_MAX_MB", 1024, minimum=1)
 PORTAL_BACKUP_TEAM_GROUP = "backup-admins"
 # How the portal is reached from outside, for links in e-mails.
 PORTAL_BASE_URL = (env.get_str("PORTAL_BASE_URL") or "http://127.0.0.1:8000").rstrip("/")

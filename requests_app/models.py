@@ -159,6 +159,11 @@ class RestoreRequest(RequestBase):
     target_agent = models.ForeignKey(Agent, on_delete=models.PROTECT, related_name="restore_requests")
     target_location = models.CharField(max_length=1000)
     overwrite = models.BooleanField(default=False)
+    paths = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="What to restore: files and folders, or tables, as the file list shows them; empty: all.",
+    )
     reason = models.TextField(blank=True)
     job = models.OneToOneField(
         Job, on_delete=models.PROTECT, related_name="restore_request", null=True, blank=True

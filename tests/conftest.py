@@ -7,6 +7,16 @@ import pytest
 # Imports of Django code stay inside the fixtures: tests/agent runs without Django.
 
 
+@pytest.fixture(autouse=True)
+def index_root(tmp_path, monkeypatch):
+    """Each test keeps recovery points' file lists in its own folder (job ids repeat between tests)."""
+    from django.conf import settings
+
+    root = tmp_path / "indexes"
+    monkeypatch.setattr(settings, "PORTAL_INDEX_ROOT", root)
+    return root
+
+
 @pytest.fixture
 def backup_team_group(db):
     from django.conf import settings

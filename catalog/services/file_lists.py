@@ -1,0 +1,206 @@
+"""Recovery points' file lists: where they live, browsing, searching, checking a selection.
+
+One compressed file per recovery point under ``PORTAL_INDEX_ROOT``, uploaded by
+the agent with its completion report (docs/file-index.md); never a database row
+per file. Views, API and the restore workflow call these functions; tenancy is
+the caller's (they receive a backup or client the actor may already see).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from django.conf import settings
+
+from catalog.errors import InvalidPath, NoFileList
+from catalog.file_index import (
+    Entry,
+    FileIndex,
+    IndexError_,
+    NotAFolder,
+    NotFound,
+    name_pattern,
+    normal_path,
+    open_index,
+    path_text,
+)
+from catalog.models import Backup, BackupClient, BackupStatus
+
+log = logging.getLogger(__name__)
+
+NO_FILE_LIST = (
+    "This recovery point has no file list (taken before file lists existed, or its plugin makes none): "
+    "it can be restored whole."
+)
+#: The most paths one selective restore may name (the agent's limit too).
+MAX_SELECTION = 1000
+#: The most matching paths a search returns: past that, narrow the pattern.
+MAX_MATCHES = 1000
+
+
+def index_file(job_id: int) -> Path:
+    """Where the file list of the backup made by job ``job_id`` lives (10,000 per folder)."""
+    return Path(settings.PORTAL_INDEX_ROOT) / f"{job_id // 10_000:05d}" / f"job-{job_id}.bpi"
+
+
+def incoming_file(job_id: int, sha256: str) -> Path:
+    """Where an upload waits for its job's completion report."""
+    return Path(settings.PORTAL_INDEX_ROOT) / "incoming" / f"job-{job_id}-{sha256}.bpi"
+
+
+def file_list(backup: Backup) -> FileIndex:
+    """The backup's file list, opened; NoFileList when it has none or the file is unreadable."""
+    if backup.index_entries is None:
+        raise NoFileList(NO_FILE_LIST)
+    try:
+        return open_index(index_file(backup.job_id))
+    except (OSError, IndexError_) as exc:
+        log.error("File list of backup %s is unreadable: %s", backup.pk, exc)
+        raise NoFileList(f"The file list of this recovery point cannot be read ({exc}).") from None
+
+
+def remove_file_list(job_id: int) -> None:
+    """Remove a file list with its recovery point; already gone is fine."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(index_file(job_id))
+
+
+# --- browsing -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Listing:
+    path: str  # the folder, as text ("/" or "/srv/app")
+    total: int  # children in all
+    entries: list[Entry]
+    crumbs: list[tuple[str, str]]  # (name, path) from / down to the folder
+
+
+def _rel(path: str) -> bytes:
+    try:
+        return normal_path(path)
+    except ValueError as exc:
+        raise InvalidPath(str(exc)) from None
+
+
+def crumbs_of(rel: bytes) -> list[tuple[str, str]]:
+    crumbs = [("/", "/")]
+    parts = rel.split(b"/") if rel else []
+    for i, part in enumerate(parts):
+        crumbs.append((path_text(part), "/" + path_text(b"/".join(parts[: i + 1]))))
+    return crumbs
+
+
+def list_folder(backup: Backup, path: str, *, offset: int = 0, limit: int = 100) -> Listing:
+    """A page of the folder at ``path`` in ``backup``; InvalidPath when it is not a folder there."""
+    index = file_list(backup)
+    rel = _rel(path)
+    try:
+        total, entries = index.listdir(rel, offset, limit)
+    except NotFound:
+        raise InvalidPath(f"{path} is not in this recovery point.") from None
+    except NotAFolder:
+        raise InvalidPath(f"{path} is a file, not a folder.") from None
+    return Listing(path="/" + path_text(rel), total=total, entries=entries, crumbs=crumbs_of(rel))
+
+
+# --- searching ----------------------------------------------------------------------------
+
+
+@dataclass
+class Version:
+    """One distinct state of a path (type, size, time), in the newest point that holds it."""
+
+    backup_id: int
+    taken_at: datetime
+    entry: Entry
+    points: int = 1  # how many retained points hold this same version
+
+
+@dataclass
+class FileVersions:
+    path: str
+    versions: list[Version] = field(default_factory=list)  # newest first
+
+
+def find_versions(client: BackupClient, name: str) -> tuple[list[FileVersions], bool]:
+    """Paths whose name matches ``name`` (glob, or text contained) in the client's retained points.
+
+    Returns (paths sorted by path, each with its versions newest first; whether the search
+    stopped at MAX_MATCHES). Points without a file list are skipped.
+    """
+    try:
+        pattern = name_pattern(name)
+    except ValueError as exc:
+        raise InvalidPath(str(exc)) from None
+    backups = (
+        Backup.objects.filter(client=client, status=BackupStatus.AVAILABLE, index_entries__isnull=False)
+        .order_by("-taken_at", "-pk")
+        .only("pk", "job_id", "taken_at", "index_entries")
+    )
+    found: dict[str, FileVersions] = {}
+    truncated = False
+    for backup in backups:
+        try:
+            index = file_list(backup)
+        except NoFileList:
+            continue
+        for entry in index.search(pattern, MAX_MATCHES + 1):
+            versions = found.get(entry.path)
+            if versions is None:
+                if len(found) >= MAX_MATCHES:
+                    truncated = True
+                    continue
+                versions = found[entry.path] = FileVersions(entry.path)
+            last = versions.versions[-1] if versions.versions else None
+            if last and (last.entry.type, last.entry.size, last.entry.mtime) == (
+                entry.type,
+                entry.size,
+                entry.mtime,
+            ):
+                last.points += 1  # the same version in an older point
+            else:
+                versions.versions.append(Version(backup.pk, backup.taken_at, entry))
+    return sorted(found.values(), key=lambda v: v.path), truncated
+
+
+# --- selective restore ----------------------------------------------------------------------
+
+
+def check_selection(backup: Backup, paths: list) -> list[str]:
+    """A restore's ``paths``, checked against the backup's file list and normalised.
+
+    Each must be in the recovery point (InvalidPath otherwise, naming it); duplicates and
+    paths inside another selected folder are dropped. For a database, only tables and
+    other objects (not schemas) can be chosen. An empty list means everything.
+    """
+    if not paths:
+        return []
+    if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+        raise InvalidPath("Give paths as a list of absolute paths.")
+    if len(paths) > MAX_SELECTION:
+        raise InvalidPath(f"Choose at most {MAX_SELECTION} paths, or restore the whole recovery point.")
+    index = file_list(backup)
+    chosen: dict[bytes, str] = {}
+    for path in paths:
+        rel = _rel(path)
+        if not rel:
+            raise InvalidPath("To restore everything, leave the selection empty.")
+        try:
+            entry = index.entry_at(rel)
+        except NotFound:
+            raise InvalidPath(f"{path} is not in this recovery point.") from None
+        if index.objects is not None and entry is None:
+            raise InvalidPath(f"{path} is a schema: choose its tables.")
+        chosen[rel] = "/" + path_text(rel)
+    kept = [
+        text
+        for rel, text in sorted(chosen.items())
+        if not any(rel.startswith(other + b"/") for other in chosen if other != rel)
+    ]
+    return kept
