@@ -5,6 +5,7 @@ from __future__ import annotations
 import django_tables2 as tables
 from django.urls import reverse
 from django.utils.html import format_html
+from django.utils.safestring import mark_safe
 
 from catalog import formatting
 from catalog.choices import BackupStatus
@@ -34,6 +35,7 @@ class BackupTable(tables.Table):
     status = tables.Column()
     verification = tables.Column(verbose_name="Restore test", empty_values=())
     expires_at = tables.DateTimeColumn(verbose_name="Expires", format="Y-m-d")
+    files = tables.Column(accessor="index_entries", verbose_name="Files", orderable=False, empty_values=())
     restore = tables.Column(accessor="pk", verbose_name="", orderable=False, empty_values=())
 
     class Meta:
@@ -47,7 +49,7 @@ class BackupTable(tables.Table):
             "verification",
             "expires_at",
         )
-        sequence = (*fields, "restore")
+        sequence = (*fields, "files", "restore")
         order_by = ("-taken_at",)
         template_name = TABLE_TEMPLATE
         attrs = {"class": "table"}
@@ -69,6 +71,14 @@ class BackupTable(tables.Table):
         if not record.verification:
             return "—"
         return _state(record.verification, record.get_verification_display())
+
+    def render_files(self, record):
+        if not record.has_file_list:
+            return mark_safe('<small class="muted nowrap">no file list</small>')  # noqa: S308 (constant)
+        return format_html(
+            '<a class="nowrap" href="{}">Browse files</a>',
+            reverse("catalog:browse", args=[record.client_id, record.pk]),
+        )
 
     def render_restore(self, record):
         if record.status != BackupStatus.AVAILABLE:

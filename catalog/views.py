@@ -6,7 +6,12 @@ id is a 404, the same as one that does not exist — listed or posted to.
 
 from __future__ import annotations
 
+import math
 import shlex
+import stat
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -22,9 +27,13 @@ from django_tables2 import RequestConfig
 from django_tables2.paginators import LazyPaginator
 
 from catalog import allow_list, protection
+from catalog.choices import BackupStatus
+from catalog.errors import InvalidPath, NoFileList
+from catalog.file_index import DATABASE_KINDS, Entry
 from catalog.filtersets import BackupFilterSet
 from catalog.models import Agent, Alert, Application, Backup, BackupClient, Job
 from catalog.services import alerts as alert_service
+from catalog.services import file_lists
 from catalog.tables import AgentTable, BackupTable, ClientTable
 
 BACKUPS_PER_PAGE = 25
@@ -110,6 +119,186 @@ def client_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "jobs": jobs,
         },
     )
+
+
+# --- Files of a recovery point --------------------------------------------------------------
+# A folder's page reads the index file (one or two compressed blocks), never a row per file:
+# session, user and the backup with its client and application — the same queries whatever
+# the folder holds.
+
+FILES_PER_PAGE = 100
+NO_FILE_LIST = (
+    "No file list: this recovery point was taken before file lists existed (or its plugin makes none). "
+    "It can be restored whole."
+)
+#: Icon (an SVG symbol in templates/catalog/_file_icons.html) and label of each entry type.
+ENTRY_TYPES = {
+    "directory": ("folder", "Folder"),
+    "file": ("file", "File"),
+    "symlink": ("symlink", "Symbolic link"),
+    "hardlink": ("hardlink", "Hard link"),
+    "schema": ("schema", "Schema"),
+    "table": ("table", "Table"),
+    "view": ("view", "View"),
+    "materialized view": ("view", "Materialized view"),
+}
+_MODE_TYPE = {"directory": stat.S_IFDIR, "symlink": stat.S_IFLNK}
+FOLDER_TYPES = ("directory", "schema")
+
+
+@dataclass(frozen=True)
+class FileRow:
+    """One line of a folder's table, ready to print."""
+
+    entry: Entry
+    icon: str
+    kind: str
+    browse_url: str  # a folder or schema: its own listing
+    modified: str
+    modified_title: str
+    mode: str
+    selectable: bool
+
+
+def _files_url(backup: Backup, path: str, page: int = 1) -> str:
+    query = {"path": path} if page == 1 else {"path": path, "page": page}
+    return reverse("catalog:browse", args=[backup.client_id, backup.pk]) + "?" + urlencode(query)
+
+
+def parent_folder(path: str) -> str:
+    """The folder holding ``path`` ("/srv/app/x" → "/srv/app", "/x" → "/")."""
+    return path.rstrip("/").rsplit("/", 1)[0] or "/"
+
+
+def _utc(mtime: int | None) -> datetime | None:
+    if mtime is None:
+        return None
+    try:
+        return datetime.fromtimestamp(mtime, tz=UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def mode_text(entry: Entry) -> str:
+    """``-rw-r--r--`` as ls shows it; empty when the index has no mode (a database object)."""
+    if entry.mode is None:
+        return ""
+    return stat.filemode(_MODE_TYPE.get(entry.type, stat.S_IFREG) | (entry.mode & 0o7777))
+
+
+def file_row(backup: Backup, entry: Entry, *, database: bool) -> FileRow:
+    icon, kind = ENTRY_TYPES.get(entry.type, ("object" if database else "file", entry.type.capitalize()))
+    moment = _utc(entry.mtime)
+    folder = entry.type in FOLDER_TYPES
+    return FileRow(
+        entry=entry,
+        icon=icon,
+        kind=kind,
+        browse_url=_files_url(backup, entry.path) if folder else "",
+        modified=f"{moment:%Y-%m-%d %H:%M}" if moment else "",
+        modified_title=f"{moment:%Y-%m-%d %H:%M:%S} UTC" if moment else "",
+        mode=mode_text(entry),
+        # A database restores tables (and other objects), not whole schemas.
+        selectable=not (database and entry.type == "schema"),
+    )
+
+
+def _page_number(value: str | None) -> int:
+    try:
+        return max(1, int(value or 1))
+    except ValueError:
+        return 1
+
+
+@login_required
+def browse_files(request: HttpRequest, client_id: int, backup_id: int) -> HttpResponse:
+    """A folder of a recovery point's file list (or a database dump's schemas and tables)."""
+    backup = get_object_or_404(
+        Backup.objects.visible_to(request.user).select_related("client__application"),
+        pk=backup_id,
+        client_id=client_id,
+    )
+    context = {
+        "backup": backup,
+        "client": backup.client,
+        "restorable": backup.status == BackupStatus.AVAILABLE,
+        "database": (backup.index_kind or backup.client.plugin) in DATABASE_KINDS,
+        "no_file_list": NO_FILE_LIST,
+    }
+    if not backup.has_file_list:
+        return render(request, "catalog/file_browser.html", context)
+    path = request.GET.get("path") or "/"
+    page = _page_number(request.GET.get("page"))
+    try:
+        listing = file_lists.list_folder(
+            backup, path, offset=(page - 1) * FILES_PER_PAGE, limit=FILES_PER_PAGE
+        )
+        pages = max(1, math.ceil(listing.total / FILES_PER_PAGE))
+        if page > pages:  # an old link to a page past the end: show the last one
+            page = pages
+            listing = file_lists.list_folder(
+                backup, path, offset=(page - 1) * FILES_PER_PAGE, limit=FILES_PER_PAGE
+            )
+    except NoFileList as exc:
+        context["unreadable"] = str(exc)
+        return render(request, "catalog/file_browser.html", context)
+    except InvalidPath as exc:
+        context.update(error=str(exc), root_url=_files_url(backup, "/"))
+        return render(request, "catalog/file_browser.html", context, status=400)
+    database = context["database"]
+    context.update(
+        listing=listing,
+        rows=[file_row(backup, entry, database=database) for entry in listing.entries],
+        crumbs=[(name, _files_url(backup, crumb)) for name, crumb in listing.crumbs],
+        page=page,
+        pages=pages,
+        first=(page - 1) * FILES_PER_PAGE + 1,
+        last=(page - 1) * FILES_PER_PAGE + len(listing.entries),
+        previous_url=_files_url(backup, listing.path, page - 1) if page > 1 else "",
+        next_url=_files_url(backup, listing.path, page + 1) if page < pages else "",
+        parent_url=_files_url(backup, parent_folder(listing.path)) if listing.path != "/" else "",
+        search_url=reverse("catalog:search", args=[backup.client_id]),
+    )
+    return render(request, "catalog/file_browser.html", context)
+
+
+@dataclass(frozen=True)
+class VersionRow:
+    version: file_lists.Version
+    modified: str
+    restore_url: str
+    browse_url: str
+
+
+def _version_row(client: BackupClient, path: str, version: file_lists.Version) -> VersionRow:
+    moment = _utc(version.entry.mtime)
+    restore = reverse("requests:restore", args=[version.backup_id])
+    folder = reverse("catalog:browse", args=[client.pk, version.backup_id])
+    return VersionRow(
+        version=version,
+        modified=f"{moment:%Y-%m-%d %H:%M}" if moment else "",
+        restore_url=restore + "?" + urlencode({"path": path}),
+        browse_url=folder + "?" + urlencode({"path": parent_folder(path)}),
+    )
+
+
+@login_required
+def search_files(request: HttpRequest, client_id: int) -> HttpResponse:
+    """Files and folders of a client by name, in every retained recovery point, with their versions."""
+    client = get_object_or_404(
+        BackupClient.objects.visible_to(request.user).select_related("application"), pk=client_id
+    )
+    name = request.GET.get("name", "").strip()
+    context: dict = {"client": client, "name": name, "max_matches": file_lists.MAX_MATCHES}
+    if name:
+        try:
+            found, truncated = file_lists.find_versions(client, name)
+        except InvalidPath as exc:
+            context["error"] = str(exc)
+        else:
+            results = [(item, [_version_row(client, item.path, v) for v in item.versions]) for item in found]
+            context.update(results=results, truncated=truncated, searched=True)
+    return render(request, "catalog/file_search.html", context)
 
 
 # --- Alerts -------------------------------------------------------------------------------------

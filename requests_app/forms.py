@@ -13,6 +13,7 @@ from django.core.exceptions import ValidationError
 from catalog.choices import Plugin
 from catalog.models import Agent, Application, Backup, BackupClient, ProtectionPolicy, hostname_validator
 from catalog.plugin_options import validate_options, validate_restore_target
+from catalog.services.file_lists import MAX_SELECTION
 from requests_app import rules
 from requests_app.choices import RequestStatus
 from requests_app.models import ClientRequest
@@ -70,7 +71,33 @@ _TARGET_LOCATION = {
 }
 
 
+class SelectionField(forms.Field):
+    """The paths chosen in the file browser or search (``?path=…&path=…``), carried as hidden inputs.
+
+    Only their shape is checked here; whether each is in the recovery point is the service's
+    (``file_lists.check_selection``), whose errors come back on this field.
+    """
+
+    widget = forms.MultipleHiddenInput
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("required", False)
+        super().__init__(**kwargs)
+
+    def to_python(self, value) -> list[str]:
+        if not value:
+            return []
+        values = [value] if isinstance(value, str) else list(value)
+        paths = list(dict.fromkeys(v.strip() for v in values if isinstance(v, str) and v.strip()))
+        if len(paths) > MAX_SELECTION:
+            raise ValidationError(
+                f"Choose at most {MAX_SELECTION} paths, or restore the whole recovery point."
+            )
+        return paths
+
+
 class RestoreForm(forms.Form):
+    path = SelectionField()
     target_agent = forms.ModelChoiceField(
         queryset=Agent.objects.none(),
         label="Restore onto server",
@@ -106,6 +133,12 @@ class RestoreForm(forms.Form):
         location.widget.attrs.update(placeholder=placeholder, autocomplete="off", spellcheck="false")
         if backup.client.agent_id:
             self.fields["target_agent"].initial = backup.client.agent_id
+
+    def selected_paths(self) -> list[str]:
+        """What the person chose to restore (empty: everything), as sent."""
+        value = self["path"].value() or []
+        values = [value] if isinstance(value, str) else value
+        return list(dict.fromkeys(v for v in values if isinstance(v, str) and v.strip()))
 
     def clean_target_location(self) -> str:
         value = self.cleaned_data["target_location"].strip()

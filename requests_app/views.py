@@ -39,6 +39,7 @@ from requests_app.choices import Channel, RequestStatus
 from requests_app.enrolment import enrol_command
 from requests_app.errors import InvalidRequest, InvalidTransition, NotPermitted
 from requests_app.forms import (
+    DATABASE_PLUGINS,
     ClientRequestForm,
     RequestFilterForm,
     RestoreForm,
@@ -90,7 +91,13 @@ def restore_form(request: HttpRequest, pk: int) -> HttpResponse:
             request, f"This recovery point is {backup.get_status_display().lower()}: it cannot be restored."
         )
         return redirect("catalog:client", pk=backup.client_id)
-    form = RestoreForm(request.POST if request.method == "POST" else None, backup=backup, user=request.user)
+    form = RestoreForm(
+        request.POST if request.method == "POST" else None,
+        backup=backup,
+        user=request.user,
+        # From the file browser or the search: ?path=…&path=…, hidden inputs of the form from then on.
+        initial={"path": request.GET.getlist("path")},
+    )
     if form.is_bound and form.is_valid():
         data = form.cleaned_data
         try:
@@ -102,9 +109,10 @@ def restore_form(request: HttpRequest, pk: int) -> HttpResponse:
                 overwrite=data["overwrite"],
                 reason=data["reason"],
                 external_ref=data["external_ref"],
+                paths=data["path"] or None,
             )
         except InvalidRequest as exc:
-            apply_errors(form, exc.errors)
+            apply_errors(form, exc.errors, {"paths": "path"})
         else:
             if restore.needs_approval:
                 messages.success(request, f"{restore} is submitted and waits for the backup team.")
@@ -114,7 +122,14 @@ def restore_form(request: HttpRequest, pk: int) -> HttpResponse:
     return render(
         request,
         "requests_app/restore_form.html",
-        {"backup": backup, "client": backup.client, "form": form, "decision": form.decision()},
+        {
+            "backup": backup,
+            "client": backup.client,
+            "form": form,
+            "decision": form.decision(),
+            "selection": form.selected_paths(),
+            "database": backup.client.plugin in DATABASE_PLUGINS,
+        },
     )
 
 

@@ -102,4 +102,82 @@
     };
     timer = window.setInterval(poll, 2000);
   }
+  /* File browser: the selection survives moving between folders and pages (this tab only).
+     Without JavaScript, the ticks of one page go to the restore form. */
+  var selectionForm = $("form[data-file-selection]");
+  if (selectionForm) {
+    var storeKey = "bp-selection-" + selectionForm.getAttribute("data-file-selection");
+    var load = function () {
+      try { return JSON.parse(window.sessionStorage.getItem(storeKey) || "[]"); } catch (e) { return []; }
+    };
+    var save = function (paths) {
+      try { window.sessionStorage.setItem(storeKey, JSON.stringify(paths)); } catch (e) { /* private mode */ }
+    };
+    var boxes = $$("input[type=checkbox][name=path]", selectionForm);
+    var pageBox = $("[data-select-page]", selectionForm);
+    var count = $("[data-selection-count]", selectionForm);
+    var submit = $("[data-restore-selected]", selectionForm);
+    var clear = $("[data-selection-clear]", selectionForm);
+    var hint = count ? count.textContent : "";
+    var chosen = load();
+    var sync = function () {
+      boxes.forEach(function (box) {
+        var at = chosen.indexOf(box.value);
+        if (box.checked && at === -1) { chosen.push(box.value); }
+        if (!box.checked && at !== -1) { chosen.splice(at, 1); }
+        box.closest("tr").classList.toggle("is-selected", box.checked);
+      });
+      save(chosen);
+      var onPage = boxes.filter(function (box) { return box.checked; }).length;
+      if (count) {
+        count.textContent = chosen.length === 0 ? hint
+          : chosen.length + " selected" + (chosen.length > onPage ? " (" + (chosen.length - onPage) + " in other folders or pages)" : "");
+      }
+      if (submit) { submit.disabled = chosen.length === 0; }
+      if (clear) { clear.hidden = chosen.length === 0; }
+      if (pageBox) {
+        pageBox.hidden = boxes.length === 0;
+        pageBox.checked = boxes.length > 0 && onPage === boxes.length;
+        pageBox.indeterminate = onPage > 0 && onPage < boxes.length;
+      }
+    };
+    boxes.forEach(function (box) {
+      box.checked = chosen.indexOf(box.value) !== -1;
+      box.addEventListener("change", sync);
+    });
+    if (pageBox) {
+      pageBox.addEventListener("change", function () {
+        boxes.forEach(function (box) { box.checked = pageBox.checked; });
+        sync();
+      });
+    }
+    if (clear) {
+      clear.addEventListener("click", function () {
+        chosen = [];
+        boxes.forEach(function (box) { box.checked = false; });
+        sync();
+      });
+    }
+    selectionForm.addEventListener("submit", function () {
+      var here = boxes.map(function (box) { return box.value; });
+      chosen.forEach(function (path) {
+        if (here.indexOf(path) !== -1) { return; }
+        var input = document.createElement("input");
+        input.type = "hidden";
+        input.name = "path";
+        input.value = path;
+        selectionForm.appendChild(input);
+      });
+    });
+    window.addEventListener("pageshow", function (event) {
+      if (event.persisted) { chosen = load(); boxes.forEach(function (box) { box.checked = chosen.indexOf(box.value) !== -1; }); sync(); }
+    });
+    sync();
+  }
+  if (restoreForm && restoreForm.getAttribute("data-backup")) {
+    /* Asked for: the browser's selection for this point has served its purpose. */
+    restoreForm.addEventListener("submit", function () {
+      try { window.sessionStorage.removeItem("bp-selection-" + restoreForm.getAttribute("data-backup")); } catch (e) { /* ignore */ }
+    });
+  }
 })();
