@@ -54,6 +54,27 @@ def validate_connection(options: Mapping[str, Any], plugin: str) -> dict[str, An
     return result
 
 
+def selected_names(selection: tuple[bytes, ...], plugin: str) -> list[str]:
+    """A selective restore's items as text: UTF-8, none empty, duplicates dropped, order kept.
+
+    These are names of tables, never options: they reach argv only as one
+    `--table=...` argument and SQL only as quoted variables or hex.
+    """
+    names: list[str] = []
+    for item in selection:
+        try:
+            name = bytes(item).decode("utf-8")
+        except (UnicodeDecodeError, TypeError):
+            raise InvalidOptions(f"{plugin}: selected name {item!r} is not UTF-8") from None
+        if not name or "\0" in name:
+            raise InvalidOptions(f"{plugin}: selected name {item!r} is not a table name")
+        if name not in names:
+            names.append(name)
+    if not names:
+        raise InvalidOptions(f"{plugin}: a selective restore needs at least one table")
+    return names
+
+
 # --- databases a job creates and must not leave behind -------------------------
 
 # Drops one database (IF EXISTS); raises when the server refuses or cannot be reached.
