@@ -516,7 +516,7 @@ class JobAdmin(ReadOnlyAdminMixin, CatalogAdmin):  # the lifecycle belongs to ca
     show_full_result_count = False
     fieldsets = (
         (None, {"fields": ("kind", "state", "trigger", "attempt", "retry_of", "requested_by")}),
-        ("Where", {"fields": ("client", "agent", "backup", "target_location", "overwrite")}),
+        ("Where", {"fields": ("client", "agent", "backup", "target_location", "overwrite", "paths")}),
         ("When", {"fields": ("created_at", "not_before", "started_at", "finished_at",
                              "duration_display", "lease_expires_at", "cancel_requested_at")}),
         ("The agent's clock (information only)", {"fields": ("reported_started_at", "reported_finished_at")}),
@@ -577,6 +577,7 @@ class BackupAdmin(NoAddMixin, NoDeleteMixin, CatalogAdmin):  # the retention flo
         ("Storage", {"fields": ("storage_target", "location", "size_bytes", "size", "stored_size_bytes",
                                 "stored_size", "compression", "sha256", "manifest")}),
         ("Verification", {"fields": ("verified_at", "verification", "verification_job")}),
+        ("File list", {"fields": ("index_entries", "index_kind", "index_size_bytes", "index_sha256")}),
     )
     readonly_fields = (
         *(name for name in _all_field_names(Backup) if name not in BackupAdminForm.Meta.fields),

@@ -46,6 +46,14 @@ def expire_backups() -> int:
     return queued
 
 
+def purge_incoming_file_lists() -> int:
+    """Uploaded file lists whose job never completed (older than a day)."""
+    removed = retention.purge_incoming_file_lists()
+    if removed:
+        log.info("removed %d uploaded file list(s) whose job never completed", removed)
+    return removed
+
+
 def watch_protection() -> int:
     """RPO, restore-test freshness and storage fill: one alert per condition, closed when it clears."""
     return watch.watch_rpo() + watch.watch_restore_tests() + watch.watch_storage()

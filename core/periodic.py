@@ -27,6 +27,9 @@ PERIODIC_TASKS: tuple[PeriodicTask, ...] = (
     PeriodicTask("Watch for silent agents", "catalog.tasks.watch_agents", "*/5 * * * *"),
     PeriodicTask("Watch RPO, restore tests and storage", "catalog.tasks.watch_protection", "*/15 * * * *"),
     PeriodicTask("Expire backups past retention", "catalog.tasks.expire_backups", "10 * * * *"),
+    PeriodicTask(
+        "Remove file lists whose job never completed", "catalog.tasks.purge_incoming_file_lists", "50 * * * *"
+    ),
     PeriodicTask("Queue due restore tests", "catalog.tasks.schedule_restore_tests", "30 4 * * *"),
     PeriodicTask("Mail unsent critical alerts", "catalog.tasks.mail_unsent_critical", "*/10 * * * *"),
     PeriodicTask("Mail the daily alert digest", "catalog.tasks.send_digests", "0 7 * * *"),

@@ -22,7 +22,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.decorators import method_decorator
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
 from django.views.decorators.http import require_POST
 
@@ -312,6 +312,10 @@ class ClientRequestAdmin(RequestAdmin):
         )
 
 
+#: The paths of a selective restore the admin shows; the rest are counted.
+SELECTION_SHOWN = 20
+
+
 @admin.register(RestoreRequest)
 class RestoreRequestAdmin(RequestAdmin):
     list_display = (
@@ -343,7 +347,19 @@ class RestoreRequestAdmin(RequestAdmin):
     search_help_text = "Ticket, target path or host, client name, application slug (exact) or requester."
     fieldsets = (
         (None, {"fields": RequestAdmin.common_fields}),
-        ("What", {"fields": ("backup", "target_agent", "target_location", "overwrite_display", "reason")}),
+        (
+            "What",
+            {
+                "fields": (
+                    "backup",
+                    "target_agent",
+                    "target_location",
+                    "selection",
+                    "overwrite_display",
+                    "reason",
+                )
+            },
+        ),
         ("Decision", {"fields": RequestAdmin.decision_fields}),
         ("Outcome", {"fields": ("job", "error")}),
     )
@@ -373,6 +389,19 @@ class RestoreRequestAdmin(RequestAdmin):
     @admin.display(description="overwrite")
     def overwrite_display(self, obj):
         return OVERWRITES if obj.overwrite else "No"
+
+    @admin.display(description="selected")
+    def selection(self, obj):
+        """A selective restore's paths (the first 20), or the whole recovery point."""
+        if not obj.paths:
+            return "Everything: the whole recovery point"
+        more = len(obj.paths) - SELECTION_SHOWN
+        shown = ((path,) for path in obj.paths[:SELECTION_SHOWN])
+        return format_html(
+            "{}{}",
+            format_html_join(format_html("<br>"), "<code>{}</code>", shown),
+            format_html('<br><span class="quiet">and {} more</span>', more) if more > 0 else "",
+        )
 
 
 @admin.register(AuditEvent)

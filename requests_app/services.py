@@ -17,10 +17,10 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from catalog.choices import BackupStatus, ClientStatus, JobState, JobTrigger, Verification
-from catalog.errors import InvalidEnrolment
+from catalog.errors import InvalidEnrolment, InvalidPath, NoFileList
 from catalog.models import Agent, Backup, BackupClient, EnrolmentToken, ProtectionPolicy
 from catalog.plugin_options import validate_options, validate_restore_target
-from catalog.services import agents, hosts, jobs
+from catalog.services import agents, file_lists, hosts, jobs
 from catalog.tenancy import is_backup_team
 from core.queue import enqueue
 from requests_app import audit, rules
@@ -77,8 +77,14 @@ def submit_restore(
     overwrite: bool = False,
     reason: str = "",
     external_ref: str = "",
+    paths: list[str] | None = None,
 ) -> RestoreRequest:
-    """Ask for a restore. The caller has already checked the actor may see backup and agent."""
+    """Ask for a restore. The caller has already checked the actor may see backup and agent.
+
+    ``paths``: a selective restore's files, folders or tables, as the backup's file list
+    shows them; checked and normalised there (duplicates and paths inside another chosen
+    folder dropped). Empty or None restores everything. Who must approve does not change.
+    """
     if backup.status != BackupStatus.AVAILABLE:
         raise InvalidRequest({"backup": f"This backup is {backup.get_status_display().lower()}."})
     if backup.verification == Verification.FAILED:
@@ -93,6 +99,7 @@ def submit_restore(
         raise InvalidRequest({"target_agent": f"{target_agent.hostname} has been revoked."})
     with _invalid_request():
         validate_restore_target(backup.client.plugin, target_location)
+    paths = _selection(backup, target_agent, paths)
     decision = rules.restore_decision(backup=backup, target_agent=target_agent, overwrite=overwrite)
     with transaction.atomic():
         request = RestoreRequest.objects.create(
@@ -106,11 +113,43 @@ def submit_restore(
             api_key=actor.api_key,
             needs_approval=decision.needs_approval,
             approval_rule=decision.reason,
+            paths=paths,
         )
-        _changed(request, actor, "submitted", "")
+        _changed(request, actor, "submitted", "", message=describe_selection(paths))
         if not decision.needs_approval:
             _approve(request, Actor.system(), message=decision.reason)
     return request
+
+
+#: The protocol version from which an agent restores a selection (docs/agent-protocol.md).
+SELECTIVE_RESTORE_PROTOCOL = 3
+
+
+def _selection(backup: Backup, target_agent: Agent, paths: list[str] | None) -> list[str]:
+    """A restore's selection, checked against the backup's file list and normalised; [] for everything."""
+    if not paths:
+        return []
+    try:
+        paths = file_lists.check_selection(backup, paths)
+    except (InvalidPath, NoFileList) as exc:
+        raise InvalidRequest({"paths": str(exc)}) from None
+    if target_agent.protocol < SELECTIVE_RESTORE_PROTOCOL:
+        # An older agent ignores the selection and would restore everything: never send it one.
+        raise InvalidRequest(
+            {
+                "paths": f"The agent on {target_agent.hostname} is too old to restore a selection "
+                f"(it would restore everything): upgrade it, or restore the whole recovery point."
+            }
+        )
+    return paths
+
+
+def describe_selection(paths: list[str], *, first: int = 3) -> str:
+    """"3 selected: /srv/a, /srv/b, /srv/c" (the first few, then "…"); "" for a whole restore."""
+    if not paths:
+        return ""
+    shown = ", ".join(paths[:first])
+    return f"{len(paths)} selected: {shown}{', …' if len(paths) > first else ''}"
 
 
 def submit_client(
@@ -263,6 +302,7 @@ def _start_restore(request: RestoreRequest) -> None:
         overwrite=request.overwrite,
         trigger=JobTrigger.REQUEST,
         requested_by=request.requester,
+        paths=request.paths,
     )
     request.save(update_fields=["job", "updated_at"])
 

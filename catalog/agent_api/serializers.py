@@ -199,6 +199,46 @@ class ErrorClassField(serializers.Field):
         return value
 
 
+INDEX_KINDS = frozenset(("files", "postgresql", "mysql"))
+
+
+class IndexReportField(serializers.Field):
+    """The file list a successful backup's report announces (protocol 3), or None.
+
+    ``{"format": 1, "kind": "files"|"postgresql"|"mysql", "entries", "size", "sha256"}``.
+    Never a validation error, as ``ErrorClassField``: a malformed one is ``{}``, a file
+    list announced but unusable (the backup is recorded without one, and its log says
+    so), and the report is acknowledged.
+    """
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("required", False)
+        kwargs.setdefault("default", None)
+        kwargs.setdefault("allow_null", True)
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data) -> dict | None:
+        def count(value) -> bool:
+            return type(value) is int and 0 <= value <= MAX_BYTES
+
+        if (
+            isinstance(data, dict)
+            and count(data.get("format"))
+            and data["format"] == 1
+            and data.get("kind") in INDEX_KINDS
+            and count(data.get("entries"))
+            and count(data.get("size"))
+            and isinstance(data.get("sha256"), str)
+            and SHA256_HEX.match(data["sha256"])
+        ):
+            return {key: data[key] for key in ("format", "kind", "entries", "size", "sha256")}
+        logger.warning("A malformed index %.200r in a report: recorded without a file list.", data)
+        return {}
+
+    def to_representation(self, value):
+        return value
+
+
 def relative_location(value: str) -> str:
     """A place under the storage root as the agent reports it: relative, without '..' or NUL."""
     path = PurePosixPath(value)
@@ -222,6 +262,7 @@ class CompleteSerializer(serializers.Serializer):
     log_tail = serializers.CharField(required=False, allow_blank=True, default="", max_length=200_000)
     started_at = serializers.DateTimeField(required=False)
     finished_at = serializers.DateTimeField(required=False)
+    index = IndexReportField()
 
     def validate_location(self, value: str) -> str:
         return relative_location(value)
@@ -303,7 +344,12 @@ def job_payload(job: Job) -> dict:
             "manifest": backup.manifest,
         }
     if job.kind == JobKind.RESTORE:
-        payload["target"] = {"location": job.target_location, "overwrite": job.overwrite}
+        # paths (protocol 3): a selective restore's files, folders or tables; empty: everything.
+        payload["target"] = {
+            "location": job.target_location,
+            "overwrite": job.overwrite,
+            "paths": list(job.paths or []),
+        }
     return payload
 
 

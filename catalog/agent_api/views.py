@@ -1,8 +1,12 @@
-"""Agent API (/api/agent/v1/): enrol, poll, progress, complete. Thin: the services decide."""
+"""Agent API (/api/agent/v1/): enrol, poll, progress, index upload, complete. Thin: the services decide."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+import os
+import secrets
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
@@ -20,6 +24,7 @@ from rest_framework.views import APIView
 
 from catalog.agent_api.authentication import AgentTokenAuthentication, IsAgent, agent_of
 from catalog.agent_api.serializers import (
+    SHA256_HEX,
     CompleteSerializer,
     EnrolSerializer,
     ProgressSerializer,
@@ -27,9 +32,11 @@ from catalog.agent_api.serializers import (
     plain_poll,
     validated_poll,
 )
-from catalog.choices import JobState
-from catalog.models import Agent, Job
-from catalog.services import agents, jobs, orphans
+from catalog.choices import ErrorClass, JobKind, JobState
+from catalog.errors import LeaseLost
+from catalog.file_index import FileIndex, IndexError_
+from catalog.models import Agent, Backup, Job
+from catalog.services import agents, file_lists, jobs, orphans
 
 
 class EnrolThrottle(AnonRateThrottle):
@@ -189,6 +196,7 @@ class CompleteView(AgentView):
                 sha256=report["sha256"],
                 compression=report["compression"],
                 manifest=report["manifest"],
+                index=report.get("index"),
             )
         job, backup = jobs.complete_success(
             self.agent,
@@ -202,3 +210,89 @@ class CompleteView(AgentView):
         if backup is not None:
             body["backup"] = backup.pk
         return Response(body)
+
+
+#: Bytes read from the request per step while an index streams to disk.
+UPLOAD_CHUNK = 1 << 20
+
+
+class IndexUploadView(AgentView):
+    """``PUT jobs/<id>/index``: a backup's file list, raw bytes, before its completion report.
+
+    Streamed to ``file_lists.incoming_file`` under a temporary name and renamed once its
+    size, SHA-256 (``X-Index-SHA256``) and format check out; ``complete_success`` moves
+    it into place when the report names it. Never read into memory whole.
+    """
+
+    def put(self, request, job_id: int):
+        job = get_object_or_404(Job, pk=job_id, agent=self.agent)
+        sha = request.headers.get("X-Index-SHA256", "").strip().lower()
+        if not SHA256_HEX.match(sha):
+            return _refuse(400, "invalid", "Send the file's SHA-256 in X-Index-SHA256 (64 hex digits).")
+        expected = _expects_index(job, sha)
+        if expected is None:
+            raise LeaseLost(f"Job {job.pk} is {job.state}; its file list is no longer expected.")
+        if not expected:
+            return Response(status=status.HTTP_204_NO_CONTENT)  # already in place: the same upload again
+        limit = settings.PORTAL_INDEX_MAX_MB * 1024 * 1024
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or "")
+        except ValueError:
+            return _refuse(411, "length_required", "Send the file with a Content-Length.")
+        too_large = f"A file list may be at most {settings.PORTAL_INDEX_MAX_MB} MB."
+        if length > limit:
+            return _refuse(413, "too_large", too_large)
+        final = file_lists.incoming_file(job.pk, sha)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        partial = final.with_name(f"{final.name}.{secrets.token_hex(6)}.part")
+        try:
+            digest, size = _receive(request, partial, limit)
+            if size > limit:
+                return _refuse(413, "too_large", too_large)
+            if digest != sha:
+                return _refuse(400, "invalid", "The file list's SHA-256 is not the one in X-Index-SHA256.")
+            try:
+                FileIndex(partial)
+            except (OSError, IndexError_) as exc:
+                return _refuse(400, "invalid", f"This is not a file list the portal can read: {exc}.")
+            os.replace(partial, final)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(partial)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+def _expects_index(job: Job, sha: str) -> bool | None:
+    """True: ``job`` may still receive its file list (``complete`` may still take it); False: this
+    very file list is already in place; None: too late, or not a backup."""
+    if job.kind != JobKind.BACKUP:
+        return None
+    if job.state == JobState.RUNNING:
+        return True
+    if job.state == JobState.FAILED and job.error_class == ErrorClass.LEASE_EXPIRED:
+        return True  # a late report may still be accepted (jobs._late_acceptable)
+    if job.state == JobState.SUCCEEDED:
+        backup = Backup.objects.filter(job=job).only("index_entries", "index_sha256").first()
+        if backup is None:
+            return None
+        if backup.index_entries is None:
+            return True  # it comes after the report: the report, resent, attaches it
+        return False if backup.index_sha256 == sha else None
+    return None
+
+
+def _receive(request, path, limit: int) -> tuple[str, int]:
+    """Copy the body to ``path`` in chunks; (hex SHA-256, bytes). Stops reading past ``limit``."""
+    digest, size = hashlib.sha256(), 0
+    with open(path, "wb") as out:
+        while chunk := request._request.read(UPLOAD_CHUNK):
+            size += len(chunk)
+            if size > limit:
+                break
+            digest.update(chunk)
+            out.write(chunk)
+    return digest.hexdigest(), size
+
+
+def _refuse(code: int, error: str, detail: str) -> Response:
+    return Response({"code": error, "detail": detail}, status=code)

@@ -132,3 +132,57 @@ class AlertSerializer(serializers.ModelSerializer):
             "acknowledged_at",
         )
         read_only_fields = fields
+
+
+# --- File lists (catalog/services/file_lists.py): entries come from the point's index file, not rows ---
+
+
+class FileEntrySerializer(serializers.Serializer):
+    """One entry of a folder in a recovery point's file list (a file, folder, link, or a table)."""
+
+    name = serializers.CharField(help_text="The entry's name, in tar's escape quoting.")
+    path = serializers.CharField(help_text="Its absolute path, as `path` and a restore's `paths` take it.")
+    type = serializers.CharField(help_text="file, directory, symlink, hardlink; or table, schema…")
+    size = serializers.IntegerField(allow_null=True, help_text="Bytes; null for a folder.")
+    mtime = serializers.DateTimeField(allow_null=True, help_text="Last modified (UTC); null when unknown.")
+    mode = serializers.CharField(allow_null=True, help_text='Permissions in octal, e.g. "0644".')
+    link = serializers.CharField(allow_null=True, help_text="A link's target.")
+    rows = serializers.IntegerField(allow_null=True, help_text="A table's rows when it was dumped.")
+
+
+class CrumbSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    path = serializers.CharField()
+
+
+class FolderPageSerializer(serializers.Serializer):
+    """A page of a folder's entries in the list envelope, with the folder and its crumbs."""
+
+    count = serializers.IntegerField(help_text="Entries in the folder.")
+    next = serializers.URLField(allow_null=True)
+    previous = serializers.URLField(allow_null=True)
+    path = serializers.CharField(help_text="The folder, normalised.")
+    crumbs = CrumbSerializer(many=True, help_text="From / down to the folder.")
+    results = FileEntrySerializer(many=True)
+
+
+class FileVersionSerializer(serializers.Serializer):
+    backup = serializers.IntegerField(help_text="The newest recovery point that holds this version.")
+    taken_at = serializers.DateTimeField()
+    type = serializers.CharField()
+    size = serializers.IntegerField(allow_null=True)
+    mtime = serializers.DateTimeField(allow_null=True)
+    points = serializers.IntegerField(help_text="How many retained recovery points hold this same version.")
+
+
+class FileMatchSerializer(serializers.Serializer):
+    path = serializers.CharField()
+    versions = FileVersionSerializer(many=True, help_text="Newest first.")
+
+
+class FileSearchPageSerializer(serializers.Serializer):
+    count = serializers.IntegerField(help_text="Matching paths (on all pages).")
+    next = serializers.URLField(allow_null=True)
+    previous = serializers.URLField(allow_null=True)
+    truncated = serializers.BooleanField(help_text="The search stopped at its limit: narrow the name.")
+    results = FileMatchSerializer(many=True)

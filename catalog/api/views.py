@@ -12,22 +12,33 @@ in the settings. Writes (requests, backup now) live in requests_app.api.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
+from django.shortcuts import get_object_or_404
 from django.utils import timezone
-from drf_spectacular.utils import extend_schema, extend_schema_view
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
+from rest_framework.response import Response
 
 from catalog import protection
-from catalog.api.pagination import BackupPagination, JobPagination
+from catalog.api.pagination import BackupPagination, JobPagination, SequencePage
 from catalog.api.serializers import (
     AlertSerializer,
     ApplicationSerializer,
     BackupSerializer,
     ClientSerializer,
+    FileSearchPageSerializer,
+    FolderPageSerializer,
     JobSerializer,
 )
+from catalog.file_index import Entry
 from catalog.filtersets import AlertFilterSet, BackupApiFilterSet, ClientFilterSet, JobFilterSet
 from catalog.models import Alert, Application, Backup, BackupClient, Job
+from catalog.services import file_lists
 from core.api.errors import LIST_ERRORS, READ_ERRORS, error_responses
+from core.api.pagination import MAX_ID
 
 
 def read_only_schema(name: str, serializer: type):
@@ -81,6 +92,34 @@ class ClientViewSet(CatalogViewSet):
     def get_queryset(self):
         return protection.with_rpo(super().get_queryset(), timezone.now())
 
+    @extend_schema(
+        summary="Find files by name in a client's recovery points",
+        description="Paths whose name matches `name` in the client's available recovery points that have "
+        "a file list, sorted by path; each with its distinct versions, newest first (a version held by "
+        "several consecutive points is listed once, with how many). A glob (`*`, `?`, `[...]`) matches "
+        "whole names, plain text any name containing it; case is ignored. At most "
+        f"{file_lists.MAX_MATCHES} paths: `truncated` says the search stopped there.",
+        parameters=[
+            OpenApiParameter("name", str, required=True, description="e.g. invoice-*.pdf, or invoice"),
+            *SequencePage.parameters(),
+        ],
+        responses={200: FileSearchPageSerializer, **error_responses(*LIST_ERRORS)},
+    )
+    @action(detail=True, methods=["get"], filterset_class=None, pagination_class=None)
+    def files(self, request, pk=None):
+        # Tenancy only: neither the list's filters (a client filter named "name") nor its annotations.
+        client = get_object_or_404(BackupClient.objects.visible_to(request.user).only("pk"), pk=_id(pk))
+        name = request.query_params.get("name", "")
+        if not name.strip():
+            raise ValidationError({"name": ["Give a file name or a pattern, e.g. invoice-*.pdf."]})
+        page = SequencePage(request)
+        found, truncated = file_lists.find_versions(client, name)
+        results = [
+            {"path": match.path, "versions": [_version(v) for v in match.versions]}
+            for match in found[page.offset : page.offset + page.limit]
+        ]
+        return Response(page.envelope(len(found), results, truncated=truncated))
+
 
 @read_only_schema("backups (recovery points), newest first", BackupSerializer)
 class BackupViewSet(CatalogViewSet):
@@ -93,6 +132,36 @@ class BackupViewSet(CatalogViewSet):
     related = ("client__application", "storage_target")
     deferred = ("manifest",)
     ordering = ("-taken_at", "-id")
+
+    @extend_schema(
+        summary="List a folder of a recovery point",
+        description="The entries of the folder at `path` (default /) in the recovery point's file list, "
+        "in the archive's order, a page at a time; `crumbs` lead from / down to the folder. For a "
+        "database the folders are its schemas and the entries its tables. A recovery point without a "
+        "file list is a 404 with code no_file_list (it can be restored whole); a path that is not a "
+        "folder in it is a 400 with code invalid_path.",
+        parameters=[
+            OpenApiParameter("path", str, description="An absolute folder path (default /)."),
+            *SequencePage.parameters(),
+        ],
+        responses={200: FolderPageSerializer, **error_responses(*LIST_ERRORS)},
+    )
+    @action(detail=True, methods=["get"], filterset_class=None, pagination_class=None)
+    def files(self, request, pk=None):
+        backup = get_object_or_404(
+            Backup.objects.visible_to(request.user).only("pk", "job_id", "index_entries"), pk=_id(pk)
+        )
+        page = SequencePage(request)
+        listing = file_lists.list_folder(
+            backup, request.query_params.get("path") or "/", offset=page.offset, limit=page.limit
+        )
+        body = page.envelope(
+            listing.total,
+            [_entry(entry) for entry in listing.entries],
+            path=listing.path,
+            crumbs=[{"name": name, "path": path} for name, path in listing.crumbs],
+        )
+        return Response(body)
 
 
 @read_only_schema("jobs, newest first", JobSerializer)
@@ -118,3 +187,50 @@ class AlertViewSet(CatalogViewSet):
     filterset_class = AlertFilterSet
     related = ("application", "agent")
     ordering = ("-created_at", "-id")
+
+
+# --- File lists -------------------------------------------------------------------------------
+
+
+def _id(pk: str) -> int:
+    """A URL's id; anything that is not one is a 404, as the detail views answer."""
+    try:
+        value = int(pk)
+    except (TypeError, ValueError):
+        value = 0
+    return value if 1 <= value <= MAX_ID else 0
+
+
+def _time(seconds: int | None) -> str | None:
+    """Seconds since the epoch as DRF writes a time (ISO 8601, UTC, Z); None when unknown or absurd."""
+    if seconds is None:
+        return None
+    try:
+        moment = datetime.fromtimestamp(seconds, UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def _entry(entry: Entry) -> dict:
+    return {
+        "name": entry.name,
+        "path": entry.path,
+        "type": entry.type,
+        "size": entry.size,
+        "mtime": _time(entry.mtime),
+        "mode": None if entry.mode is None else f"{entry.mode & 0o7777:04o}",
+        "link": entry.link,
+        "rows": entry.rows,
+    }
+
+
+def _version(version: file_lists.Version) -> dict:
+    return {
+        "backup": version.backup_id,
+        "taken_at": version.taken_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        "type": version.entry.type,
+        "size": version.entry.size,
+        "mtime": _time(version.entry.mtime),
+        "points": version.points,
+    }

@@ -13,7 +13,9 @@ guarantee by a coarser lock.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -36,7 +38,7 @@ from catalog.choices import (
 from catalog.errors import InvalidTransition, LeaseLost
 from catalog.failures import AGENT_ERROR_CLASSES, classify
 from catalog.models import Agent, Backup, BackupClient, Job, OpenJob
-from catalog.services import alerts
+from catalog.services import alerts, file_lists
 from catalog.signals import job_changed
 
 log = logging.getLogger(__name__)
@@ -55,6 +57,8 @@ class BackupReport:
     sha256: str
     compression: str = Compression.NONE
     manifest: dict | None = None
+    #: The file list the agent says it uploaded (protocol 3): format, kind, entries, size, sha256.
+    index: dict | None = None
 
 
 def _announce(job: Job, previous_state: str) -> None:
@@ -177,8 +181,13 @@ def queue_restore(
     overwrite: bool,
     trigger: str = JobTrigger.REQUEST,
     requested_by=None,
+    paths: list[str] | None = None,
 ) -> Job:
-    """Queue a restore of ``backup`` on ``agent``. Who may ask for it is decided by the caller."""
+    """Queue a restore of ``backup`` on ``agent``. Who may ask for it is decided by the caller.
+
+    ``paths``: a selective restore's files, folders or tables, already checked against the
+    backup's file list (``file_lists.check_selection``); empty or None restores everything.
+    """
     if backup.status != BackupStatus.AVAILABLE:
         raise InvalidTransition(f"Backup {backup.pk} is {backup.get_status_display().lower()}.")
     with transaction.atomic():
@@ -191,6 +200,7 @@ def queue_restore(
             target_location=target_location,
             overwrite=overwrite,
             requested_by=requested_by,
+            paths=list(paths or []),
         )
         _announce(job, "")
     return job
@@ -290,7 +300,12 @@ def complete_success(
     with transaction.atomic():
         job = _locked_job_of(agent, job_id)
         if job.state == JobState.SUCCEEDED:
-            return job, Backup.objects.filter(job=job).first()  # the same report again
+            backup = Backup.objects.filter(job=job).first()  # the same report again
+            late_index = backup is not None and backup.index_entries is None and report and report.index
+            # Its file list arrived after the first report: attach it now.
+            if late_index and _attach_index(job, backup, report.index):
+                backup.save(update_fields=_INDEX_FIELDS)
+            return job, backup
         previous = job.state
         late_note = ""
         if job.state == JobState.FAILED and _late_acceptable(job, report):
@@ -311,7 +326,8 @@ def complete_success(
                 raise ValueError("A successful backup must report size, location and checksum.")
             job.bytes_done = report.stored_size
             job.bytes_total = report.stored_size
-            backup = _record_backup(job, report)
+            backup, note = _record_backup(job, report)
+            job.log_tail = (job.log_tail + note)[-LOG_TAIL_LIMIT:]
         job.save(
             update_fields=[
                 "state",
@@ -415,9 +431,14 @@ def _restore_test_succeeded(job: Job) -> None:
 
 def _expire_succeeded(job: Job) -> None:
     # The agent removed the data; the constraints refuse it anyway if the backup had not expired.
-    Backup.objects.filter(pk=job.backup_id, status=BackupStatus.EXPIRED, legal_hold=False).update(
-        status=BackupStatus.DELETED, deleted_at=job.finished_at
+    deleted = Backup.objects.filter(pk=job.backup_id, status=BackupStatus.EXPIRED, legal_hold=False).update(
+        status=BackupStatus.DELETED, deleted_at=job.finished_at, index_entries=None
     )
+    if deleted:
+        # The file list goes with its recovery point, once that is certain (a stray file is
+        # harmless; a backup whose file list vanished before a rollback is not).
+        backup_job_id = Backup.objects.filter(pk=job.backup_id).values_list("job_id", flat=True).get()
+        transaction.on_commit(lambda: file_lists.remove_file_list(backup_job_id))
 
 
 def _restore_test_failed(job: Job) -> None:
@@ -459,10 +480,11 @@ def _check_reportable(job: Job) -> None:
         raise LeaseLost(f"Job {job.pk} is {job.state}; this report is no longer expected.")
 
 
-def _record_backup(job: Job, report: BackupReport) -> Backup:
+def _record_backup(job: Job, report: BackupReport) -> tuple[Backup, str]:
+    """The new recovery point, with its file list when the agent uploaded it; and a line for the log."""
     policy = job.client.policy
     taken_at = job.started_at or timezone.now()
-    return Backup.objects.create(
+    backup = Backup(
         client_id=job.client_id,
         job=job,
         storage_target_id=policy.storage_target_id,
@@ -475,6 +497,59 @@ def _record_backup(job: Job, report: BackupReport) -> Backup:
         compression=report.compression,
         manifest=report.manifest or {},
     )
+    note = ""
+    # None: no file list announced (an older agent, a plugin that makes none); {}: announced, malformed.
+    if report.index is not None and not (report.index and _attach_index(job, backup, report.index)):
+        note = "\n[portal] file list not received: this point restores whole."
+    backup.save(force_insert=True)
+    return backup, note
+
+
+_INDEX_FIELDS = ["index_entries", "index_kind", "index_size_bytes", "index_sha256"]
+
+
+def _attach_index(job: Job, backup: Backup, index: dict) -> bool:
+    """Put the uploaded file list in its place and describe it on ``backup`` (not saved); False if none.
+
+    The upload waits at ``file_lists.incoming_file`` (catalog/agent_api/views.py). It is
+    linked into place inside the caller's transaction and the waiting copy removed after
+    commit: a rollback leaves the upload for the agent's next report and, at worst, a
+    stray file, never a backup pointing at nothing. Never fails the backup.
+    """
+    incoming = file_lists.incoming_file(job.pk, index["sha256"])
+    target = file_lists.index_file(job.pk)
+    try:
+        if incoming.stat().st_size != index["size"]:
+            log.warning("Job %s: the uploaded file list is not the size reported; not attached.", job.pk)
+            return False
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staged = target.with_name(f"{target.name}.{os.getpid()}.linking")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(staged)
+        try:
+            os.link(incoming, staged)
+        except FileNotFoundError:
+            raise
+        except OSError:  # a file system without hard links: move it (a rollback then loses the upload)
+            os.replace(incoming, target)
+        else:
+            os.replace(staged, target)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        log.error("Job %s: cannot put its file list in place: %s", job.pk, exc)
+        return False
+    backup.index_entries = index["entries"]
+    backup.index_kind = index["kind"]
+    backup.index_size_bytes = index["size"]
+    backup.index_sha256 = index["sha256"]
+    transaction.on_commit(lambda: _remove_quietly(incoming))
+    return True
+
+
+def _remove_quietly(path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
 
 
 # --- Failure, retry, lease expiry, cancel -----------------------------------------------

@@ -18,6 +18,7 @@ from catalog.choices import Plugin
 from catalog.filtersets import MAX_ID
 from catalog.models import Agent, Application, Backup, ProtectionPolicy, hostname_validator
 from catalog.plugin_options import validate_options
+from catalog.services.file_lists import MAX_SELECTION
 from requests_app.choices import RequestStatus
 from requests_app.models import ClientRequest, RestoreRequest
 
@@ -43,6 +44,11 @@ def _visible(queryset, request):
 
 class RestoreRequestSerializer(serializers.ModelSerializer):
     target_agent = serializers.SlugRelatedField(slug_field="hostname", read_only=True)
+    paths = serializers.ListField(
+        child=serializers.CharField(),
+        read_only=True,
+        help_text="What is restored: files and folders, or tables; empty: the whole recovery point.",
+    )
 
     class Meta:
         model = RestoreRequest
@@ -55,6 +61,7 @@ class RestoreRequestSerializer(serializers.ModelSerializer):
             "target_agent",
             "target_location",
             "overwrite",
+            "paths",
             "reason",
             "external_ref",
             "job",
@@ -80,6 +87,14 @@ class RestoreRequestCreateSerializer(serializers.Serializer):
         max_length=1000, help_text="An absolute path, or a database name for the database plugins."
     )
     overwrite = serializers.BooleanField(default=False, help_text="Replace existing data (needs approval).")
+    paths = serializers.ListField(
+        child=serializers.CharField(max_length=4096, trim_whitespace=False),
+        required=False,
+        default=list,
+        max_length=MAX_SELECTION,
+        help_text="Restore only these: absolute paths of files and folders (or /schema/table, /table for "
+        "a database) as GET /backups/{id}/files/ shows them. Empty or absent: the whole recovery point.",
+    )
     reason = serializers.CharField(max_length=TEXT_LIMIT, allow_blank=True, default="")
     external_ref = serializers.CharField(
         max_length=100, allow_blank=True, default="", help_text="Your ticket; unique per integration."

@@ -14,6 +14,7 @@ RESTORE_REQUEST_FIELDS = {
     "target_agent",
     "target_location",
     "overwrite",
+    "paths",
     "reason",
     "external_ref",
     "job",

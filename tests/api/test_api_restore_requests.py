@@ -53,6 +53,7 @@ def test_restore_to_a_new_location_is_approved_at_once_and_queues_a_job(owner_ap
         "target_agent": mine.agent.hostname,
         "target_location": "/srv/restore/2025-01-31",
         "overwrite": False,
+        "paths": [],
         "reason": "Files deleted by mistake.",
         "external_ref": "INC0012345",
         "job": request.job_id,

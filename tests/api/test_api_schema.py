@@ -31,8 +31,10 @@ PATHS = {
     "/api/v1/clients/",
     "/api/v1/clients/{id}/",
     "/api/v1/clients/{id}/backup-now/",
+    "/api/v1/clients/{id}/files/",
     "/api/v1/backups/",
     "/api/v1/backups/{id}/",
+    "/api/v1/backups/{id}/files/",
     "/api/v1/jobs/",
     "/api/v1/jobs/{id}/",
     "/api/v1/alerts/",
@@ -83,6 +85,7 @@ def test_representations_in_the_schema_match_the_contract(schema):
         "target_agent",
         "target_location",
         "overwrite",
+        "paths",
         "reason",
         "external_ref",
     }

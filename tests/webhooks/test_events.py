@@ -128,6 +128,7 @@ def test_restore_request_object_is_the_contract_representation(
         "target_agent": backup.client.agent.hostname,
         "target_location": "/srv/data",
         "overwrite": True,
+        "paths": [],
         "reason": "bad deploy",
         "external_ref": "INC1",
         "job": None,

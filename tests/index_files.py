@@ -1,0 +1,84 @@
+"""Real recovery-point file lists for tests, written by the agent's own writer (backup_agent/file_index.py).
+
+A plain module, not a test module: the file-list tests of the API, the agent API and
+the restore workflow build their indexes with it.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from pathlib import Path
+
+from backup_agent.file_index import DIRECTORY, FILE, SYMLINK, IndexWriter
+from catalog.models import Backup
+from catalog.services import file_lists
+
+#: 2026-01-02T03:04:05Z, every entry's mtime unless the tree says otherwise.
+MTIME = 1767323045
+
+
+def write_files_index(path: Path, tree: dict, *, mtime: int = MTIME) -> dict:
+    """Write the file list of a files backup to ``path``; returns the summary a report carries.
+
+    ``tree`` maps names to a dict (a folder), an int (a file of that size), a
+    ``(size, mtime)`` pair, or ``("->", target)`` (a symlink). The top level's names
+    are the backed-up paths relative to / ("srv/app"), as the files plugin writes them.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as out:
+        writer = IndexWriter(out, "files")
+        pending: deque[tuple[int | None, dict]] = deque([(None, tree)])
+        while pending:
+            folder, children = pending.popleft()
+            writer.begin_run(folder)
+            for name in sorted(children, key=lambda n: n.encode()):
+                value = children[name]
+                raw = name.encode("utf-8", "surrogateescape")
+                if isinstance(value, dict):
+                    number = writer.add(raw, DIRECTORY, 0o755, 0, mtime)
+                    pending.append((number, value))
+                elif isinstance(value, tuple) and value[0] == "->":
+                    writer.add(raw, SYMLINK, 0o777, 0, mtime, value[1].encode())
+                elif isinstance(value, tuple):
+                    writer.add(raw, FILE, 0o644, value[0], value[1])
+                else:
+                    writer.add(raw, FILE, 0o644, value, mtime)
+        return writer.close()
+
+
+def write_database_index(path: Path, kind: str, objects: list[dict]) -> dict:
+    """A database dump's file list: its table of contents (``{"schema"?, "name", "type", "rows"?}``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as out:
+        writer = IndexWriter(out, kind)
+        return writer.close({"database": "orders", "objects": objects})
+
+
+def give_file_list(backup: Backup, tree: dict | None = None, *, kind: str = "files", objects=None) -> dict:
+    """Put a file list in place for ``backup`` as a completed upload would, and record it on the row."""
+    target = file_lists.index_file(backup.job_id)
+    if kind == "files":
+        summary = write_files_index(target, tree or {})
+    else:
+        summary = write_database_index(target, kind, objects or [])
+    backup.index_entries = summary["entries"]
+    backup.index_kind = summary["kind"]
+    backup.index_size_bytes = summary["size"]
+    backup.index_sha256 = summary["sha256"]
+    backup.save(update_fields=["index_entries", "index_kind", "index_size_bytes", "index_sha256"])
+    return summary
+
+
+#: A small web shop: /srv/webshop with media, an implied /srv above it, and /etc/nginx beside it.
+WEBSHOP = {
+    "srv/webshop": {
+        "media": {
+            "invoice-2026-01.pdf": 1200,
+            "invoice-2026-02.pdf": 1300,
+            "logo.png": 4096,
+        },
+        "app.py": 512,
+        "current": ("->", "releases/42"),
+    },
+    "etc/nginx": {"nginx.conf": 900},
+}
