@@ -1,6 +1,7 @@
 """HTTP client for the portal's agent API (/api/agent/v1/), on urllib only.
 
-Every call is one JSON request. The client itself never sleeps between
+Every call is one JSON request, except the upload of a backup's index (a
+file body, streamed). The client itself never sleeps between
 retries except in `complete`, where a short in-line retry saves a whole poll
 interval; the run loop owns the long exponential backoff.
 """
@@ -10,11 +11,12 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import os
 import ssl
 import time
 import urllib.error
 import urllib.request
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
 from backup_agent import PROTOCOL_VERSION, __version__
@@ -25,6 +27,7 @@ log = logging.getLogger(__name__)
 API_PREFIX = "/api/agent/v1/"
 # 409 code of a poll (or report) from a copy of this agent's config on another host.
 AGENT_CLONED = "agent_cloned"
+NOT_IMPLEMENTED = 501
 
 
 class PortalClient:
@@ -122,16 +125,56 @@ class PortalClient:
             delay *= 2
         raise AssertionError("unreachable")  # the loop always returns or raises
 
+    def upload_index(self, job_id: int, path: str | os.PathLike[str], sha256: str, *, tries: int = 3) -> None:
+        """PUT a backup's index file (streamed from disk, never read whole) before its report.
+
+        Returns once the portal has it (2xx). Raises PortalError for any other
+        answer (the caller decides: docs/agent-protocol.md), PortalUnreachable
+        when it must be tried again later, OSError when the file cannot be read.
+        5xx (but 501) and unreachable are retried in line, like complete().
+        """
+        delay = self.RETRY_DELAY
+        for attempt in range(1, tries + 1):
+            with open(path, "rb") as fh:
+                size = os.fstat(fh.fileno()).st_size
+                headers = {
+                    "Content-Type": "application/octet-stream",
+                    "Content-Length": str(size),
+                    "X-Index-SHA256": sha256,
+                }
+                try:
+                    self._request("PUT", f"jobs/{int(job_id)}/index", fh, headers)
+                    return
+                except PortalError as exc:
+                    # 501: a server that does not implement PUT here; no use asking again.
+                    if exc.status < 500 or exc.status == NOT_IMPLEMENTED or attempt == tries:
+                        raise
+                except PortalUnreachable:
+                    if attempt == tries:
+                        raise
+            time.sleep(delay)
+            delay *= 2
+
     def _call(self, path: str, body: dict[str, Any], *, authenticated: bool = True) -> dict[str, Any]:
-        headers = {
-            "Content-Type": "application/json",
-            "Accept": "application/json",
-            "User-Agent": f"backup-agent/{__version__}",
-        }
+        data = json.dumps(body).encode("utf-8")
+        return self._request(
+            "POST", path, data, {"Content-Type": "application/json"}, authenticated=authenticated
+        )
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        data: bytes | BinaryIO,
+        extra_headers: dict[str, str],
+        *,
+        authenticated: bool = True,
+    ) -> dict[str, Any]:
+        headers = {"Accept": "application/json", "User-Agent": f"backup-agent/{__version__}", **extra_headers}
         if authenticated:
             headers["Authorization"] = f"Bearer {self._token}"
         request = urllib.request.Request(  # noqa: S310 - scheme checked in __init__
-            self.base + path, data=json.dumps(body).encode("utf-8"), headers=headers, method="POST"
+            self.base + path, data=data, headers=headers, method=method
         )
         try:
             with urllib.request.urlopen(request, timeout=self.timeout, context=self._ssl) as resp:  # noqa: S310

@@ -18,7 +18,16 @@ from backup_agent import PROTOCOL_VERSION, __version__, error_classes, plugins
 from backup_agent.allow import AllowList
 from backup_agent.config import Config, load
 from backup_agent.context import JobContext
-from backup_agent.errors import AgentError, ConfigError, RefusedByAgent, describe_os_error, os_error_class
+from backup_agent.errors import (
+    AgentError,
+    ConfigError,
+    InvalidOptions,
+    RefusedByAgent,
+    describe_os_error,
+    os_error_class,
+)
+from backup_agent.file_index import FILE_NAME as INDEX_FILE
+from backup_agent.file_index import IndexWriter, path_bytes
 from backup_agent.jobs import BackupRef, JobSpec, parse, utc_now
 from backup_agent.plugins.base import Facts, Plugin
 from backup_agent.progress import Progress
@@ -41,6 +50,50 @@ def new_context(raw: dict[str, Any], config: Config) -> JobContext:
         tool_timeout=config.tool_timeout,
         scratch_dir=config.scratch_dir,
     )
+
+
+def selection_of(paths: tuple[str, ...]) -> tuple[bytes, ...] | None:
+    """A restore's ``target.paths`` (absolute, tar-escaped text) as bytes relative to ``/``.
+
+    None (everything) when there are none, or when one of them is ``/`` itself.
+    InvalidOptions for a path that is not absolute, holds NUL, a malformed
+    escape, or a ``.`` or ``..`` component: the selection names archive
+    members exactly, it is never resolved.
+    """
+    selected: list[bytes] = []
+    for text in paths:
+        try:
+            raw = path_bytes(text) if isinstance(text, str) else b""
+        except ValueError as exc:
+            raise InvalidOptions(f"restore path {text!r}: {exc}") from None
+        if not raw.startswith(b"/") or b"\0" in raw:
+            raise InvalidOptions(f"restore path {text!r} is not an absolute path")
+        parts = [part for part in raw.split(b"/") if part]
+        if any(part in (b".", b"..") for part in parts):
+            raise InvalidOptions(f"restore path {text!r} holds a '.' or '..' component")
+        if not parts:
+            return None  # "/": the whole backup
+        rel = b"/".join(parts)
+        if rel not in selected:
+            selected.append(rel)
+    return tuple(selected) or None
+
+
+def index_path(raw: dict[str, Any], report: Report) -> Path | None:
+    """Where a successful backup's report says its index is (None: it has none).
+
+    The run loop keeps this path with the spooled report, to upload the index
+    before the report (docs/agent-protocol.md).
+    """
+    if report.get("status") != "succeeded" or not isinstance(report.get("index"), dict):
+        return None
+    location = report.get("location")
+    if not isinstance(location, str):
+        return None
+    try:
+        return FilesystemStorage.from_job(raw.get("storage")).job_dir(location) / INDEX_FILE
+    except AgentError:
+        return None
 
 
 def failed(error: str, error_class: str) -> Report:
@@ -119,9 +172,19 @@ class Executor:
             progress.add(n)
 
         ctx.staging(storage.partial_dir(spec.destination))
+        index: dict[str, Any] | None = None
         with storage.open_writer(spec.destination, plugin.DATA_NAME, on_chunk) as writer:
-            facts = plugin.backup(options, writer, ctx)
-            ctx.check_cancelled()
+            # The index is written in the same pass as the data, beside it in the
+            # partial folder: it is committed with the data or removed with it.
+            if getattr(plugin, "INDEXED", False):
+                ctx.index = IndexWriter(writer.open_side_file(INDEX_FILE), kind=plugin.NAME)
+            try:
+                facts = plugin.backup(options, writer, ctx)
+                ctx.check_cancelled()
+                if ctx.index is not None:
+                    index = ctx.index.close()
+            finally:
+                ctx.index = None
             stored = writer.finish()
             manifest = {
                 "format": MANIFEST_FORMAT,
@@ -140,11 +203,13 @@ class Executor:
                 "agent": {"hostname": self.config.hostname, "version": __version__},
                 "facts": facts,
             }
+            if index is not None:
+                manifest["index"] = index
             writer.commit(manifest)
         # In place: recorded as this agent's, so that it can be found again if
         # its report never reaches the catalog (backup_agent/archives.py).
         ctx.archived(str(storage.root), spec.destination)
-        return {
+        report: Report = {
             "size": stored.size,
             "stored_size": stored.stored_size,
             "location": spec.destination,
@@ -152,11 +217,17 @@ class Executor:
             "compression": stored.compression,
             "manifest": manifest,
         }
+        if index is not None:
+            report["index"] = index
+        return report
 
     def _restore(self, spec: JobSpec, ctx: JobContext, progress: Progress, started: str) -> Report:
         plugin = plugins.get(spec.plugin)
         options = plugin.validate(spec.options)
         assert spec.backup is not None and spec.target is not None
+        ctx.selection = selection_of(spec.paths)
+        if ctx.selection is not None and not getattr(plugin, "INDEXED", False):
+            raise InvalidOptions(f"{plugin.NAME}: this plugin cannot restore single paths, only everything")
         facts = self._verified_restore(
             spec.backup, plugin, options, spec, spec.target, spec.overwrite, ctx, progress
         )

@@ -48,6 +48,9 @@ class IndexWriter:
 
     def __init__(self, out: BinaryIO, kind: str) -> None:
         self.kind = kind
+        # Extra keys for the footer's metadata, set by the plugin while it streams
+        # (a database dump's table of contents); close() merges them.
+        self.meta: dict[str, Any] = {}
         self.entries = 0
         self.size = 0
         self._out = out
@@ -130,7 +133,7 @@ class IndexWriter:
         """Write the last block and the footer; returns the summary the report carries."""
         self.end_run()
         self._flush_block()
-        meta = {"format": FORMAT, "kind": self.kind, "entries": self.entries, **(meta or {})}
+        meta = {**self.meta, **(meta or {}), "format": FORMAT, "kind": self.kind, "entries": self.entries}
         footer = zlib.compress(
             b"".join(
                 (

@@ -19,11 +19,11 @@ from typing import Any
 from backup_agent import plugins
 from backup_agent.allow import AllowList
 from backup_agent.archives import ArchiveRecord
-from backup_agent.client import AGENT_CLONED, PortalClient
+from backup_agent.client import AGENT_CLONED, NOT_IMPLEMENTED, PortalClient
 from backup_agent.config import Config
 from backup_agent.context import JobContext
 from backup_agent.errors import PortalError, PortalUnreachable, RefusedByAgent
-from backup_agent.executor import Executor, new_context
+from backup_agent.executor import Executor, index_path, new_context
 from backup_agent.jobs import job_id_of
 from backup_agent.progress import Progress, ProgressReporter
 from backup_agent.spool import Spool
@@ -115,19 +115,62 @@ class Agent:
 
     # --- reports ------------------------------------------------------------------
 
-    def send_report(self, job_id: int, report: dict[str, Any]) -> bool:
-        """Spool first, then send; the spool entry goes only once acknowledged."""
+    def send_report(self, job_id: int, report: dict[str, Any], index_file: str | None = None) -> bool:
+        """Spool first, then send; the spool entry goes only once acknowledged.
+
+        ``index_file``: the backup's index on protection storage, uploaded
+        before the report (and again before every resend of it).
+        """
         try:
-            self.spool.put(job_id, report)
+            self.spool.put(job_id, report, index_file)
         except OSError as exc:
             # A full or read-only disk must not also cost us the report: send
             # it anyway, it is only lost if the portal cannot take it now.
             log.error("job %s: report could not be spooled (%s); sending it unspooled", job_id, exc)
-        return self._send_spooled(job_id, report)
+        return self._send_spooled(job_id, report, index_file)
 
-    def _send_spooled(self, job_id: int, report: dict[str, Any]) -> bool:
+    def _upload_index(
+        self, job_id: int, report: dict[str, Any], index_file: str | None
+    ) -> dict[str, Any] | None:
+        """Upload the index a report announces; the report to send then, or None when the job is gone.
+
+        The report loses its ``index`` when the file is gone or the portal
+        refuses it for good (a 4xx but 409, or 501; 404 or 501 is also what a
+        portal older than protocol 3 answers): a backup is never lost for want
+        of its file list. PortalError (5xx, agent_cloned) and PortalUnreachable
+        propagate: the report stays spooled and both are sent again later.
+        """
+        summary = report.get("index")
+        if not isinstance(summary, dict):
+            return report
+        if index_file is None:
+            log.warning("job %s: no index file to upload; reporting the backup without its index", job_id)
+            return {key: value for key, value in report.items() if key != "index"}
         try:
-            self.client.complete(job_id, report)
+            self.client.upload_index(job_id, index_file, str(summary.get("sha256") or ""))
+        except FileNotFoundError:
+            log.warning("job %s: index %s is gone; reporting the backup without it", job_id, index_file)
+        except OSError as exc:
+            log.error("job %s: index %s cannot be read (%s); reporting without it", job_id, index_file, exc)
+        except PortalError as exc:
+            if exc.status == 409 and exc.code != AGENT_CLONED:
+                log.warning("job %s: index refused, lease lost (%s)", job_id, exc.detail)
+                return None
+            if (exc.status >= 500 and exc.status != NOT_IMPLEMENTED) or exc.code == AGENT_CLONED:
+                raise
+            log.error("job %s: the portal refused the index (%s); reporting without it", job_id, exc)
+        else:
+            return report
+        return {key: value for key, value in report.items() if key != "index"}
+
+    def _send_spooled(self, job_id: int, report: dict[str, Any], index_file: str | None = None) -> bool:
+        try:
+            if report.get("status") == "succeeded" and "index" in report:
+                sendable = self._upload_index(job_id, report, index_file)
+            else:
+                sendable = report
+            if sendable is not None:
+                self.client.complete(job_id, sendable)
         except (PortalError, PortalUnreachable) as exc:
             log.warning("job %s: report kept in the spool: %s", job_id, exc)
             return False
@@ -146,7 +189,7 @@ class Agent:
                 with self._lock:
                     if entry.job_id in self._running:
                         continue  # its own thread is about to send it
-                all_sent = self._send_spooled(entry.job_id, entry.report) and all_sent
+                all_sent = self._send_spooled(entry.job_id, entry.report, entry.index_file) and all_sent
         return all_sent
 
     def spool_interval(self) -> float:
@@ -213,7 +256,10 @@ class Agent:
             with ProgressReporter(self.client, ctx, progress, self.config.progress_interval), self._slots:
                 report = self.executor.execute(raw, ctx, progress)
             log.info("job %s: %s", ctx.job_id, report["status"])
-            self._acknowledged[ctx.job_id] = self.send_report(ctx.job_id, report)
+            index = index_path(raw, report)
+            self._acknowledged[ctx.job_id] = self.send_report(
+                ctx.job_id, report, None if index is None else str(index)
+            )
         finally:
             with self._lock:
                 self._running.pop(ctx.job_id, None)

@@ -26,6 +26,9 @@ class SpooledReport:
     job_id: int
     report: dict[str, Any]
     spooled_at: float
+    # The backup's index file on protection storage, uploaded before the report
+    # is sent (docs/agent-protocol.md); None when there is none to upload.
+    index_file: str | None = None
 
 
 class Spool:
@@ -37,10 +40,12 @@ class Spool:
     def ensure(self) -> None:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
 
-    def put(self, job_id: int, report: dict[str, Any]) -> None:
-        """Persist a report; a later attempt's report for the same job replaces it."""
+    def put(self, job_id: int, report: dict[str, Any], index_file: str | None = None) -> None:
+        """Persist a report and where its index is; a later attempt's report for the job replaces it."""
         self.ensure()
-        entry = {"job_id": int(job_id), "spooled_at": time.time(), "report": report}
+        entry: dict[str, Any] = {"job_id": int(job_id), "spooled_at": time.time(), "report": report}
+        if index_file is not None:
+            entry["index_file"] = str(index_file)
         write_atomic(self._path(job_id), json.dumps(entry, sort_keys=True).encode("utf-8"))
 
     def remove(self, job_id: int) -> None:
@@ -60,7 +65,15 @@ class Spool:
                 continue
             try:
                 entry = json.loads(path.read_bytes())
-                found.append(SpooledReport(int(entry["job_id"]), entry["report"], float(entry["spooled_at"])))
+                index_file = entry.get("index_file")
+                found.append(
+                    SpooledReport(
+                        int(entry["job_id"]),
+                        entry["report"],
+                        float(entry["spooled_at"]),
+                        index_file if isinstance(index_file, str) else None,
+                    )
+                )
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 # Never drop a report silently; park it for a person to look at.
                 log.error("spool entry %s is unreadable (%s); moved aside", path, exc)

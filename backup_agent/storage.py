@@ -3,6 +3,7 @@
 Layout (docs/agent-protocol.md):
 
     <root>/<application>/<client>/job-<id>/data.<ext>[.gz]
+                                          /index.bpi      (the recovery point's index)
                                           /manifest.json
 
 A backup is written into `.partial-job-<id>` next to its final name and renamed
@@ -25,7 +26,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from backup_agent.errors import ChecksumMismatch, InvalidOptions, StorageError
 from backup_agent.fsutil import fsync_dir, write_atomic
@@ -40,6 +41,8 @@ PARTIAL_PREFIX = ".partial-"
 _SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,199}$")
 _JOB_DIR = re.compile(r"^job-[0-9]+$")
 _DATA_FILE = re.compile(r"^data\.(tar|dump|sql|bin)(\.gz)?$")
+# Files written beside the data (backup_agent/file_index.py's index.bpi): metadata, never data.
+_SIDE_FILE = re.compile(r"^index\.bpi$")
 _GZIP_LEVEL = 6  # zlib's default: most of the ratio of level 9 at a fraction of the CPU
 
 OnChunk = Callable[[int], None]
@@ -176,6 +179,7 @@ class BackupWriter:
         self._sha = hashlib.sha256()
         self._zip = zlib.compressobj(_GZIP_LEVEL, zlib.DEFLATED, 31) if compression == "gzip" else None
         self._committed = False
+        self._side: list[BinaryIO] = []
         # A previous attempt of this job may have died half-way; its leftovers are garbage.
         shutil.rmtree(self.partial, ignore_errors=True)
         self.partial.mkdir(mode=0o750, parents=True)
@@ -206,6 +210,19 @@ class BackupWriter:
             self._fh.write(out)
             self.stored_size += len(out)
 
+    def open_side_file(self, name: str) -> BinaryIO:
+        """A file beside the data (the index), written by the caller; commit() makes it durable.
+
+        Created in the partial folder, so it is renamed into place with the data
+        and removed with it by abort().
+        """
+        if not _SIDE_FILE.match(name) or name == self.data_name:
+            raise InvalidOptions(f"bad side file name {name!r}")
+        fd = os.open(self.partial / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        fh = os.fdopen(fd, "wb", buffering=CHUNK)
+        self._side.append(fh)
+        return fh
+
     def finish(self) -> StoredData:
         """Close the data file durably and return its size and checksum."""
         if self._zip:
@@ -219,7 +236,12 @@ class BackupWriter:
         )
 
     def commit(self, manifest: dict[str, Any]) -> None:
-        """Write the manifest, then make the folder visible under its final name."""
+        """Make the side files durable, write the manifest, then show the folder under its final name."""
+        for fh in self._side:
+            if not fh.closed:
+                fh.flush()
+                os.fsync(fh.fileno())
+                fh.close()
         text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
         write_atomic(self.partial / MANIFEST, text.encode("utf-8"), 0o640)
         fsync_dir(self.partial)
@@ -240,11 +262,12 @@ class BackupWriter:
         buffer): that must not stop the folder from being removed, nor replace
         the job's own error. The buffered bytes are simply lost with the file.
         """
-        if not self._fh.closed:
-            try:
-                self._fh.close()  # closes the descriptor even when the flush fails
-            except OSError as exc:
-                log.debug("closing %s failed while aborting: %s", self.partial, exc)
+        for fh in (self._fh, *self._side):
+            if not fh.closed:
+                try:
+                    fh.close()  # closes the descriptor even when the flush fails
+                except OSError as exc:
+                    log.debug("closing %s failed while aborting: %s", self.partial, exc)
         try:
             shutil.rmtree(self.partial)
         except FileNotFoundError:

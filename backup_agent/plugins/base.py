@@ -17,6 +17,9 @@ class Plugin(Protocol):
 
     NAME: str
     DATA_NAME: str
+    # True: backup() fills ctx.index (backup_agent/file_index.py) and restore()
+    # honours ctx.selection; False: no index, and a selective restore is refused.
+    INDEXED: bool
 
     def available(self, env: Mapping[str, str]) -> bool: ...
 

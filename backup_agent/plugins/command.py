@@ -26,6 +26,7 @@ from backup_agent.process import run_tool
 
 NAME = "command"
 DATA_NAME = "data.bin"
+INDEXED = False
 _BACKUP_KEYS = frozenset({"job_id", "client"})
 _RESTORE_KEYS = frozenset({"job_id", "client", "target"})
 

@@ -6,6 +6,11 @@ Members are stored relative to `/` ("srv/app/data/x"), so a restore into
 /restore-here yields /restore-here/srv/app/data/x. Permissions, mtimes,
 ownership, symlinks (as symlinks), hard links and empty directories are kept;
 names that are not UTF-8 survive byte for byte (surrogateescape + PAX).
+
+Each folder's children are archived one after the other (parents always
+before children), which is also the order of the recovery point's index
+(backup_agent/file_index.py), written in the same pass. A restore can be
+selective (ctx.selection): only the chosen files and folders are restored.
 """
 
 from __future__ import annotations
@@ -23,14 +28,17 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
+from backup_agent import file_index
 from backup_agent.allow import check_restored_member
 from backup_agent.context import JobContext, Sink, Source
 from backup_agent.errors import AgentError, InvalidOptions, TargetNotEmpty, UnsafeArchive, os_failure
+from backup_agent.file_index import IndexWriter
 from backup_agent.fsutil import remove_tree
 from backup_agent.plugins.base import Facts, reject_unknown, require_mapping
 from backup_agent.state import is_staging_name
 
 NAME = "files"
+INDEXED = True  # fills ctx.index while it streams (backup_agent/file_index.py)
 DATA_NAME = "data.tar"
 CHUNK = 1 << 20
 # Extraction filters (PEP 706) arrived in Python 3.11.4, and Debian 12 ships
@@ -96,43 +104,115 @@ def backup(options: Mapping[str, Any], sink: Sink, ctx: JobContext) -> Facts:
         if not os.path.lexists(top):
             raise AgentError(f"not found: configured path {top} does not exist")
     with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT, **_TAR_ARGS) as tar:  # type: ignore[call-overload]
-        for top in opts["paths"]:
-            _add_tree(tar, top, opts["exclude"], ctx, facts)
+        _walk(tar, opts["paths"], opts["exclude"], ctx, facts)
     return facts
 
 
-def _add_tree(tar: tarfile.TarFile, top: str, exclude: list[str], ctx: JobContext, facts: Facts) -> None:
-    # Iterative depth-first walk: no recursion limit on deep trees, sorted for
-    # reproducible archives. Symlinks are stored, never followed.
-    stack = [top]
+def _walk(tar: tarfile.TarFile, tops: list[str], exclude: list[str], ctx: JobContext, facts: Facts) -> None:
+    """Archive the configured paths one folder at a time, and index each folder's listing as one run.
+
+    A folder is listed (sorted by the bytes of the names), and its children are
+    recorded in ``ctx.index`` one after the other, as that folder's run. Its
+    files, symlinks and hard links are archived right then; the member of each
+    subfolder is archived just before that subfolder's own contents, when the
+    walk (depth first, an explicit stack: no recursion limit) gets there. So
+    the tar is in plain depth-first order, a directory followed by everything
+    in it, which GNU tar needs to restore directory modes and times (it sets
+    them when the next member lies outside the directory); the index holds
+    exactly the same members. A subfolder's member is the one taken at listing
+    time; if it vanishes before the walk gets there, it is archived empty.
+
+    The configured paths are the top-level run, named relative to ``/``; ``/``
+    itself has no member, its children are that run. The stack holds folders
+    still to walk, never files: memory does not grow with the number of files.
+    Symlinks are stored, never followed.
+    """
+    index = ctx.index
+    stack: list[tuple[str, tarfile.TarInfo | None, int | None]]
+    if len(tops) == 1 and not tops[0].strip("/"):
+        stack = [("/", None, None)]
+    else:
+        if index is not None:
+            index.begin_run(None)
+        tops = [top for top in tops if not _excluded(top, exclude)]
+        stack = _add_run(tar, tops, True, ctx, facts, index)
+        stack.reverse()
     while stack:
-        path = stack.pop()
+        folder, info, number = stack.pop()
         ctx.check_cancelled()
-        if _excluded(path, exclude):
-            continue
         try:
-            is_dir = _add_one(tar, path, ctx, facts)
-            if is_dir:
-                stack.extend(os.path.join(path, name) for name in sorted(os.listdir(path), reverse=True))
+            if info is not None:
+                tar.addfile(info)
+                facts["members"] += 1
+            names = sorted(os.listdir(folder), key=_raw)
         except FileNotFoundError:
             # Live data: files come and go between listing and reading.
-            ctx.note(f"skipped {_printable(path)}: vanished during the backup")
+            ctx.note(f"skipped the contents of {_printable(folder)}: vanished during the backup")
+            continue
         except OSError as exc:
             raise os_failure(exc) from None
+        if index is not None:
+            index.begin_run(number)
+        children = [os.path.join(folder, name) for name in names]
+        children = [child for child in children if not _excluded(child, exclude)]
+        stack.extend(reversed(_add_run(tar, children, False, ctx, facts, index)))
 
 
-def _add_one(tar: tarfile.TarFile, path: str, ctx: JobContext, facts: Facts) -> bool:
-    """Archive one entry; True when it is a directory whose children come next."""
-    arcname = path.lstrip("/")
-    if not arcname:  # "/" itself has no member of its own, only children
-        return True
-    info = tar.gettarinfo(path, arcname)
+def _add_run(
+    tar: tarfile.TarFile,
+    paths: list[str],
+    top_level: bool,
+    ctx: JobContext,
+    facts: Facts,
+    index: IndexWriter | None,
+) -> list[tuple[str, tarfile.TarInfo, int | None]]:
+    """Archive and index one listing; returns its folders (member not yet archived) and their entry numbers.
+
+    Index names are relative to the folder (``top_level``: relative to /).
+    """
+    folders: list[tuple[str, tarfile.TarInfo, int | None]] = []
+    for path in paths:
+        ctx.check_cancelled()
+        try:
+            info = _add_one(tar, path, ctx, facts)
+        except FileNotFoundError:
+            ctx.note(f"skipped {_printable(path)}: vanished during the backup")
+            continue
+        except OSError as exc:
+            raise os_failure(exc) from None
+        if info is None:
+            continue
+        number = None
+        if index is not None:
+            name = path.lstrip("/") if top_level else os.path.basename(path)
+            number = _index_entry(index, _raw(name), info)
+        if info.isdir():
+            folders.append((path, info, number))
+    return folders
+
+
+def _index_entry(index: IndexWriter, name: bytes, info: tarfile.TarInfo) -> int:
+    if info.islnk():
+        type_, link = file_index.HARDLINK, _raw(info.linkname)
+    elif info.issym():
+        type_, link = file_index.SYMLINK, _raw(info.linkname)
+    elif info.isdir():
+        type_, link = file_index.DIRECTORY, b""
+    else:
+        type_, link = file_index.FILE, b""
+    size = info.size if info.isreg() else 0  # a hard link (LNKTYPE) is not isreg()
+    return index.add(name, type_, info.mode & 0o7777, size, int(info.mtime), link)
+
+
+def _add_one(tar: tarfile.TarFile, path: str, ctx: JobContext, facts: Facts) -> tarfile.TarInfo | None:
+    """Archive one entry (a directory: only its TarInfo, see _walk); None when it was skipped."""
+    info = tar.gettarinfo(path, path.lstrip("/"))
     if info is None or not (info.isreg() or info.isdir() or info.issym() or info.islnk()):
         # Sockets, pipes and devices cannot be restored safely (the restore
         # refuses them), so they are not archived either.
         facts["skipped"] += 1
         ctx.note(f"skipped {_printable(path)}: not a regular file, directory or symlink")
-        return False
+        return None
     if info.isreg():
         with open(path, "rb") as fh:
             try:
@@ -142,10 +222,17 @@ def _add_one(tar: tarfile.TarFile, path: str, ctx: JobContext, facts: Facts) -> 
                     raise AgentError(f"file shrank while being read: {_printable(path)}") from None
                 raise
         facts["total_size"] += info.size
+    elif info.isdir():
+        return info  # archived by _walk, right before its contents
     else:
         tar.addfile(info)
     facts["members"] += 1
-    return info.isdir()
+    return info
+
+
+def _raw(name: str) -> bytes:
+    """The bytes of a name as the tar stream stores them (utf-8, surrogateescape: see _TAR_ARGS)."""
+    return name.encode("utf-8", "surrogateescape")
 
 
 def _printable(path: str) -> str:
@@ -165,6 +252,16 @@ def restore(
     cancel aborts the restore before anything in the target has changed. Only
     a failure while moving into place (e.g. permissions on existing entries
     with overwrite) can leave the target partly restored.
+
+    A selective restore (``ctx.selection``: paths relative to ``/``, as bytes)
+    restores only the members that are a selected path or lie under a
+    selected folder, plus the folders above them (with their archived modes;
+    they are not counted in the facts). Every selected path must be in the
+    archive, else InvalidOptions names the first missing one before anything
+    reaches the target. A selected hard link whose target file is not selected
+    cannot be restored from the stream (a hard link member carries no data, and
+    its target was passed over): the restore fails and names both, so that the
+    target can be selected too. The facts add ``selected``, the number of paths.
     """
     if not isinstance(target, str) or not os.path.isabs(target):
         raise InvalidOptions(f"files: restore target must be an absolute path, got {target!r}")
@@ -182,7 +279,11 @@ def restore(
     ctx.staging(staging)
     staging.mkdir(mode=0o700)
     try:
-        facts, archived_dirs = _extract(source, staging, ctx, os.path.realpath(dest))
+        selection = _Selection(ctx.selection) if ctx.selection is not None else None
+        facts, archived_dirs = _extract(source, staging, ctx, os.path.realpath(dest), selection)
+        if selection is not None:
+            selection.check_found()
+            facts["selected"] = len(selection.paths)
         _merge(str(staging), str(dest), archived_dirs)
     except BaseException as exc:
         # A target we created holds nothing but this restore: remove it whole,
@@ -195,7 +296,39 @@ def restore(
     return facts
 
 
-def _extract(source: Source, staging: Path, ctx: JobContext, final_base: str) -> tuple[Facts, set[str]]:
+class _Selection:
+    """What a selective restore restores: the selected paths, what they cover, the folders above them."""
+
+    def __init__(self, paths: tuple[bytes, ...]) -> None:
+        self.paths = paths
+        self._paths = frozenset(paths)
+        # The folders above a selected path: restored (as folders only) so the
+        # selected entries find their parents with the archived modes.
+        self.ancestors = frozenset(
+            path[:i] for path in paths for i in range(len(path)) if path[i : i + 1] == b"/"
+        )
+        self.found: set[bytes] = set()
+
+    def covering(self, name: bytes) -> bytes | None:
+        """The selected path that ``name`` is or lies under; None when it is not selected."""
+        if name in self._paths:
+            return name
+        at = name.find(b"/")
+        while at != -1:
+            if name[:at] in self._paths:
+                return name[:at]
+            at = name.find(b"/", at + 1)
+        return None
+
+    def check_found(self) -> None:
+        for path in self.paths:
+            if path not in self.found:
+                raise InvalidOptions(f"files: /{file_index.path_text(path)} is not in this backup")
+
+
+def _extract(
+    source: Source, staging: Path, ctx: JobContext, final_base: str, selection: _Selection | None = None
+) -> tuple[Facts, set[str]]:
     """Unpack into ``staging``; returns the facts and the directories the archive itself holds.
 
     ``final_base`` is the resolved target, where the members end up after the
@@ -211,9 +344,12 @@ def _extract(source: Source, staging: Path, ctx: JobContext, final_base: str) ->
         # symlink checks see everything already on disk.
         for member in tar:
             ctx.check_cancelled()
-            facts["members"] += 1
-            if member.isreg():
-                facts["total_size"] += member.size
+            if selection is not None and not _select(member, selection):
+                continue
+            if selection is None or selection.covering(_raw(member.name).rstrip(b"/")) is not None:
+                facts["members"] += 1
+                if member.isreg():
+                    facts["total_size"] += member.size
             safe = _safe_member(member, dest, ctx, facts)
             if safe is not None and ctx.restore_only_under is not None:
                 final = os.path.normpath(os.path.join(final_base, member.name))
@@ -226,6 +362,21 @@ def _extract(source: Source, staging: Path, ctx: JobContext, final_base: str) ->
     with tarfile.open(fileobj=source, mode="r|", **_TAR_ARGS) as tar:  # type: ignore[call-overload]
         tar.extractall(staging, members=vetted(tar), **_EXTRACT_KWARGS)  # noqa: S202 - members are vetted
     return facts, archived_dirs
+
+
+def _select(member: tarfile.TarInfo, selection: _Selection) -> bool:
+    """Whether a selective restore extracts ``member``: selected, or a folder above a selected path."""
+    name = _raw(member.name).rstrip(b"/")
+    covering = selection.covering(name)
+    if covering is None:
+        return member.isdir() and name in selection.ancestors
+    selection.found.add(covering)
+    if member.islnk() and selection.covering(_raw(member.linkname).rstrip(b"/")) is None:
+        raise InvalidOptions(
+            f"files: /{file_index.path_text(name)} is a hard link to "
+            f"/{file_index.path_text(_raw(member.linkname))}, which is not selected: select it too"
+        )
+    return True
 
 
 def _safe_member(member: tarfile.TarInfo, dest: str, ctx: JobContext, facts: Facts) -> tarfile.TarInfo | None:
