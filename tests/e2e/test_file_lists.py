@@ -42,7 +42,7 @@ def owner_of(setup):
 
 def restore(api, agent_cli, backup, target, paths) -> Job:
     response = api.post(
-        "/api/v1/restores/",
+        "/api/v1/restore-requests/",
         {
             "backup": backup.pk,
             "target_agent": scenario.HOSTNAME,
@@ -113,7 +113,7 @@ def test_a_path_outside_the_file_list_is_refused(agent_cli, tmp_path):
     setup, backup = backed_up(agent_cli, tmp_path)
     _, api = owner_of(setup)
     response = api.post(
-        "/api/v1/restores/",
+        "/api/v1/restore-requests/",
         {
             "backup": backup.pk,
             "target_agent": scenario.HOSTNAME,
@@ -152,7 +152,7 @@ def test_one_table_of_a_postgresql_backup_restores_into_a_scratch_database(agent
         job = restore(api, agent_cli, backup, scratch, ["/public/orders"])
         assert job.state == JobState.SUCCEEDED, (job.error_message, job.log_tail)
         assert psql("SELECT count(*), max(item) FROM orders", scratch).strip() == "700|item 99"
-        present = psql("SELECT string_agg(tablename, ',') FROM pg_tables WHERE schemaname = 'public'", scratch)
+        present = psql("SELECT string_agg(tablename, ',') FROM pg_tables WHERE schemaname='public'", scratch)
         assert present.strip() == "orders"
     finally:
         psql(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
