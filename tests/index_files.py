@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import deque
 from pathlib import Path
 
-from backup_agent.file_index import DIRECTORY, FILE, SYMLINK, IndexWriter
+from backup_agent.file_index import DIRECTORY, FILE, HARDLINK, SYMLINK, IndexWriter
 from catalog.models import Backup
 from catalog.services import file_lists
 
@@ -21,7 +21,8 @@ def write_files_index(path: Path, tree: dict, *, mtime: int = MTIME) -> dict:
     """Write the file list of a files backup to ``path``; returns the summary a report carries.
 
     ``tree`` maps names to a dict (a folder), an int (a file of that size), a
-    ``(size, mtime)`` pair, or ``("->", target)`` (a symlink). The top level's names
+    ``(size, mtime)`` pair, ``("->", target)`` (a symlink) or ``("=>", "srv/app/x")`` (a hard link
+    to another name, relative to / as tar stores it). The top level's names
     are the backed-up paths relative to / ("srv/app"), as the files plugin writes them.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -39,6 +40,8 @@ def write_files_index(path: Path, tree: dict, *, mtime: int = MTIME) -> dict:
                     pending.append((number, value))
                 elif isinstance(value, tuple) and value[0] == "->":
                     writer.add(raw, SYMLINK, 0o777, 0, mtime, value[1].encode())
+                elif isinstance(value, tuple) and value[0] == "=>":
+                    writer.add(raw, HARDLINK, 0o644, 0, mtime, value[1].encode())
                 elif isinstance(value, tuple):
                     writer.add(raw, FILE, 0o644, value[0], value[1])
                 else:

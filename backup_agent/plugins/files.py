@@ -7,10 +7,10 @@ Members are stored relative to `/` ("srv/app/data/x"), so a restore into
 ownership, symlinks (as symlinks), hard links and empty directories are kept;
 names that are not UTF-8 survive byte for byte (surrogateescape + PAX).
 
-Each folder's children are archived one after the other (parents always
-before children), which is also the order of the recovery point's index
-(backup_agent/file_index.py), written in the same pass. A restore can be
-selective (ctx.selection): only the chosen files and folders are restored.
+The walk lists each folder once and records its children in the recovery
+point's index as one run (backup_agent/file_index.py) in the same pass that
+archives them; the tar itself stays depth first. A restore can be selective
+(ctx.selection): only the chosen files and folders are restored.
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ from catalog.file_index import (
     name_pattern,
     normal_path,
     open_index,
+    path_bytes,
     path_text,
 )
 from catalog.models import Backup, BackupClient, BackupStatus
@@ -187,6 +188,7 @@ def check_selection(backup: Backup, paths: list) -> list[str]:
         raise InvalidPath(f"Choose at most {MAX_SELECTION} paths, or restore the whole recovery point.")
     index = file_list(backup)
     chosen: dict[bytes, str] = {}
+    hard_links: list[tuple[str, str]] = []
     for path in paths:
         rel = _rel(path)
         if not rel:
@@ -198,6 +200,16 @@ def check_selection(backup: Backup, paths: list) -> list[str]:
         if index.objects is not None and entry is None:
             raise InvalidPath(f"{path} is a schema: choose its tables.")
         chosen[rel] = "/" + path_text(rel)
+        if entry is not None and entry.type == "hardlink" and entry.link is not None:
+            hard_links.append((chosen[rel], entry.link))
+    for path, target in hard_links:
+        # The stream holds a hard link's data at its first name only, which the agent
+        # must extract too: say so now rather than fail the restore at 2 a.m.
+        target_rel = path_bytes(target).strip(b"/")
+        if not any(target_rel == rel or target_rel.startswith(rel + b"/") for rel in chosen):
+            raise InvalidPath(f"{path} is a hard link to /{target}: select that file too.")
+    if index.kind == "postgresql" and len({rel.split(b"/", 1)[0] for rel in chosen}) > 1:
+        raise InvalidPath("Choose tables from one schema per restore.")
     kept = [
         text
         for rel, text in sorted(chosen.items())

@@ -157,6 +157,43 @@ def test_tables_of_a_database_point(owner, app):
     assert "choose its tables" in schema.value.errors["paths"]
 
 
+def test_tables_of_two_schemas_are_refused_before_the_agent_would(owner, app):
+    estate = factories.build_estate(app, plugin=Plugin.POSTGRESQL, options={"database": "orders"})
+    estate.agent.protocol = 3
+    estate.agent.save(update_fields=["protocol"])
+    objects = [
+        {"schema": "public", "name": "orders", "type": "table"},
+        {"schema": "sales", "name": "items", "type": "table"},
+    ]
+    give_file_list(estate.backup, kind="postgresql", objects=objects)
+
+    with pytest.raises(InvalidRequest) as refused:
+        submit_restore(
+            owner,
+            backup=estate.backup,
+            overwrite=False,
+            target_location="orders_copy",
+            paths=["/public/orders", "/sales/items"],
+        )
+
+    assert "one schema per restore" in refused.value.errors["paths"]
+    assert not RestoreRequest.objects.exists()
+
+
+def test_a_hard_link_needs_the_file_it_links_to(owner, mine):
+    tree = {"srv/app": {"data": {"a.bin": 10}, "b.bin": ("=>", "srv/app/data/a.bin")}}
+    give_file_list(mine.backup, tree)
+    mine.agent.protocol = 3
+    mine.agent.save(update_fields=["protocol"])
+
+    with pytest.raises(InvalidRequest) as refused:
+        new_location(owner, mine, ["/srv/app/b.bin"])
+    with_its_data = new_location(owner, mine, ["/srv/app/b.bin", "/srv/app/data"])
+
+    assert "hard link to /srv/app/data/a.bin: select that file too" in refused.value.errors["paths"]
+    assert with_its_data.paths == ["/srv/app/b.bin", "/srv/app/data"]
+
+
 # --- Through the API ----------------------------------------------------------------------------
 
 
