@@ -41,6 +41,7 @@ NAME = "files"
 INDEXED = True  # fills ctx.index while it streams (backup_agent/file_index.py)
 DATA_NAME = "data.tar"
 CHUNK = 1 << 20
+_MEMBERS_KEPT = 1024  # tar headers a restore holds in memory at most (see _extract)
 # Extraction filters (PEP 706) arrived in Python 3.11.4, and Debian 12 ships
 # 3.11.2: _safe_member's checks are complete without them. Where the stdlib
 # has its "data" filter it runs as a second opinion, and extractall is told
@@ -344,6 +345,12 @@ def _extract(
         # symlink checks see everything already on disk.
         for member in tar:
             ctx.check_cancelled()
+            if len(tar.members) > _MEMBERS_KEPT:
+                # A stream-mode TarFile keeps every header it has read (about 1 KB each):
+                # a million-entry point would hold a gigabyte to restore one file. Nothing
+                # here looks back (hard links are made from the file already on disk), and
+                # the iteration reads on past what it has dropped.
+                del tar.members[:]
             if selection is not None and not _select(member, selection):
                 continue
             if selection is None or selection.covering(_raw(member.name).rstrip(b"/")) is not None:
