@@ -62,6 +62,12 @@ class BackupSerializer(serializers.ModelSerializer):
     storage_target = serializers.SlugRelatedField(slug_field="name", read_only=True)
     # Declared: a read-only model field loses allow_blank, and "" (not verified yet) must be in the schema.
     verification = serializers.ChoiceField(choices=Verification.choices, allow_blank=True, read_only=True)
+    file_list_entries = serializers.IntegerField(
+        source="index_entries",
+        read_only=True,
+        allow_null=True,
+        help_text="Entries in the point's file list (browse it at files/); null: none, restore it whole.",
+    )
 
     class Meta:
         model = Backup
@@ -81,6 +87,7 @@ class BackupSerializer(serializers.ModelSerializer):
             "verified_at",
             "verification",
             "legal_hold",
+            "file_list_entries",
         )
         read_only_fields = fields
 

@@ -74,6 +74,7 @@ BACKUP_FIELDS = {
     "verified_at",
     "verification",
     "legal_hold",
+    "file_list_entries",
 }
 JOB_FIELDS = {
     "id",
