@@ -150,10 +150,12 @@ class IndexWriter:
         self._write(footer)
         self._write(TRAILER.pack(offset, len(footer), END_MAGIC))
         self._out.flush()
+        # What the list shows: a dump's objects (its table of contents), else the entries.
+        objects = meta.get("objects")
         return {
             "format": FORMAT,
             "kind": self.kind,
-            "entries": self.entries,
+            "entries": len(objects) if isinstance(objects, list) else self.entries,
             "size": self.size,
             "sha256": self._sha.hexdigest(),
         }
@@ -162,8 +164,8 @@ class IndexWriter:
 # --- path text ------------------------------------------------------------------------
 # Paths travel as text (JSON, the catalog, forms) in GNU tar's "escape" quoting, the
 # way `tar -tv` prints them: a backslash is "\\", control characters and bytes that
-# are not UTF-8 are escapes ("\n", "\377"). Every name round-trips; catalog/file_index.py
-# holds the portal's copy of these two functions (the agent imports nothing of the portal).
+# are not UTF-8 are escapes ("\n", "\377"). Every name round-trips. The portal's reader
+# (catalog/file_index.py) imports these and the format's constants from here.
 
 _UNESCAPES = {"\\": 0x5C, "n": 0x0A, "t": 0x09, "r": 0x0D, "v": 0x0B, "f": 0x0C, "b": 0x08, "a": 0x07}
 _ESCAPES = {code: "\\" + letter for letter, code in _UNESCAPES.items()}

@@ -6,8 +6,7 @@ process) and then one or two compressed blocks, so it costs the same in a
 point of a thousand entries and of a million. Search decompresses every block
 but matches names with one regular expression per block, in C.
 
-Paths are text in GNU tar's "escape" quoting (``path_text``/``path_bytes``,
-the agent's two functions again: the agent imports nothing of the portal).
+Paths are text in GNU tar's "escape" quoting (``path_text``/``path_bytes``).
 """
 
 from __future__ import annotations
@@ -28,12 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-MAGIC = b"BPIDX\x00\x01\n"
-TRAILER = struct.Struct("<QQ8s")
-END_MAGIC = b"BPIDXEND"
-BLOCK_HEAD = struct.Struct("<III")
-NO_DIR = 0xFFFFFFFF
-FORMAT = 1
+# The format is defined once, by its writer (the agent ships in the same package).
+from backup_agent.file_index import BLOCK_HEAD, END_MAGIC, MAGIC, NO_DIR, TRAILER, path_bytes, path_text
+
 #: Decompressed bytes one footer or block may grow to: a crafted file cannot exhaust memory.
 MAX_RAW = 256 << 20
 
@@ -69,58 +65,6 @@ class Entry:
     @property
     def is_dir(self) -> bool:
         return self.type == "directory"
-
-
-# --- path text (the agent's backup_agent/file_index.py has the same two) -----------------
-
-_UNESCAPES = {"\\": 0x5C, "n": 0x0A, "t": 0x09, "r": 0x0D, "v": 0x0B, "f": 0x0C, "b": 0x08, "a": 0x07}
-_ESCAPES = {code: "\\" + letter for letter, code in _UNESCAPES.items()}
-
-
-def path_text(raw: bytes) -> str:
-    """Bytes of a path as tar -tv shows them (escaped)."""
-    text = raw.decode("utf-8", "surrogateescape")
-    if text.isprintable() and "\\" not in text:
-        return text
-    out = []
-    for char in text:
-        code = ord(char)
-        if 0xDC80 <= code <= 0xDCFF:
-            out.append(f"\\{code - 0xDC00:03o}")
-        elif code in _ESCAPES:
-            out.append(_ESCAPES[code])
-        elif not char.isprintable() and char != " ":
-            out.extend(f"\\{byte:03o}" for byte in char.encode("utf-8"))
-        else:
-            out.append(char)
-    return "".join(out)
-
-
-def path_bytes(text: str) -> bytes:
-    """The inverse of path_text; ValueError on a malformed escape."""
-    if "\\" not in text:
-        return text.encode("utf-8", "surrogateescape")
-    out = bytearray()
-    i = 0
-    while i < len(text):
-        char = text[i]
-        if char != "\\":
-            out += char.encode("utf-8", "surrogateescape")
-            i += 1
-            continue
-        nxt = text[i + 1 : i + 2]
-        if nxt in _UNESCAPES:
-            out.append(_UNESCAPES[nxt])
-            i += 2
-        elif len(text) >= i + 4 and all(c in "01234567" for c in text[i + 1 : i + 4]):
-            value = int(text[i + 1 : i + 4], 8)
-            if value > 0xFF:
-                raise ValueError(f"escape \\{text[i + 1 : i + 4]} is not a byte")
-            out.append(value)
-            i += 4
-        else:
-            raise ValueError("unknown escape in the path")
-    return bytes(out)
 
 
 def normal_path(text: str) -> bytes:

@@ -71,3 +71,16 @@ def run_at_once(work: list[Callable[[], object]]) -> list[object]:
         thread.join(timeout=60)
     assert len(results) == len(work), "a thread hung"
     return results
+
+
+#: Every factory-made user's password (tests/factories.py).
+PASSWORD = "correct horse battery staple"
+
+
+def log_in(page, base_url: str, username: str, path: str = "/accounts/login/") -> None:
+    """Sign in through the real form in a Playwright ``page``."""
+    page.goto(base_url + path)
+    page.fill("#id_username", username)
+    page.fill("#id_password", PASSWORD)
+    page.click("button[type=submit], input[type=submit]")
+    page.wait_for_load_state("networkidle")

@@ -20,10 +20,11 @@ MTIME = 1767323045
 def write_files_index(path: Path, tree: dict, *, mtime: int = MTIME) -> dict:
     """Write the file list of a files backup to ``path``; returns the summary a report carries.
 
-    ``tree`` maps names to a dict (a folder), an int (a file of that size), a
-    ``(size, mtime)`` pair, ``("->", target)`` (a symlink) or ``("=>", "srv/app/x")`` (a hard link
-    to another name, relative to / as tar stores it). The top level's names
-    are the backed-up paths relative to / ("srv/app"), as the files plugin writes them.
+    ``tree`` maps names (text, or bytes for names that are not UTF-8) to a dict (a
+    folder), an int (a file of that size), a ``(size, mtime)`` pair, ``("->", target)``
+    (a symlink) or ``("=>", "srv/app/x")`` (a hard link to another name, relative to /
+    as tar stores it). The top level's names are the backed-up paths relative to /
+    ("srv/app"), as the files plugin writes them.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as out:
@@ -32,9 +33,8 @@ def write_files_index(path: Path, tree: dict, *, mtime: int = MTIME) -> dict:
         while pending:
             folder, children = pending.popleft()
             writer.begin_run(folder)
-            for name in sorted(children, key=lambda n: n.encode()):
-                value = children[name]
-                raw = name.encode("utf-8", "surrogateescape")
+            # Sorted by the names' bytes, as the files plugin lists a folder.
+            for raw, value in sorted((_raw(name), value) for name, value in children.items()):
                 if isinstance(value, dict):
                     number = writer.add(raw, DIRECTORY, 0o755, 0, mtime)
                     pending.append((number, value))
@@ -47,6 +47,10 @@ def write_files_index(path: Path, tree: dict, *, mtime: int = MTIME) -> dict:
                 else:
                     writer.add(raw, FILE, 0o644, value, mtime)
         return writer.close()
+
+
+def _raw(name: str | bytes) -> bytes:
+    return name if isinstance(name, bytes) else name.encode("utf-8", "surrogateescape")
 
 
 def write_database_index(path: Path, kind: str, objects: list[dict]) -> dict:

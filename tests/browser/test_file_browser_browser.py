@@ -13,8 +13,8 @@ from django.utils import timezone
 from requests_app import services
 from requests_app.models import RestoreRequest
 from tests import factories
-from tests.browser.test_restore_flow import log_in
-from tests.web.test_file_browser import write_file_list
+from tests.helpers import log_in
+from tests.index_files import give_file_list
 
 pytestmark = pytest.mark.browser
 
@@ -28,8 +28,8 @@ MEDIA = {
             "banner.svg": 12_345,
             LONG_NAME: 2_500_000,
             b"inv\xff.pdf": 777,
-            "current": ("l", "invoices/invoice-2025-005.pdf"),
-            "logo-copy.png": ("h", "srv/webshop/media/logo.png"),
+            "current": ("->", "invoices/invoice-2025-005.pdf"),
+            "logo-copy.png": ("=>", "srv/webshop/media/logo.png"),
         }
     }
 }
@@ -41,9 +41,9 @@ def test_owner_ticks_two_files_and_sees_them_on_the_restore_form(browser, live_s
     estate = factories.build_estate(app, options={"paths": ["/srv/webshop"]})
     estate.agent.protocol = services.SELECTIVE_RESTORE_PROTOCOL
     estate.agent.save(update_fields=["protocol"])
-    write_file_list(estate.backup, MEDIA)
+    give_file_list(estate.backup, MEDIA)
     older = factories.BackupFactory(client=estate.client, taken_at=timezone.now() - timedelta(days=1))
-    write_file_list(older, {"srv/webshop": {"media": {"invoices": {"invoice-2025-001.pdf": 88_000}}}})
+    give_file_list(older, {"srv/webshop": {"media": {"invoices": {"invoice-2025-001.pdf": 88_000}}}})
 
     page = browser.new_page(viewport={"width": 1300, "height": 900})
     log_in(page, live_server.url, "alice")

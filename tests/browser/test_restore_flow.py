@@ -12,17 +12,9 @@ from catalog.models import Job
 from requests_app.choices import RequestStatus
 from requests_app.models import RestoreRequest
 from tests import factories
+from tests.helpers import log_in
 
 pytestmark = pytest.mark.browser
-PASSWORD = "correct horse battery staple"
-
-
-def log_in(page, base_url: str, username: str, path: str = "/accounts/login/") -> None:
-    page.goto(base_url + path)
-    page.fill("#id_username", username)
-    page.fill("#id_password", PASSWORD)
-    page.click("button[type=submit], input[type=submit]")
-    page.wait_for_load_state("networkidle")
 
 
 def test_owner_restore_request_and_admin_approval(browser, live_server, screenshot, backup_team_group):

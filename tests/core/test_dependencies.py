@@ -66,3 +66,25 @@ def test_the_check_sees_a_wrong_import(tmp_path):
     module = tmp_path / "bad.py"
     module.write_text("def f():\n    from requests_app.models import ClientRequest\n")
     assert "requests_app" in imported_packages(module) & FORBIDDEN["catalog"]
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Full names of the modules a file imports (``from a.b import c`` counts as ``a.b``)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def test_the_portal_uses_of_the_agent_only_its_file_list_format():
+    """The file-list format is defined once, by its writer; the rest of the agent stays the agent's."""
+    wrong = []
+    for package in (*FORBIDDEN, "portal"):
+        for path in modules(package):
+            for name in imported_modules(path):
+                if name.split(".")[0] == "backup_agent" and name != "backup_agent.file_index":
+                    wrong.append(f"{path.relative_to(ROOT).as_posix()} imports {name}")
+    assert not wrong, wrong

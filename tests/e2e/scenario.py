@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
 
 from catalog.choices import ClientStatus, Plugin
 from catalog.models import Application, Backup, BackupClient
@@ -91,3 +94,13 @@ def tree(root: Path) -> dict[str, tuple]:
         else:
             result[rel] = ("file", path.stat().st_mode & 0o7777, path.read_bytes())
     return result
+
+
+PG = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-v", "ON_ERROR_STOP=1", "-qAt"]
+
+
+def psql(sql: str, database: str = "postgres") -> str:
+    result = subprocess.run([*PG, "-d", database, "-c", sql], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        pytest.fail(f"PostgreSQL at 127.0.0.1:5432 is needed for this test: {result.stderr.strip()}")
+    return result.stdout

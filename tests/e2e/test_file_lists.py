@@ -15,7 +15,7 @@ from catalog.services import jobs
 from requests_app.models import RestoreRequest
 from tests import factories
 from tests.e2e import scenario
-from tests.e2e.test_restore_tests import psql
+from tests.e2e.scenario import psql
 
 pytestmark = pytest.mark.e2e
 

@@ -4,7 +4,6 @@ never touch the original, always clean up the scratch copy."""
 from __future__ import annotations
 
 import hashlib
-import subprocess
 import uuid
 
 import pytest
@@ -13,18 +12,9 @@ from catalog.choices import AlertKind, JobKind, JobState, Plugin, Verification
 from catalog.models import Alert, Backup, Job
 from catalog.services import jobs, restore_tests
 from tests.e2e import scenario
+from tests.e2e.scenario import psql
 
 pytestmark = pytest.mark.e2e
-PG = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-v", "ON_ERROR_STOP=1", "-qAt"]
-
-
-def psql(sql: str, database: str = "postgres") -> str:
-    result = subprocess.run([*PG, "-d", database, "-c", sql], capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        pytest.fail(f"PostgreSQL at 127.0.0.1:5432 is needed for this test: {result.stderr.strip()}")
-    return result.stdout
-
-
 def enrolled(agent_cli, tmp_path, **kwargs):
     setup = scenario.build(tmp_path, **kwargs)
     agent_cli.enrol(setup.token, scenario.HOSTNAME)

@@ -13,56 +13,27 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from backup_agent.file_index import IndexWriter
 from catalog.choices import Plugin
 from catalog.services import file_lists
 from requests_app import services
 from requests_app.models import RestoreRequest
 from tests import factories
 from tests.factories import build_estate
+from tests.index_files import give_file_list
 
-MTIME = 1_736_942_400  # 2025-01-15 12:00:00 UTC
 NO_FILE_LIST = "No file list: this recovery point was taken before file lists existed"
 
-# A tree: a dict is a folder, an int a file of that size, ("l" or "h", target) a symbolic or hard link.
+# A tree: a dict is a folder, an int a file of that size, ("->", target) a symlink (tests/index_files.py).
 WEBSHOP = {
     "srv/webshop": {
         "media": {
             "invoices": {"invoice-2025-001.pdf": 120_000, "invoice-2025-002.pdf": 98_000},
             "logo.png": 4096,
-            "current": ("l", "invoices"),
+            "current": ("->", "invoices"),
         },
         "app.py": 2048,
     }
 }
-
-
-def write_file_list(backup, tree: dict, *, kind: str = "files", objects: list | None = None) -> None:
-    """A real index file for ``backup`` (folders breadth first, one run per folder, as the agent writes)."""
-    target = file_lists.index_file(backup.job_id)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target, "wb") as out:
-        writer = IndexWriter(out, kind)
-        queue: list[tuple[int | None, dict]] = [(None, tree)]
-        while queue:
-            folder, children = queue.pop(0)
-            writer.begin_run(folder)
-            for name, node in children.items():
-                raw = name.encode("utf-8", "surrogateescape") if isinstance(name, str) else name
-                if isinstance(node, dict):
-                    queue.append((writer.add(raw, b"d", 0o755, 0, MTIME), node))
-                elif isinstance(node, tuple):  # ("l", target) or ("h", target)
-                    mode = 0o777 if node[0] == "l" else 0o644
-                    writer.add(raw, node[0].encode(), mode, 0, MTIME, link=node[1].encode())
-                else:
-                    writer.add(raw, b"-", 0o644, node, MTIME)
-        meta = {"objects": objects, "entries": len(objects)} if objects is not None else None
-        summary = writer.close(meta)
-    backup.index_entries = len(objects) if objects is not None else summary["entries"]
-    backup.index_kind = kind
-    backup.index_size_bytes = summary["size"]
-    backup.index_sha256 = summary["sha256"]
-    backup.save()
 
 
 def browse_url(backup, path: str | None = None, **params) -> str:
@@ -86,7 +57,7 @@ def page(response) -> str:
 
 @pytest.fixture
 def webshop(mine):
-    write_file_list(mine.backup, WEBSHOP)
+    give_file_list(mine.backup, WEBSHOP)
     # An agent that restores a selection (older ones would restore everything: the service refuses).
     mine.agent.protocol = services.SELECTIVE_RESTORE_PROTOCOL
     mine.agent.save(update_fields=["protocol"])
@@ -110,11 +81,12 @@ def test_folder_listing_with_breadcrumbs_sizes_times_and_modes(owner_client, web
     assert 'name="path" value="/srv/webshop/media/logo.png"' in html
     assert 'name="path" value="/srv/webshop/media/invoices"' in html
     assert "4.0 KiB" in html
-    assert "2025-01-15 12:00" in html
+    assert "2026-01-02 03:04" in html
     assert "-rw-r--r--" in html and "drwxr-xr-x" in html and "lrwxrwxrwx" in html
     assert "→ invoices" in html  # where the symbolic link points
     assert "Restore selected…" in html
-    assert [row.entry.name for row in response.context["rows"]] == ["invoices", "logo.png", "current"]
+    # In the order the agent listed the folder: by name, as `ls` sorts in the C locale.
+    assert [row.entry.name for row in response.context["rows"]] == ["current", "invoices", "logo.png"]
 
 
 @pytest.mark.django_db
@@ -129,7 +101,7 @@ def test_implied_folders_above_the_backed_up_path(owner_client, webshop):
 
 @pytest.mark.django_db
 def test_pages_of_a_hundred_with_previous_and_next(owner_client, mine):
-    write_file_list(mine.backup, {"data": {f"file-{i:03d}.bin": i for i in range(250)}})
+    give_file_list(mine.backup, {"data": {f"file-{i:03d}.bin": i for i in range(250)}})
     first = owner_client.get(browse_url(mine.backup), {"path": "/data"})
     assert len(first.context["rows"]) == 100
     assert "1–100 of 250" in page(first)
@@ -147,7 +119,7 @@ def test_pages_of_a_hundred_with_previous_and_next(owner_client, mine):
 @pytest.mark.django_db
 def test_long_and_escaped_names_are_shown_as_tar_does(owner_client, mine):
     long_name = "a-very-long-name-without-any-space-" * 6 + ".pdf"
-    write_file_list(mine.backup, {"docs": {b"inv\xff.pdf": 10, long_name: 20}})
+    give_file_list(mine.backup, {"docs": {b"inv\xff.pdf": 10, long_name: 20}})
     html = page(owner_client.get(browse_url(mine.backup), {"path": "/docs"}))
     assert 'value="/docs/inv\\377.pdf"' in html
     assert long_name in html
@@ -162,7 +134,7 @@ def test_database_point_lists_schemas_then_tables_with_rows_and_size(owner_clien
         {"schema": "public", "name": "open_orders", "type": "view"},
         {"schema": "audit", "name": "log", "type": "table", "rows": 5},
     ]
-    write_file_list(estate.backup, {}, kind="postgresql", objects=objects)
+    give_file_list(estate.backup, kind="postgresql", objects=objects)
     root = owner_client.get(browse_url(estate.backup))
     assert root.status_code == 200
     assert [(r.entry.name, r.kind, r.selectable) for r in root.context["rows"]] == [
@@ -248,10 +220,10 @@ def three_points(mine):
     older = factories.BackupFactory(client=mine.client, taken_at=now - timedelta(days=1))
     oldest = factories.BackupFactory(client=mine.client, taken_at=now - timedelta(days=2))
     no_list = factories.BackupFactory(client=mine.client, taken_at=now - timedelta(days=3))
-    write_file_list(mine.backup, WEBSHOP)
-    write_file_list(older, WEBSHOP)
+    give_file_list(mine.backup, WEBSHOP)
+    give_file_list(older, WEBSHOP)
     changed = {"srv/webshop": {"media": {"invoices": {"invoice-2025-001.pdf": 50_000}}}}
-    write_file_list(oldest, changed)
+    give_file_list(oldest, changed)
     return mine.backup, older, oldest, no_list
 
 
@@ -390,8 +362,8 @@ def test_folder_page_costs_the_same_queries_for_ten_or_three_hundred_entries(
     owner_client, mine, django_assert_max_num_queries
 ):
     small = factories.BackupFactory(client=mine.client)
-    write_file_list(small, {"data": {f"f{i}": i for i in range(10)}})
-    write_file_list(mine.backup, {"data": {f"f{i}": i for i in range(300)}})
+    give_file_list(small, {"data": {f"f{i}": i for i in range(10)}})
+    give_file_list(mine.backup, {"data": {f"f{i}": i for i in range(300)}})
     owner_client.get(browse_url(small, "/data"))  # the session's first touch
     with django_assert_max_num_queries(4):
         assert owner_client.get(browse_url(small, "/data")).status_code == 200
