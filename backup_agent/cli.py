@@ -24,6 +24,7 @@ from backup_agent.allow import FLAGS, KEYS, AllowList, checked
 from backup_agent.client import PortalClient
 from backup_agent.config import DEFAULT_SPOOL_DIR, Config, config_path, load, write_private
 from backup_agent.errors import ConfigError, PortalError, PortalUnreachable
+from backup_agent.memory import keep_freed_memory
 from backup_agent.runner import Agent
 from backup_agent.spool import Spool
 from backup_agent.state import instance_of
@@ -190,6 +191,7 @@ def cmd_enrol(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     path = config_path(args.config)
     config = load(path)
+    keep_freed_memory()
     agent = Agent(config, config_file=path)
     if args.once:
         return agent.run_once()

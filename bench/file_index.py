@@ -81,6 +81,11 @@ sys.path.insert(0, sys.argv[1])
 from backup_agent.context import JobContext
 from backup_agent.executor import Executor
 from backup_agent.jobs import parse
+try:  # what `backup-agent run` does first, where the agent has it
+    from backup_agent.memory import keep_freed_memory
+    keep_freed_memory()
+except ImportError:
+    pass
 tree, storage, job_id = sys.argv[2], sys.argv[3], int(sys.argv[4])
 
 class Progress:
