@@ -16,6 +16,7 @@ from requests_app.models import RestoreRequest
 from tests import factories
 from tests.e2e import scenario
 from tests.e2e.scenario import psql
+from tests.helpers import log_in
 
 pytestmark = pytest.mark.e2e
 
@@ -157,3 +158,37 @@ def test_one_table_of_a_postgresql_backup_restores_into_a_scratch_database(agent
     finally:
         psql(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
         psql(f"DROP DATABASE IF EXISTS {scratch} WITH (FORCE)")
+
+
+def test_in_a_browser_an_owner_picks_files_from_a_real_backup_and_gets_them_back(
+    agent_cli, tmp_path, browser, live_server, screenshot
+):
+    source = tmp_path / "source"
+    (source / "invoices").mkdir(parents=True)
+    (source / "invoices" / "invoice-2026-10.pdf").write_bytes(os.urandom(40_000))
+    (source / "invoices" / "invoice-2026-11.pdf").write_bytes(os.urandom(30_000))
+    setup, backup = backed_up(agent_cli, tmp_path)
+    owner, _ = owner_of(setup)
+    folder = f"{setup.source}/invoices"
+
+    page = browser.new_page(viewport={"width": 1300, "height": 900})
+    log_in(page, live_server.url, owner.username)
+    page.goto(f"{live_server.url}/clients/{setup.client.pk}/backups/{backup.pk}/files/?path={folder}")
+    assert page.locator("nav.path-crumbs a").all_inner_texts()[-1] == "source"
+    assert "invoice-2026-11.pdf" in page.inner_text("table")
+    page.check(f"input[value='{folder}/invoice-2026-10.pdf']")
+    screenshot(page, "e2e-file-browser")
+    page.click("text=Restore selected…")
+    page.fill("#id_target_location", str(tmp_path / "restored"))
+    screenshot(page, "e2e-restore-form")
+    page.click("text=Request the restore")
+    page.wait_for_load_state("networkidle")
+
+    request = RestoreRequest.objects.get()
+    assert request.paths == [f"{folder}/invoice-2026-10.pdf"] and request.job_id
+    assert agent_cli.run_once().returncode == 0
+    assert Job.objects.get(pk=request.job_id).state == JobState.SUCCEEDED
+    restored = tmp_path / "restored" / folder.lstrip("/")
+    assert [p.name for p in restored.iterdir()] == ["invoice-2026-10.pdf"]
+    original = (source / "invoices" / "invoice-2026-10.pdf").read_bytes()
+    assert (restored / "invoice-2026-10.pdf").read_bytes() == original
