@@ -12,7 +12,7 @@ import pytest
 
 from catalog.choices import ClientStatus, Plugin
 from catalog.models import Application, Backup, BackupClient
-from catalog.services import agents
+from catalog.services import agents, jobs
 from tests import factories
 
 HOSTNAME = "e2e-agent.local"
@@ -104,3 +104,14 @@ def psql(sql: str, database: str = "postgres") -> str:
     if result.returncode != 0:
         pytest.fail(f"PostgreSQL at 127.0.0.1:5432 is needed for this test: {result.stderr.strip()}")
     return result.stdout
+
+
+def backed_up(agent_cli, tmp_path: Path, **kwargs) -> tuple[Scenario, Backup]:
+    """A scenario whose agent has enrolled and taken one backup (``build``'s keywords)."""
+    setup = build(tmp_path, **kwargs)
+    agent_cli.enrol(setup.token, HOSTNAME)
+    setup.client.refresh_from_db()
+    job = jobs.queue_backup(setup.client)
+    result = agent_cli.run_once()
+    assert result.returncode == 0, result.stderr[-3000:]
+    return setup, Backup.objects.get(job=job)

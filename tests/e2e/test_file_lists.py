@@ -10,8 +10,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from catalog.choices import JobKind, JobState, Plugin
-from catalog.models import Backup, Job
-from catalog.services import jobs
+from catalog.models import Job
 from requests_app.models import RestoreRequest
 from tests import factories
 from tests.e2e import scenario
@@ -22,15 +21,9 @@ pytestmark = pytest.mark.e2e
 
 
 def backed_up(agent_cli, tmp_path, **kwargs):
-    setup = scenario.build(tmp_path, **kwargs)
-    agent_cli.enrol(setup.token, scenario.HOSTNAME)
-    setup.client.refresh_from_db()
-    job = jobs.queue_backup(setup.client)
-    result = agent_cli.run_once()
-    assert result.returncode == 0, result.stderr[-3000:]
-    job.refresh_from_db()
-    assert job.state == JobState.SUCCEEDED, (job.error_message, job.log_tail)
-    return setup, Backup.objects.get(job=job)
+    setup, backup = scenario.backed_up(agent_cli, tmp_path, **kwargs)
+    assert backup.job.state == JobState.SUCCEEDED, (backup.job.error_message, backup.job.log_tail)
+    return setup, backup
 
 
 def owner_of(setup):

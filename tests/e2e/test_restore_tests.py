@@ -10,21 +10,11 @@ import pytest
 
 from catalog.choices import AlertKind, JobKind, JobState, Plugin, Verification
 from catalog.models import Alert, Backup, Job
-from catalog.services import jobs, restore_tests
+from catalog.services import restore_tests
 from tests.e2e import scenario
-from tests.e2e.scenario import psql
+from tests.e2e.scenario import backed_up, psql
 
 pytestmark = pytest.mark.e2e
-def enrolled(agent_cli, tmp_path, **kwargs):
-    setup = scenario.build(tmp_path, **kwargs)
-    agent_cli.enrol(setup.token, scenario.HOSTNAME)
-    setup.client.refresh_from_db()
-    job = jobs.queue_backup(setup.client)
-    result = agent_cli.run_once()
-    assert result.returncode == 0, result.stderr[-3000:]
-    return setup, Backup.objects.get(job=job)
-
-
 def run_restore_test(agent_cli) -> Job:
     assert restore_tests.schedule() == 1
     job = Job.objects.get(kind=JobKind.RESTORE_TEST, state=JobState.QUEUED)
@@ -34,7 +24,7 @@ def run_restore_test(agent_cli) -> Job:
 
 
 def test_files_restore_test_passes_then_catches_a_corrupted_backup(agent_cli, tmp_path):
-    setup, backup = enrolled(agent_cli, tmp_path)
+    setup, backup = backed_up(agent_cli, tmp_path)
     original = scenario.tree(setup.source)
 
     passed = run_restore_test(agent_cli)
@@ -67,7 +57,7 @@ def test_postgresql_restore_test_fails_on_a_truncated_dump_and_drops_its_scratch
             "INSERT INTO orders SELECT g, 'item ' || g FROM generate_series(1, 5000) g;",
             database,
         )
-        setup, backup = enrolled(
+        setup, backup = backed_up(
             agent_cli,
             tmp_path,
             plugin=Plugin.POSTGRESQL,
