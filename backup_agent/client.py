@@ -16,6 +16,7 @@ import ssl
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
@@ -107,23 +108,14 @@ class PortalClient:
         report would only resend it forever, so it counts as acknowledged.
         Raises PortalError/PortalUnreachable when the report must stay spooled.
         """
-        delay = self.RETRY_DELAY
-        for attempt in range(1, tries + 1):
-            try:
-                self._call(f"jobs/{int(job_id)}/complete", report)
+        try:
+            self._retrying(lambda: self._call(f"jobs/{int(job_id)}/complete", report), tries)
+        except PortalError as exc:
+            if exc.status == 409 and exc.code != AGENT_CLONED:
+                log.warning("job %s: report refused, lease lost (%s)", job_id, exc.detail)
                 return True
-            except PortalError as exc:
-                if exc.status == 409 and exc.code != AGENT_CLONED:
-                    log.warning("job %s: report refused, lease lost (%s)", job_id, exc.detail)
-                    return True
-                if exc.status < 500 or attempt == tries:  # agent_cloned: keep it spooled
-                    raise
-            except PortalUnreachable:
-                if attempt == tries:
-                    raise
-            time.sleep(delay)
-            delay *= 2
-        raise AssertionError("unreachable")  # the loop always returns or raises
+            raise  # agent_cloned among them: keep it spooled
+        return True
 
     def upload_index(self, job_id: int, path: str | os.PathLike[str], sha256: str, *, tries: int = 3) -> None:
         """PUT a backup's index file (streamed from disk, never read whole) before its report.
@@ -133,25 +125,35 @@ class PortalClient:
         when it must be tried again later, OSError when the file cannot be read.
         5xx (but 501) and unreachable are retried in line, like complete().
         """
-        delay = self.RETRY_DELAY
-        for attempt in range(1, tries + 1):
+
+        def send() -> None:
             with open(path, "rb") as fh:
-                size = os.fstat(fh.fileno()).st_size
                 headers = {
                     "Content-Type": "application/octet-stream",
-                    "Content-Length": str(size),
+                    "Content-Length": str(os.fstat(fh.fileno()).st_size),
                     "X-Index-SHA256": sha256,
                 }
-                try:
-                    self._request("PUT", f"jobs/{int(job_id)}/index", fh, headers)
-                    return
-                except PortalError as exc:
-                    # 501: a server that does not implement PUT here; no use asking again.
-                    if exc.status < 500 or exc.status == NOT_IMPLEMENTED or attempt == tries:
-                        raise
-                except PortalUnreachable:
-                    if attempt == tries:
-                        raise
+                self._request("PUT", f"jobs/{int(job_id)}/index", fh, headers)
+
+        self._retrying(send, tries)
+
+    def _retrying(self, send: Callable[[], object], tries: int) -> None:
+        """Call ``send`` up to ``tries`` times, backing off, while the portal is down or answers 5xx.
+
+        Any other answer is final and raised at once; so is 501, a server that
+        does not implement the call (asking again changes nothing).
+        """
+        delay = self.RETRY_DELAY
+        for attempt in range(1, tries + 1):
+            try:
+                send()
+                return
+            except PortalError as exc:
+                if exc.status < 500 or exc.status == NOT_IMPLEMENTED or attempt == tries:
+                    raise
+            except PortalUnreachable:
+                if attempt == tries:
+                    raise
             time.sleep(delay)
             delay *= 2
 
