@@ -133,7 +133,9 @@ def find_versions(client: BackupClient, name: str) -> tuple[list[FileVersions], 
     """Paths whose name matches ``name`` (glob, or text contained) in the client's retained points.
 
     Returns (paths sorted by path, each with its versions newest first; whether the search
-    stopped at MAX_MATCHES). Points without a file list are skipped.
+    stopped at MAX_MATCHES). One version is one run of consecutive points holding the path
+    unchanged: a file deleted and put back as it was is two versions. Points without a
+    file list are skipped.
     """
     try:
         pattern = name_pattern(name)
@@ -145,12 +147,15 @@ def find_versions(client: BackupClient, name: str) -> tuple[list[FileVersions], 
         .only("pk", "job_id", "taken_at", "index_entries")
     )
     found: dict[str, FileVersions] = {}
+    seen_in: dict[str, int] = {}  # path → the position of the last point (newest first) holding it
     truncated = False
+    position = 0
     for backup in backups:
         try:
             index = file_list(backup)
         except NoFileList:
             continue
+        position += 1
         for entry in index.search(pattern, MAX_MATCHES + 1):
             versions = found.get(entry.path)
             if versions is None:
@@ -159,14 +164,16 @@ def find_versions(client: BackupClient, name: str) -> tuple[list[FileVersions], 
                     continue
                 versions = found[entry.path] = FileVersions(entry.path)
             last = versions.versions[-1] if versions.versions else None
-            if last and (last.entry.type, last.entry.size, last.entry.mtime) == (
+            unchanged = last is not None and (last.entry.type, last.entry.size, last.entry.mtime) == (
                 entry.type,
                 entry.size,
                 entry.mtime,
-            ):
-                last.points += 1  # the same version in an older point
+            )
+            if unchanged and seen_in[entry.path] == position - 1:
+                last.points += 1  # the same version in the next older point
             else:
                 versions.versions.append(Version(backup.pk, backup.taken_at, entry))
+            seen_in[entry.path] = position
     return sorted(found.values(), key=lambda v: v.path), truncated
 
 

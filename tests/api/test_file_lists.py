@@ -222,6 +222,20 @@ def test_search_lists_versions_newest_first_and_merges_identical_ones(owner_api,
     assert [v["backup"] for v in second["versions"]] == [newest.pk]
 
 
+def test_a_file_deleted_and_put_back_unchanged_is_two_versions(owner_api, mine):
+    now = timezone.now()
+    points = [factories.BackupFactory(client=mine.client, taken_at=now - timedelta(n)) for n in (3, 2, 1)]
+    mine.backup.delete()
+    there = {"srv/app": {"report.pdf": (500, 1000)}}
+    give_file_list(points[0], there)
+    give_file_list(points[1], {"srv/app": {"other.txt": 1}})  # deleted that day
+    give_file_list(points[2], there)  # put back as it was
+
+    (match,) = search(owner_api, mine.client, name="report.pdf").json()["results"]
+
+    assert [(v["backup"], v["points"]) for v in match["versions"]] == [(points[2].pk, 1), (points[0].pk, 1)]
+
+
 def test_plain_text_matches_names_containing_it(owner_api, mine, history):
     paths = [row["path"] for row in search(owner_api, mine.client, name="LOGO").json()["results"]]
     assert paths == ["/srv/webshop/media/logo.png"]
