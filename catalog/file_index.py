@@ -24,6 +24,7 @@ from array import array
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,16 @@ class Entry:
     @property
     def is_dir(self) -> bool:
         return self.type == "directory"
+
+    @property
+    def modified(self) -> datetime | None:
+        """``mtime`` as a UTC time; None when unknown or out of range (a crafted or odd clock)."""
+        if self.mtime is None:
+            return None
+        try:
+            return datetime.fromtimestamp(self.mtime, tz=UTC)
+        except (OverflowError, OSError, ValueError):
+            return None
 
 
 def normal_path(text: str) -> bytes:

@@ -239,6 +239,10 @@ class Application(models.Model):
 class Agent(models.Model):
     """The backup agent on one application server; authenticates with a hashed token."""
 
+    #: The protocol from which an agent restores only the paths a restore names (older ones
+    #: ignore them and restore everything: docs/agent-protocol.md).
+    SELECTIVE_RESTORE_PROTOCOL = 3
+
     hostname = models.CharField(max_length=253, unique=True, validators=[hostname_validator])
     applications = models.ManyToManyField(Application, blank=True, related_name="agents")
     token_hash = models.CharField(max_length=64, unique=True, null=True, blank=True, editable=False)
@@ -278,6 +282,10 @@ class Agent(models.Model):
 
     def __str__(self) -> str:
         return self.hostname
+
+    @property
+    def restores_selections(self) -> bool:
+        return self.protocol >= self.SELECTIVE_RESTORE_PROTOCOL
 
     @property
     def is_enrolled(self) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 from catalog import notify
-from catalog.services import agents, jobs, restore_tests, retention, scheduler, watch
+from catalog.services import agents, file_lists, jobs, restore_tests, retention, scheduler, watch
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def expire_backups() -> int:
 
 def purge_incoming_file_lists() -> int:
     """Uploaded file lists whose job never completed (older than a day)."""
-    removed = retention.purge_incoming_file_lists()
+    removed = file_lists.purge_incoming()
     if removed:
         log.info("removed %d uploaded file list(s) whose job never completed", removed)
     return removed

@@ -10,7 +10,6 @@ import math
 import shlex
 import stat
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from urllib.parse import urlencode
 
 from django.contrib import messages
@@ -170,15 +169,6 @@ def parent_folder(path: str) -> str:
     return path.rstrip("/").rsplit("/", 1)[0] or "/"
 
 
-def _utc(mtime: int | None) -> datetime | None:
-    if mtime is None:
-        return None
-    try:
-        return datetime.fromtimestamp(mtime, tz=UTC)
-    except (OverflowError, OSError, ValueError):
-        return None
-
-
 def mode_text(entry: Entry) -> str:
     """``-rw-r--r--`` as ls shows it; empty when the index has no mode (a database object)."""
     if entry.mode is None:
@@ -188,7 +178,7 @@ def mode_text(entry: Entry) -> str:
 
 def file_row(backup: Backup, entry: Entry, *, database: bool) -> FileRow:
     icon, kind = ENTRY_TYPES.get(entry.type, ("object" if database else "file", entry.type.capitalize()))
-    moment = _utc(entry.mtime)
+    moment = entry.modified
     folder = entry.type in FOLDER_TYPES
     return FileRow(
         entry=entry,
@@ -271,7 +261,7 @@ class VersionRow:
 
 
 def _version_row(client: BackupClient, path: str, version: file_lists.Version) -> VersionRow:
-    moment = _utc(version.entry.mtime)
+    moment = version.entry.modified
     restore = reverse("requests:restore", args=[version.backup_id])
     folder = reverse("catalog:browse", args=[client.pk, version.backup_id])
     return VersionRow(

@@ -71,6 +71,12 @@ _TARGET_LOCATION = {
 }
 
 
+def distinct_paths(value) -> list[str]:
+    """The paths of a ``path`` parameter (one or several), blanks and repeats dropped, in order."""
+    values = [] if not value else [value] if isinstance(value, str) else list(value)
+    return list(dict.fromkeys(v.strip() for v in values if isinstance(v, str) and v.strip()))
+
+
 class SelectionField(forms.Field):
     """The paths chosen in the file browser or search (``?path=…&path=…``), carried as hidden inputs.
 
@@ -85,10 +91,7 @@ class SelectionField(forms.Field):
         super().__init__(**kwargs)
 
     def to_python(self, value) -> list[str]:
-        if not value:
-            return []
-        values = [value] if isinstance(value, str) else list(value)
-        paths = list(dict.fromkeys(v.strip() for v in values if isinstance(v, str) and v.strip()))
+        paths = distinct_paths(value)
         if len(paths) > MAX_SELECTION:
             raise ValidationError(
                 f"Choose at most {MAX_SELECTION} paths, or restore the whole recovery point."
@@ -136,9 +139,7 @@ class RestoreForm(forms.Form):
 
     def selected_paths(self) -> list[str]:
         """What the person chose to restore (empty: everything), as sent."""
-        value = self["path"].value() or []
-        values = [value] if isinstance(value, str) else value
-        return list(dict.fromkeys(v for v in values if isinstance(v, str) and v.strip()))
+        return distinct_paths(self["path"].value())
 
     def clean_target_location(self) -> str:
         value = self.cleaned_data["target_location"].strip()

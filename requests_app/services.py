@@ -121,10 +121,6 @@ def submit_restore(
     return request
 
 
-#: The protocol version from which an agent restores a selection (docs/agent-protocol.md).
-SELECTIVE_RESTORE_PROTOCOL = 3
-
-
 def _selection(backup: Backup, target_agent: Agent, paths: list[str] | None) -> list[str]:
     """A restore's selection, checked against the backup's file list and normalised; [] for everything."""
     if not paths:
@@ -133,7 +129,7 @@ def _selection(backup: Backup, target_agent: Agent, paths: list[str] | None) -> 
         paths = file_lists.check_selection(backup, paths)
     except (InvalidPath, NoFileList) as exc:
         raise InvalidRequest({"paths": str(exc)}) from None
-    if target_agent.protocol < SELECTIVE_RESTORE_PROTOCOL:
+    if not target_agent.restores_selections:
         # An older agent ignores the selection and would restore everything: never send it one.
         raise InvalidRequest(
             {

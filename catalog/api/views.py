@@ -201,15 +201,9 @@ def _id(pk: str) -> int:
     return value if 1 <= value <= MAX_ID else 0
 
 
-def _time(seconds: int | None) -> str | None:
-    """Seconds since the epoch as DRF writes a time (ISO 8601, UTC, Z); None when unknown or absurd."""
-    if seconds is None:
-        return None
-    try:
-        moment = datetime.fromtimestamp(seconds, UTC)
-    except (OverflowError, OSError, ValueError):
-        return None
-    return moment.isoformat().replace("+00:00", "Z")
+def _time(moment: datetime | None) -> str | None:
+    """A time as DRF writes one (ISO 8601, UTC, Z); None when unknown."""
+    return None if moment is None else moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _entry(entry: Entry) -> dict:
@@ -218,7 +212,7 @@ def _entry(entry: Entry) -> dict:
         "path": entry.path,
         "type": entry.type,
         "size": entry.size,
-        "mtime": _time(entry.mtime),
+        "mtime": _time(entry.modified),
         "mode": None if entry.mode is None else f"{entry.mode & 0o7777:04o}",
         "link": entry.link,
         "rows": entry.rows,
@@ -228,9 +222,9 @@ def _entry(entry: Entry) -> dict:
 def _version(version: file_lists.Version) -> dict:
     return {
         "backup": version.backup_id,
-        "taken_at": version.taken_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        "taken_at": _time(version.taken_at),
         "type": version.entry.type,
         "size": version.entry.size,
-        "mtime": _time(version.entry.mtime),
+        "mtime": _time(version.entry.modified),
         "points": version.points,
     }

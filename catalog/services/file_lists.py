@@ -12,10 +12,12 @@ import contextlib
 import logging
 import os
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
 
 from catalog.errors import InvalidPath, NoFileList
 from catalog.file_index import (
@@ -49,9 +51,13 @@ def index_file(job_id: int) -> Path:
     return Path(settings.PORTAL_INDEX_ROOT) / f"{job_id // 10_000:05d}" / f"job-{job_id}.bpi"
 
 
+def incoming_folder() -> Path:
+    return Path(settings.PORTAL_INDEX_ROOT) / "incoming"
+
+
 def incoming_file(job_id: int, sha256: str) -> Path:
     """Where an upload waits for its job's completion report."""
-    return Path(settings.PORTAL_INDEX_ROOT) / "incoming" / f"job-{job_id}-{sha256}.bpi"
+    return incoming_folder() / f"job-{job_id}-{sha256}.bpi"
 
 
 def file_list(backup: Backup) -> FileIndex:
@@ -67,8 +73,73 @@ def file_list(backup: Backup) -> FileIndex:
 
 def remove_file_list(job_id: int) -> None:
     """Remove a file list with its recovery point; already gone is fine."""
+    _remove(index_file(job_id))
+
+
+def _remove(path: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
-        os.unlink(index_file(job_id))
+        os.unlink(path)
+
+
+def place_upload(job_id: int, sha256: str, size: int) -> bool:
+    """Put job ``job_id``'s uploaded file list where its backup's is read from; False if there is none.
+
+    The upload (``incoming_file``, catalog/agent_api/views.py) is hard-linked into place and
+    removed only after the caller's transaction commits: a rollback leaves it for the agent's
+    next report and, at worst, a stray file, never a backup pointing at nothing.
+    """
+    incoming = incoming_file(job_id, sha256)
+    target = index_file(job_id)
+    try:
+        if incoming.stat().st_size != size:
+            log.warning("Job %s: the uploaded file list is not the size reported; not attached.", job_id)
+            return False
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staged = target.with_name(f"{target.name}.{os.getpid()}.linking")
+        _remove(staged)
+        try:
+            os.link(incoming, staged)
+        except FileNotFoundError:
+            raise
+        except OSError:  # a file system without hard links: move it (a rollback then loses the upload)
+            os.replace(incoming, target)
+        else:
+            os.replace(staged, target)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        log.error("Job %s: cannot put its file list in place: %s", job_id, exc)
+        return False
+    transaction.on_commit(lambda: _remove(incoming))
+    return True
+
+
+#: An uploaded file list whose job never reported is removed after this long.
+INCOMING_MAX_AGE = timedelta(hours=24)
+
+
+def purge_incoming(*, now: datetime | None = None, max_age: timedelta = INCOMING_MAX_AGE) -> int:
+    """Remove uploaded file lists (and broken-off uploads) that waited longer than ``max_age``.
+
+    An upload waits for its job's completion report, which puts it in place
+    (``place_upload``); one still there a day later belongs to a job that never
+    completed. Returns how many files were removed.
+    """
+    cutoff = ((now or timezone.now()) - max_age).timestamp()
+    removed = 0
+    try:
+        entries = list(os.scandir(incoming_folder()))
+    except FileNotFoundError:
+        return 0
+    for entry in entries:
+        try:
+            if entry.is_file(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                    removed += 1
+        except OSError:
+            continue
+    return removed
 
 
 # --- browsing -----------------------------------------------------------------------------

@@ -13,9 +13,7 @@ guarantee by a coarser lock.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -509,47 +507,14 @@ _INDEX_FIELDS = ["index_entries", "index_kind", "index_size_bytes", "index_sha25
 
 
 def _attach_index(job: Job, backup: Backup, index: dict) -> bool:
-    """Put the uploaded file list in its place and describe it on ``backup`` (not saved); False if none.
-
-    The upload waits at ``file_lists.incoming_file`` (catalog/agent_api/views.py). It is
-    linked into place inside the caller's transaction and the waiting copy removed after
-    commit: a rollback leaves the upload for the agent's next report and, at worst, a
-    stray file, never a backup pointing at nothing. Never fails the backup.
-    """
-    incoming = file_lists.incoming_file(job.pk, index["sha256"])
-    target = file_lists.index_file(job.pk)
-    try:
-        if incoming.stat().st_size != index["size"]:
-            log.warning("Job %s: the uploaded file list is not the size reported; not attached.", job.pk)
-            return False
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staged = target.with_name(f"{target.name}.{os.getpid()}.linking")
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(staged)
-        try:
-            os.link(incoming, staged)
-        except FileNotFoundError:
-            raise
-        except OSError:  # a file system without hard links: move it (a rollback then loses the upload)
-            os.replace(incoming, target)
-        else:
-            os.replace(staged, target)
-    except FileNotFoundError:
-        return False
-    except OSError as exc:
-        log.error("Job %s: cannot put its file list in place: %s", job.pk, exc)
+    """Give ``backup`` (not saved) the file list its agent uploaded; False if there is none."""
+    if not file_lists.place_upload(job.pk, index["sha256"], index["size"]):
         return False
     backup.index_entries = index["entries"]
     backup.index_kind = index["kind"]
     backup.index_size_bytes = index["size"]
     backup.index_sha256 = index["sha256"]
-    transaction.on_commit(lambda: _remove_quietly(incoming))
     return True
-
-
-def _remove_quietly(path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
 
 
 # --- Failure, retry, lease expiry, cancel -----------------------------------------------

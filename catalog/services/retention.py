@@ -9,12 +9,8 @@ at all: the database refuses both (``backup_deleted_only_after_expiry``,
 
 from __future__ import annotations
 
-import contextlib
-import os
-from datetime import datetime, timedelta
-from pathlib import Path
+from datetime import datetime
 
-from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -24,8 +20,6 @@ from catalog.models import Backup, Job
 from catalog.services import jobs
 
 BATCH = 500
-#: An uploaded file list whose job never reported is removed after this long.
-INCOMING_MAX_AGE = timedelta(hours=24)
 
 
 def expire_due(*, now: datetime | None = None, batch: int = BATCH) -> int:
@@ -111,27 +105,3 @@ def release(backup_id: int, *, by) -> Backup:
         backup.save(update_fields=["legal_hold", "legal_hold_reason", "legal_hold_by", "legal_hold_at"])
     return backup
 
-
-def purge_incoming_file_lists(*, now: datetime | None = None, max_age: timedelta = INCOMING_MAX_AGE) -> int:
-    """Remove uploaded file lists (and broken-off uploads) that waited longer than ``max_age``.
-
-    An upload waits in ``PORTAL_INDEX_ROOT/incoming`` for its job's completion report,
-    which moves it into place (catalog/services/jobs.py); one still there a day later
-    belongs to a job that never completed. Returns how many files were removed.
-    """
-    cutoff = ((now or timezone.now()) - max_age).timestamp()
-    folder = Path(settings.PORTAL_INDEX_ROOT) / "incoming"
-    removed = 0
-    try:
-        entries = list(os.scandir(folder))
-    except FileNotFoundError:
-        return 0
-    for entry in entries:
-        try:
-            if entry.is_file(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_mtime < cutoff:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(entry.path)
-                    removed += 1
-        except OSError:
-            continue
-    return removed

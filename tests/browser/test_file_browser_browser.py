@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from requests_app import services
+from catalog.models import Agent
 from requests_app.models import RestoreRequest
 from tests import factories
 from tests.helpers import log_in
@@ -39,7 +39,7 @@ def test_owner_ticks_two_files_and_sees_them_on_the_restore_form(browser, live_s
     owner = factories.UserFactory(username="alice")
     app = factories.ApplicationFactory(slug="webshop", name="Web Shop", owners=[owner])
     estate = factories.build_estate(app, options={"paths": ["/srv/webshop"]})
-    estate.agent.protocol = services.SELECTIVE_RESTORE_PROTOCOL
+    estate.agent.protocol = Agent.SELECTIVE_RESTORE_PROTOCOL
     estate.agent.save(update_fields=["protocol"])
     give_file_list(estate.backup, MEDIA)
     older = factories.BackupFactory(client=estate.client, taken_at=timezone.now() - timedelta(days=1))

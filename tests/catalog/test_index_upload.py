@@ -331,6 +331,6 @@ def test_uploads_whose_job_never_reported_are_removed_after_a_day(running, index
     day_ago = time.time() - 25 * 3600
     os.utime(stale, (day_ago, day_ago))
 
-    assert retention.purge_incoming_file_lists() == 1
+    assert file_lists.purge_incoming() == 1
 
     assert incoming(index_root) == [fresh.name]

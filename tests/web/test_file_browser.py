@@ -14,8 +14,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from catalog.choices import Plugin
+from catalog.models import Agent
 from catalog.services import file_lists
-from requests_app import services
 from requests_app.models import RestoreRequest
 from tests import factories
 from tests.factories import build_estate
@@ -59,7 +59,7 @@ def page(response) -> str:
 def webshop(mine):
     give_file_list(mine.backup, WEBSHOP)
     # An agent that restores a selection (older ones would restore everything: the service refuses).
-    mine.agent.protocol = services.SELECTIVE_RESTORE_PROTOCOL
+    mine.agent.protocol = Agent.SELECTIVE_RESTORE_PROTOCOL
     mine.agent.save(update_fields=["protocol"])
     return mine.backup
 
