@@ -131,7 +131,12 @@ class _Block:
         self._raw = raw
         self._spans = spans
         self._links_blob = raw[at + 18 * n : at + 18 * n + links_len]
-        if len(self._links_blob) != links_len or len(self._types) != n:
+        if (
+            len(self._links_blob) != links_len
+            or len(self._types) != n
+            or len(raw) < at + 18 * n
+            or self.names_blob.count(b"\0") < n
+        ):
             raise IndexError_("truncated block")
 
     @functools.cached_property
@@ -224,7 +229,12 @@ class FileIndex:
         if not 0 <= number < self.entries:
             raise NotFound(f"entry {number}")
         i = bisect.bisect_right(self._block_firsts, number) - 1
-        return self._block(i), number - self._block_firsts[i]
+        block = self._block(i)
+        k = number - self._block_firsts[i]
+        if i < 0 or k >= block.count:
+            # The footer promises an entry no block holds: written by no agent of ours.
+            raise IndexError_(f"entry {number} is in no block")
+        return block, k
 
     def _name(self, number: int) -> bytes:
         block, k = self._locate(number)

@@ -6,10 +6,13 @@ the restore workflow build their indexes with it.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import zlib
 from collections import deque
 from pathlib import Path
 
-from backup_agent.file_index import DIRECTORY, FILE, HARDLINK, SYMLINK, IndexWriter
+from backup_agent.file_index import DIRECTORY, FILE, HARDLINK, SYMLINK, TRAILER, IndexWriter
 from catalog.models import Backup
 from catalog.services import file_lists
 
@@ -89,3 +92,31 @@ WEBSHOP = {
     },
     "etc/nginx": {"nginx.conf": 900},
 }
+
+
+def write_lying_index(path: Path) -> dict:
+    """A file list that opens but does not hold together, as a taken-over agent could send one.
+
+    Its footer promises 5,000 entries and a top-level folder of 5,000 children; its one
+    block holds two. Returns the summary a report would carry.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as out:
+        writer = IndexWriter(out, "files")
+        writer.begin_run(None)
+        folder = writer.add(b"srv", DIRECTORY, 0o755, 0, MTIME)
+        writer.begin_run(folder)
+        writer.add(b"secret.txt", FILE, 0o644, 1, MTIME)
+        writer.end_run()
+        writer._runs[2][0] = 5_000  # the top level's children
+        writer.close()
+    data = path.read_bytes()
+    offset, length, end = TRAILER.unpack(data[-TRAILER.size :])
+    footer = zlib.decompress(data[offset : offset + length])
+    meta_at = footer.rindex(b"{")
+    meta = {**json.loads(footer[meta_at:]), "entries": 5_000}
+    footer = zlib.compress(footer[:meta_at] + json.dumps(meta).encode())
+    data = data[:offset] + footer + TRAILER.pack(offset, len(footer), end)
+    path.write_bytes(data)
+    return {"format": 1, "kind": "files", "entries": 5_000, "size": len(data),
+            "sha256": hashlib.sha256(data).hexdigest()}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -58,6 +59,21 @@ def incoming_folder() -> Path:
 def incoming_file(job_id: int, sha256: str) -> Path:
     """Where an upload waits for its job's completion report."""
     return incoming_folder() / f"job-{job_id}-{sha256}.bpi"
+
+
+@contextlib.contextmanager
+def _read(backup: Backup) -> Iterator[FileIndex]:
+    """The backup's file list, for one reading; a file list found damaged on the way is NoFileList.
+
+    The agent wrote it, and a taken-over agent can write anything that opens: the reader
+    raises IndexError_ for what does not hold together, never a 500.
+    """
+    index = file_list(backup)
+    try:
+        yield index
+    except IndexError_ as exc:
+        log.error("File list of backup %s is damaged: %s", backup.pk, exc)
+        raise NoFileList(f"The file list of this recovery point cannot be read ({exc}).") from None
 
 
 def file_list(backup: Backup) -> FileIndex:
@@ -170,10 +186,10 @@ def crumbs_of(rel: bytes) -> list[tuple[str, str]]:
 
 def list_folder(backup: Backup, path: str, *, offset: int = 0, limit: int = 100) -> Listing:
     """A page of the folder at ``path`` in ``backup``; InvalidPath when it is not a folder there."""
-    index = file_list(backup)
     rel = _rel(path)
     try:
-        total, entries = index.listdir(rel, offset, limit)
+        with _read(backup) as index:
+            total, entries = index.listdir(rel, offset, limit)
     except NotFound:
         raise InvalidPath(f"{path} is not in this recovery point.") from None
     except NotAFolder:
@@ -223,11 +239,12 @@ def find_versions(client: BackupClient, name: str) -> tuple[list[FileVersions], 
     position = 0
     for backup in backups:
         try:
-            index = file_list(backup)
+            with _read(backup) as index:
+                matches = list(index.search(pattern, MAX_MATCHES + 1))
         except NoFileList:
             continue
         position += 1
-        for entry in index.search(pattern, MAX_MATCHES + 1):
+        for entry in matches:
             versions = found.get(entry.path)
             if versions is None:
                 if len(found) >= MAX_MATCHES:
@@ -264,22 +281,22 @@ def check_selection(backup: Backup, paths: list) -> list[str]:
         raise InvalidPath("Give paths as a list of absolute paths.")
     if len(paths) > MAX_SELECTION:
         raise InvalidPath(f"Choose at most {MAX_SELECTION} paths, or restore the whole recovery point.")
-    index = file_list(backup)
     chosen: dict[bytes, str] = {}
     hard_links: list[tuple[str, str]] = []
-    for path in paths:
-        rel = _rel(path)
-        if not rel:
-            raise InvalidPath("To restore everything, leave the selection empty.")
-        try:
-            entry = index.entry_at(rel)
-        except NotFound:
-            raise InvalidPath(f"{path} is not in this recovery point.") from None
-        if index.objects is not None and entry is None:
-            raise InvalidPath(f"{path} is a schema: choose its tables.")
-        chosen[rel] = "/" + path_text(rel)
-        if entry is not None and entry.type == "hardlink" and entry.link is not None:
-            hard_links.append((chosen[rel], entry.link))
+    with _read(backup) as index:
+        for path in paths:
+            rel = _rel(path)
+            if not rel:
+                raise InvalidPath("To restore everything, leave the selection empty.")
+            try:
+                entry = index.entry_at(rel)
+            except NotFound:
+                raise InvalidPath(f"{path} is not in this recovery point.") from None
+            if index.objects is not None and entry is None:
+                raise InvalidPath(f"{path} is a schema: choose its tables.")
+            chosen[rel] = "/" + path_text(rel)
+            if entry is not None and entry.type == "hardlink" and entry.link is not None:
+                hard_links.append((chosen[rel], entry.link))
     for path, target in hard_links:
         # The stream holds a hard link's data at its first name only, which the agent
         # must extract too: say so now rather than fail the restore at 2 a.m.

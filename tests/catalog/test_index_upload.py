@@ -15,8 +15,8 @@ from catalog.choices import BackupStatus, ErrorClass, JobKind, JobState
 from catalog.models import Backup, Job
 from catalog.services import file_lists, jobs, retention
 from tests import factories
-from tests.helpers import agent_client
-from tests.index_files import WEBSHOP, write_files_index
+from tests.helpers import agent_client, key_client
+from tests.index_files import WEBSHOP, write_files_index, write_lying_index
 
 SHA = hashlib.sha256(b"data").hexdigest()
 
@@ -101,13 +101,47 @@ def test_the_file_list_is_browsable_through_the_api_once_attached(running, index
     job.client.application.owners.add(owner)
     upload(api, job, body)
     complete(api, job, index=summary)
-    from tests.helpers import key_client
 
     backup = Backup.objects.get(job=job)
     response = key_client(owner).get(f"/api/v1/backups/{backup.pk}/files/", {"path": "/srv/webshop"})
 
     assert response.status_code == 200, response.json()
     assert [row["name"] for row in response.json()["results"]] == ["app.py", "current", "media"]
+
+
+def test_a_file_list_that_does_not_hold_together_is_no_file_list_to_its_owner(
+    running, owner, tmp_path, client
+):
+    """A taken-over agent uploads a list whose footer promises entries no block holds."""
+    job, api = running
+    job.client.application.owners.add(owner)
+    summary = write_lying_index(tmp_path / "lying.bpi")
+    assert upload(api, job, (tmp_path / "lying.bpi").read_bytes()).status_code == 204
+    assert complete(api, job, index=summary).status_code == 200
+    backup = Backup.objects.get(job=job)
+    owner_api = key_client(owner)
+
+    listing = owner_api.get(f"/api/v1/backups/{backup.pk}/files/", {"path": "/"})
+    search = owner_api.get(f"/api/v1/clients/{job.client_id}/files/", {"name": "secret"})
+    restore = owner_api.post(
+        "/api/v1/restore-requests/",
+        {
+            "backup": backup.pk,
+            "target_agent": job.agent.hostname,
+            "target_location": "/srv/restore",
+            "paths": ["/srv/secret.txt"],
+        },
+        format="json",
+    )
+    client.force_login(owner)
+    page = client.get(f"/clients/{job.client_id}/backups/{backup.pk}/files/", {"path": "/"})
+
+    assert (listing.status_code, listing.json()["code"]) == (404, "no_file_list")
+    assert "cannot be read" in listing.json()["detail"]
+    # The blocks themselves hold together: what they hold is found, nothing more.
+    assert [row["path"] for row in search.json()["results"]] == ["/srv/secret.txt"]
+    assert restore.status_code == 400 and "cannot be read" in str(restore.json())
+    assert page.status_code == 200 and "cannot be read" in page.content.decode()
 
 
 def test_the_same_upload_twice_is_fine(running, index, index_root, django_capture_on_commit_callbacks):
