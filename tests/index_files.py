@@ -13,8 +13,8 @@ from collections import deque
 from pathlib import Path
 
 from backup_agent.file_index import DIRECTORY, FILE, HARDLINK, SYMLINK, TRAILER, IndexWriter
-from catalog.models import Backup
-from catalog.services import file_lists
+from catalog.models import Backup, Job
+from catalog.services import file_lists, jobs
 
 #: 2026-01-02T03:04:05Z, every entry's mtime unless the tree says otherwise.
 MTIME = 1767323045
@@ -120,3 +120,33 @@ def write_lying_index(path: Path) -> dict:
     path.write_bytes(data)
     return {"format": 1, "kind": "files", "entries": 5_000, "size": len(data),
             "sha256": hashlib.sha256(data).hexdigest()}
+
+
+# --- the agent's side of the upload, through the agent API ---------------------------
+
+
+def upload(api, job: Job, body: bytes, sha: str | None = None):
+    """The agent's PUT of a backup's file list (``sha``: what X-Index-SHA256 claims)."""
+    return api.put(
+        f"/api/agent/v1/jobs/{job.pk}/index",
+        data=body,
+        content_type="application/octet-stream",
+        HTTP_X_INDEX_SHA256=sha if sha is not None else hashlib.sha256(body).hexdigest(),
+    )
+
+
+def complete(api, job: Job, **extra):
+    """The agent's report of a finished backup (``index=`` the file list it announces)."""
+    report = {
+        "status": "succeeded",
+        "protocol": 3,
+        "size": 4,
+        "stored_size": 4,
+        "location": jobs.backup_destination(job),
+        "sha256": hashlib.sha256(b"data").hexdigest(),
+        "compression": "none",
+        "manifest": {"files": 9},
+        "log_tail": "done",
+        **extra,
+    }
+    return api.post(f"/api/agent/v1/jobs/{job.pk}/complete", report, format="json")

@@ -16,10 +16,9 @@ from catalog.models import Backup, Job
 from catalog.services import file_lists, jobs, retention
 from tests import factories
 from tests.helpers import agent_client, key_client
-from tests.index_files import WEBSHOP, write_files_index, write_lying_index
+from tests.index_files import WEBSHOP, complete, upload, write_files_index, write_lying_index
 
 SHA = hashlib.sha256(b"data").hexdigest()
-
 
 @pytest.fixture
 def running(db):
@@ -36,31 +35,6 @@ def index(tmp_path) -> tuple[bytes, dict]:
     """A real file list, as the agent writes it: its bytes and its summary."""
     summary = write_files_index(tmp_path / "agent" / "index.bpi", WEBSHOP)
     return (tmp_path / "agent" / "index.bpi").read_bytes(), summary
-
-
-def upload(api, job: Job, body: bytes, sha: str | None = None):
-    return api.put(
-        f"/api/agent/v1/jobs/{job.pk}/index",
-        data=body,
-        content_type="application/octet-stream",
-        HTTP_X_INDEX_SHA256=sha if sha is not None else hashlib.sha256(body).hexdigest(),
-    )
-
-
-def complete(api, job: Job, **extra):
-    report = {
-        "status": "succeeded",
-        "protocol": 3,
-        "size": 4,
-        "stored_size": 4,
-        "location": jobs.backup_destination(job),
-        "sha256": SHA,
-        "compression": "none",
-        "manifest": {"files": 9},
-        "log_tail": "done",
-        **extra,
-    }
-    return api.post(f"/api/agent/v1/jobs/{job.pk}/complete", report, format="json")
 
 
 def incoming(root) -> list[str]:

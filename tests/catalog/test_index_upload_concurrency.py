@@ -6,8 +6,6 @@ Real threads with their own connections; on PostgreSQL above all (make test runs
 
 from __future__ import annotations
 
-import hashlib
-
 import pytest
 from rest_framework.test import APIClient
 
@@ -16,7 +14,7 @@ from catalog.models import Backup, Job
 from catalog.services import file_lists, jobs
 from tests import factories
 from tests.helpers import agent_client, run_at_once
-from tests.index_files import WEBSHOP, write_files_index
+from tests.index_files import WEBSHOP, complete, upload, write_files_index
 
 
 @pytest.mark.django_db(transaction=True)
@@ -32,31 +30,14 @@ def test_two_uploads_and_two_reports_at_once_make_one_point_with_its_file_list(t
         api.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
         return api
 
-    def upload():
-        return speaking_for_the_agent().put(
-            f"/api/agent/v1/jobs/{job.pk}/index",
-            data=body,
-            content_type="application/octet-stream",
-            HTTP_X_INDEX_SHA256=summary["sha256"],
-        ).status_code
+    def upload_again():
+        return upload(speaking_for_the_agent(), job, body).status_code
 
-    def complete():
-        report = {
-            "status": "succeeded",
-            "protocol": 3,
-            "size": 4,
-            "stored_size": 4,
-            "location": jobs.backup_destination(job),
-            "sha256": hashlib.sha256(b"data").hexdigest(),
-            "manifest": {"files": 9},
-            "index": summary,
-        }
-        return speaking_for_the_agent().post(
-            f"/api/agent/v1/jobs/{job.pk}/complete", report, format="json"
-        ).status_code
+    def complete_again():
+        return complete(speaking_for_the_agent(), job, index=summary).status_code
 
-    uploaded = run_at_once([upload, upload])
-    completed = run_at_once([complete, complete])
+    uploaded = run_at_once([upload_again, upload_again])
+    completed = run_at_once([complete_again, complete_again])
 
     assert uploaded == [204, 204]
     assert completed == [200, 200]
