@@ -11,6 +11,7 @@ from backup_agent.allow import AllowList
 from backup_agent.config import Config
 from backup_agent.executor import Executor, new_context
 from backup_agent.progress import Progress
+from backup_agent.runner import Agent
 
 _ids = itertools.count(1000)
 
@@ -145,3 +146,11 @@ def execute(job: dict[str, Any], allow: AllowList | None = None, **config_overri
 def succeeded(report: dict[str, Any]) -> dict[str, Any]:
     assert report["status"] == "succeeded", report.get("error")
     return report
+
+
+def agent_for(portal_url: str, spool_dir: Path, *jobs: dict, **overrides) -> Agent:
+    """An agent whose allow-list grants what `jobs` need (and nothing when there are none)."""
+    allow = AllowList()
+    for job in jobs:
+        allow = allow.added(allow_for(job))
+    return Agent(config(server=portal_url, spool_dir=str(spool_dir), allow=allow, **overrides))

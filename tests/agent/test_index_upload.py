@@ -14,8 +14,7 @@ from backup_agent.client import PortalClient
 from backup_agent.spool import Spool
 
 from .fakeportal import PREFIX, FakePortal, _answer, _drop
-from .helpers import backup_job
-from .test_runner import agent_for
+from .helpers import agent_for, backup_job
 
 
 @pytest.fixture(autouse=True)

@@ -11,13 +11,12 @@ from pathlib import Path
 import pytest
 
 from backup_agent import PROTOCOL_VERSION
-from backup_agent.allow import AllowList
 from backup_agent.client import PortalClient
-from backup_agent.runner import BACKOFF_CAP, Agent, backoff_delay
+from backup_agent.runner import BACKOFF_CAP, backoff_delay
 from backup_agent.spool import Spool
 
 from .fakeportal import FakePortal
-from .helpers import allow_for, backup_job, config, tool
+from .helpers import agent_for, backup_job, tool
 
 
 @pytest.fixture(autouse=True)
@@ -28,14 +27,6 @@ def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def spool_dir(tmp_path: Path) -> Path:
     return tmp_path / "spool"
-
-
-def agent_for(portal_url: str, spool_dir: Path, *jobs: dict, **overrides) -> Agent:
-    """An agent whose allow-list grants what `jobs` need (and nothing when there are none)."""
-    allow = AllowList()
-    for job in jobs:
-        allow = allow.added(allow_for(job))
-    return Agent(config(server=portal_url, spool_dir=str(spool_dir), allow=allow, **overrides))
 
 
 def closed_port_url() -> str:

@@ -20,6 +20,7 @@ from tests.index_files import WEBSHOP, complete, upload, write_files_index, writ
 
 SHA = hashlib.sha256(b"data").hexdigest()
 
+
 @pytest.fixture
 def running(db):
     """A backup job handed to its agent, and an API client speaking for that agent."""
