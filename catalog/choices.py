@@ -89,6 +89,13 @@ class BackupStatus(models.TextChoices):
     DELETED = "deleted", "Deleted"
 
 
+class BackupLevel(models.TextChoices):
+    """A full holds the whole tree; an incremental what changed since its base (docs/incremental.md)."""
+
+    FULL = "full", "Full"
+    INCREMENTAL = "incremental", "Incremental"
+
+
 class Verification(models.TextChoices):
     PASSED = "passed", "Passed"
     FAILED = "failed", "Failed"

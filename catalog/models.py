@@ -10,9 +10,9 @@ from datetime import datetime, timedelta
 from croniter import croniter
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.validators import MinValueValidator, RegexValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
-from django.db.models import FilteredRelation, Q
+from django.db.models import Exists, FilteredRelation, OuterRef, Q
 from django.db.models.functions import Length
 from django.db.models.lookups import Exact
 from django.utils import timezone
@@ -23,6 +23,7 @@ from catalog.choices import (
     AgentStatus,
     AlertKind,
     AlertSeverity,
+    BackupLevel,
     BackupStatus,
     ClientStatus,
     Compression,
@@ -56,6 +57,10 @@ def new_token(prefix: str) -> str:
     such as ``backup-agent enrol --token …`` would read as an option.
     """
     return f"{prefix}_{secrets.token_urlsafe(32)}"
+
+
+#: The most points in one chain (a full and its incrementals); the agent's MAX_CHAIN_DEPTH + 1.
+MAX_CHAIN_LENGTH = 250
 
 
 def validate_cron(value: str) -> None:
@@ -174,6 +179,24 @@ class JobQuerySet(TenantQuerySet):
 class BackupQuerySet(TenantQuerySet):
     application_path = "client__application"
 
+    def restorable(self):
+        """Points that can be restored: available, not failed verification, and their chain whole.
+
+        The one rule (restores, restore tests, compliance). A full stands alone; an incremental
+        needs its full and every point between them (same ``full``, taken no later) available
+        and not failed verification. Chains are linear, one point after the other, so those are
+        exactly its bases. One SQL query, whatever the chains' length.
+        """
+        broken = Backup.objects.filter(
+            Q(pk=OuterRef("full_id"))
+            | Q(full_id=OuterRef("full_id"), taken_at__lt=OuterRef("taken_at"))
+        ).filter(~Q(status=BackupStatus.AVAILABLE) | Q(verification=Verification.FAILED))
+        return (
+            self.filter(status=BackupStatus.AVAILABLE)
+            .exclude(verification=Verification.FAILED)
+            .exclude(Q(full__isnull=False) & Exists(broken))
+        )
+
 
 class EnrolmentTokenQuerySet(TenantQuerySet):
     application_path = "application"
@@ -242,6 +265,8 @@ class Agent(models.Model):
     #: The protocol from which an agent restores only the paths a restore names (older ones
     #: ignore them and restore everything: docs/agent-protocol.md).
     SELECTIVE_RESTORE_PROTOCOL = 3
+    #: The protocol from which an agent takes incremental backups and restores chains.
+    INCREMENTAL_PROTOCOL = 4
 
     hostname = models.CharField(max_length=253, unique=True, validators=[hostname_validator])
     applications = models.ManyToManyField(Application, blank=True, related_name="agents")
@@ -402,6 +427,21 @@ class ProtectionPolicy(models.Model):
     auto_approve_clients = models.BooleanField(
         default=False, help_text="New clients on this policy are approved by the system."
     )
+    # Backup levels: both empty (the default) means every backup is a full. Otherwise the
+    # files plugin takes incrementals between fulls (database dumps are always full).
+    full_every_days = models.PositiveSmallIntegerField(
+        null=True,
+        blank=True,
+        help_text="Take a full backup when the last full is this many days old (7: weekly), "
+        "incrementals in between. Empty: not by age.",
+    )
+    full_every_backups = models.PositiveSmallIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(MAX_CHAIN_LENGTH)],
+        help_text="A full backup every N backups (1 full + N-1 incrementals). Empty: not by count. "
+        "Both empty: every backup is a full. Database dumps are always full.",
+    )
 
     objects = ProtectionPolicyQuerySet.as_manager()
 
@@ -420,6 +460,15 @@ class ProtectionPolicy(models.Model):
             models.CheckConstraint(
                 condition=Q(price_per_gb_month__gte=0), name="policy_price_gte_0"
             ),
+            models.CheckConstraint(
+                condition=Q(full_every_days__isnull=True) | Q(full_every_days__gt=0),
+                name="policy_full_every_days_positive",
+            ),
+            models.CheckConstraint(
+                condition=Q(full_every_backups__isnull=True)
+                | Q(full_every_backups__gt=0, full_every_backups__lte=MAX_CHAIN_LENGTH),
+                name="policy_full_every_backups_range",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -427,6 +476,11 @@ class ProtectionPolicy(models.Model):
 
     def next_run_after(self, moment):
         return croniter(self.schedule, moment).get_next(type(moment))
+
+    @property
+    def takes_incrementals(self) -> bool:
+        """Whether its file backups take incrementals between fulls (database dumps never do)."""
+        return self.full_every_days is not None or self.full_every_backups is not None
 
 
 class BackupClient(models.Model):
@@ -535,6 +589,19 @@ class Job(models.Model):
     overwrite = models.BooleanField(default=False)
     paths = models.JSONField(
         default=list, blank=True, help_text="A selective restore's files, folders or tables; empty: all."
+    )
+    # A backup's level, planned when an agent claims it (catalog/services/chains.py).
+    level = models.CharField(max_length=12, choices=BackupLevel, blank=True)
+    base = models.ForeignKey(
+        "Backup",
+        on_delete=models.PROTECT,
+        related_name="+",
+        null=True,
+        blank=True,
+        help_text="The recovery point an incremental backup builds on.",
+    )
+    level_reason = models.CharField(
+        max_length=300, blank=True, help_text="Why a full was planned where the policy takes incrementals."
     )
     created_at = models.DateTimeField(default=timezone.now)
     not_before = models.DateTimeField(
@@ -665,6 +732,26 @@ class Backup(models.Model):
     index_kind = models.CharField(max_length=16, blank=True)
     index_size_bytes = models.PositiveBigIntegerField(null=True, blank=True)
     index_sha256 = models.CharField(max_length=64, blank=True)
+    # Chains (docs/incremental.md): an incremental holds what changed since its base; restoring
+    # it needs every point back to its full. A base cannot expire while an available point
+    # builds on it (enforced by triggers too: migration 0012).
+    level = models.CharField(max_length=12, choices=BackupLevel, default=BackupLevel.FULL)
+    base = models.ForeignKey(
+        "self",
+        on_delete=models.PROTECT,
+        related_name="dependents",
+        null=True,
+        blank=True,
+        help_text="The point this incremental builds on; empty for a full.",
+    )
+    full = models.ForeignKey(
+        "self",
+        on_delete=models.PROTECT,
+        related_name="chain_members",
+        null=True,
+        blank=True,
+        help_text="The full its chain starts from; empty for a full.",
+    )
 
     objects = BackupQuerySet.as_manager()
 
@@ -697,6 +784,11 @@ class Backup(models.Model):
             ),
             models.CheckConstraint(
                 condition=Exact(Length("sha256"), 64), name="backup_sha256_length"
+            ),
+            models.CheckConstraint(
+                condition=Q(level=BackupLevel.FULL, base__isnull=True, full__isnull=True)
+                | Q(level=BackupLevel.INCREMENTAL, base__isnull=False, full__isnull=False),
+                name="backup_incremental_has_base",
             ),
         ]
         indexes = [
