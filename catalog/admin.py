@@ -23,10 +23,14 @@ from django.db.models import Count, F, OuterRef, Prefetch, Subquery
 from django.db.models.deletion import PROTECT
 from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 from django.utils.text import Truncator
 
+from catalog import levels
 from catalog.admin_mixins import (
     BackupTeamViewMixin,
     NoAddMixin,
@@ -35,7 +39,7 @@ from catalog.admin_mixins import (
     ReadOnlyAdminMixin,
 )
 from catalog.allow_list import describe as describe_allow_list
-from catalog.choices import AgentStatus, BackupStatus, JobTrigger
+from catalog.choices import AgentStatus, BackupLevel, BackupStatus, JobTrigger, Verification
 from catalog.errors import InvalidTransition
 from catalog.formatting import human_age, human_duration, human_size
 from catalog.models import (
@@ -52,7 +56,7 @@ from catalog.models import (
     ProtectionPolicy,
     StorageTarget,
 )
-from catalog.services import agents, alerts, hosts, jobs, retention
+from catalog.services import agents, alerts, chains, hosts, jobs, retention
 from catalog.tenancy import is_backup_team
 
 #: How many protected dependents a delete page probes for before it stops counting.
@@ -201,6 +205,7 @@ class ProtectionPolicyAdmin(CatalogAdmin):
     list_display = (
         "name",
         "schedule",
+        "level_scheme",
         "retention_days",
         "rpo_hours",
         "storage_target",
@@ -212,6 +217,23 @@ class ProtectionPolicyAdmin(CatalogAdmin):
     list_filter = ("auto_approve_clients", "storage_target")
     list_select_related = ("storage_target",)
     search_fields = ("name", "description")
+    fieldsets = (
+        (None, {"fields": ("name", "description", "storage_target", "price_per_gb_month",
+                           "auto_approve_clients")}),
+        ("Schedule and retention", {"fields": ("schedule", "retention_days", "rpo_hours",
+                                               "restore_test_interval_days", "max_retries")}),
+        ("Backup levels", {
+            "fields": ("full_every_days", "full_every_backups"),
+            "description": "Both empty: every backup is a full (existing policies stay so until changed). "
+            "Otherwise file backups take incrementals between fulls: a full when the chain's full is that "
+            "many days old, or when the chain holds that many backups, whichever comes first. "
+            + levels.ONLY_FILES_INCREMENTAL,
+        }),
+    )  # fmt: skip
+
+    @admin.display(description="levels")
+    def level_scheme(self, obj):
+        return levels.level_scheme(obj)
 
 
 # --- Agents ------------------------------------------------------------------------
@@ -503,12 +525,13 @@ class JobAdmin(ReadOnlyAdminMixin, CatalogAdmin):  # the lifecycle belongs to ca
         "state",
         "attempt",
         "trigger",
+        "level",
         "created",
         "duration_display",
         "bytes_done_display",
         "error_class",
     )
-    list_filter = ("state", "kind", "trigger", "error_class")
+    list_filter = ("state", "kind", "trigger", "level", "error_class")
     list_select_related = ("client__application", "agent")
     search_fields = ("client__name", "=client__application__slug", "agent__hostname")
     search_help_text = "Client name, application slug (exact) or agent host name."
@@ -517,6 +540,7 @@ class JobAdmin(ReadOnlyAdminMixin, CatalogAdmin):  # the lifecycle belongs to ca
     fieldsets = (
         (None, {"fields": ("kind", "state", "trigger", "attempt", "retry_of", "requested_by")}),
         ("Where", {"fields": ("client", "agent", "backup", "target_location", "overwrite", "paths")}),
+        ("Backup level", {"fields": ("level", "base", "level_reason")}),
         ("When", {"fields": ("created_at", "not_before", "started_at", "finished_at",
                              "duration_display", "lease_expires_at", "cancel_requested_at")}),
         ("The agent's clock (information only)", {"fields": ("reported_started_at", "reported_finished_at")}),
@@ -538,10 +562,17 @@ class JobAdmin(ReadOnlyAdminMixin, CatalogAdmin):  # the lifecycle belongs to ca
         return nowrap(human_size(obj.bytes_done))
 
 
+LEGAL_HOLD_HELP = (
+    "A hold holds the chain: the full and every incremental this point builds on stay available "
+    "(and expired ones come back) while it is held, because it cannot be restored without them."
+)
+
+
 class BackupAdminForm(forms.ModelForm):
     class Meta:
         model = Backup
         fields = ("legal_hold", "legal_hold_reason")
+        help_texts = {"legal_hold": LEGAL_HOLD_HELP}
 
     def clean(self):
         cleaned = super().clean()
@@ -557,6 +588,7 @@ class BackupAdmin(NoAddMixin, NoDeleteMixin, CatalogAdmin):  # the retention flo
     list_display = (
         "taken_at",
         "client",
+        "level_display",
         "status",
         "size",
         "stored_size",
@@ -565,7 +597,7 @@ class BackupAdmin(NoAddMixin, NoDeleteMixin, CatalogAdmin):  # the retention flo
         "verification",
         "legal_hold",
     )
-    list_filter = ("status", "verification", "legal_hold", "storage_target", "compression")
+    list_filter = ("status", "level", "verification", "legal_hold", "storage_target", "compression")
     list_select_related = ("client__application", "storage_target")
     search_fields = ("client__name", "=client__application__slug", "=sha256")
     search_help_text = "Client name, application slug (exact) or SHA-256 (exact)."
@@ -573,6 +605,7 @@ class BackupAdmin(NoAddMixin, NoDeleteMixin, CatalogAdmin):  # the retention flo
     show_full_result_count = False
     fieldsets = (
         (None, {"fields": ("client", "job", "status", "taken_at", "expires_at", "deleted_at")}),
+        ("Chain", {"fields": ("level", "base", "full", "chain")}),
         ("Legal hold", {"fields": ("legal_hold", "legal_hold_reason", "legal_hold_by", "legal_hold_at")}),
         ("Storage", {"fields": ("storage_target", "location", "size_bytes", "size", "stored_size_bytes",
                                 "stored_size", "compression", "sha256", "manifest")}),
@@ -583,6 +616,7 @@ class BackupAdmin(NoAddMixin, NoDeleteMixin, CatalogAdmin):  # the retention flo
         *(name for name in _all_field_names(Backup) if name not in BackupAdminForm.Meta.fields),
         "size",
         "stored_size",
+        "chain",
     )
 
     # Legal hold is the one thing edited here, and it goes through catalog.services.retention:
@@ -636,6 +670,69 @@ class BackupAdmin(NoAddMixin, NoDeleteMixin, CatalogAdmin):  # the retention flo
     @admin.display(description="expires", ordering="expires_at")
     def expires(self, obj):
         return obj.expires_at.date()
+
+    @admin.display(description="level", ordering="level")
+    def level_display(self, obj):
+        # base_id only: the column costs no query (no join either).
+        if obj.level != BackupLevel.INCREMENTAL:
+            return BackupLevel(obj.level).label
+        url = reverse("admin:catalog_backup_change", args=[obj.base_id])
+        return format_html('{}<a href="{}">#{}</a>', nowrap("Incremental on "), url, obj.base_id)
+
+    @admin.display(description="chain")
+    def chain(self, obj):
+        """The chain up to this point (full → … → this point) and the later points that need it."""
+        if obj.pk is None:
+            return "—"
+        members = [*chains.chain_of(obj), obj]
+        dependents = list(levels.dependents_of(obj))
+        if Backup.objects.restorable().filter(pk=obj.pk).exists():
+            verdict = format_html(
+                "<p><strong>Restorable</strong>: {}</p>",
+                "a full, it stands alone."
+                if obj.level == BackupLevel.FULL
+                else f"its chain of {len(members)} points is whole.",
+            )
+        else:
+            found = chains.why_unrestorable(obj)
+            if found is None or found.member.pk == obj.pk:
+                why = found.why if found is not None else "its chain is not whole"
+            else:
+                why = f"chain broken: backup {found.member.pk} {found.why}"
+            verdict = format_html('<p class="errornote"><strong>Not restorable</strong>: {}.</p>', why)
+        parts = [verdict]
+        if obj.level == BackupLevel.INCREMENTAL:
+            needs = mark_safe("<p>Restoring it needs, oldest first:</p>")  # noqa: S308 (constant)
+            parts += [needs, _chain_list(members, obj)]
+        if dependents:
+            needed = (
+                "1 later point of the chain needs it: it stays until that one expires."
+                if len(dependents) == 1
+                else f"{len(dependents)} later points of the chain need it: it stays until they expire."
+            )
+            parts += [format_html("<p>{}</p>", needed), _chain_list(dependents, obj)]
+        else:
+            parts.append(mark_safe("<p>No later point builds on it.</p>"))  # noqa: S308 (constant)
+        return format_html_join("", "{}", ((part,) for part in parts))
+
+
+def _chain_list(points, current):
+    """An ordered list of chain members, each linked to its page, ``current`` in bold."""
+    items = []
+    for point in points:
+        facts = [point.taken_at.strftime("%Y-%m-%d %H:%M"), BackupStatus(point.status).label]
+        if point.verification == Verification.FAILED:
+            failed = '<strong style="color: var(--error-fg)">failed verification</strong>'
+            facts.append(mark_safe(failed))  # noqa: S308 (constant)
+        if point.legal_hold:
+            facts.append("legal hold")
+        label = levels.level_label(point)
+        url = reverse("admin:catalog_backup_change", args=[point.pk])
+        link = format_html('<a href="{}">#{}</a> {}', url, point.pk, label)
+        if point.pk == current.pk:
+            link = format_html("<strong>{} (this point)</strong>", link)
+        items.append((link, format_html_join(" · ", "{}", ((fact,) for fact in facts))))
+    return format_html('<ol class="chain">{}</ol>', format_html_join("", "<li>{} — {}</li>", items))
 
 
 # --- Alerts ------------------------------------------------------------------------

@@ -36,3 +36,14 @@ class NoFileList(CatalogError):
 
     code = "no_file_list"
     http_status = 404
+
+
+class InvalidReport(CatalogError):
+    """An agent's report that contradicts its job (an incremental not planned, another base): an agent bug."""
+
+    code = "invalid"
+    http_status = 400
+
+    def __init__(self, field: str, message: str) -> None:
+        self.errors = {field: message}
+        super().__init__(message)

@@ -20,6 +20,7 @@ from drf_spectacular.utils import extend_schema_field
 from catalog.choices import (
     AlertKind,
     AlertSeverity,
+    BackupLevel,
     BackupStatus,
     ClientStatus,
     JobKind,
@@ -61,17 +62,18 @@ class InstantFilter(django_filters.IsoDateTimeFilter):
 
 
 class BackupFilterSet(django_filters.FilterSet):
-    """Recovery points by when they were taken (whole days, inclusive) and status."""
+    """Recovery points by when they were taken (whole days, inclusive), status and level."""
 
     taken_at = django_filters.DateFromToRangeFilter(
         label="Taken between",
         widget=DateRangeWidget(attrs={"type": "date"}),
     )
     status = django_filters.ChoiceFilter(choices=BackupStatus.choices, empty_label="Any status")
+    level = django_filters.ChoiceFilter(choices=BackupLevel.choices, empty_label="Full or incremental")
 
     class Meta:
         model = Backup
-        fields = ["taken_at", "status"]
+        fields = ["taken_at", "status", "level"]
 
 
 class BackupApiFilterSet(BackupFilterSet):
@@ -88,7 +90,7 @@ class BackupApiFilterSet(BackupFilterSet):
     taken_before = InstantFilter(field_name="taken_at", lookup_expr="lt")
 
     class Meta(BackupFilterSet.Meta):
-        fields = ["client", "application", "taken_after", "taken_before", "status"]
+        fields = ["client", "application", "taken_after", "taken_before", "status", "level"]
 
 
 class JobFilterSet(django_filters.FilterSet):

@@ -734,7 +734,7 @@ class Backup(models.Model):
     index_sha256 = models.CharField(max_length=64, blank=True)
     # Chains (docs/incremental.md): an incremental holds what changed since its base; restoring
     # it needs every point back to its full. A base cannot expire while an available point
-    # builds on it (enforced by triggers too: migration 0012).
+    # builds on it (enforced by triggers too: migration 0013).
     level = models.CharField(max_length=12, choices=BackupLevel, default=BackupLevel.FULL)
     base = models.ForeignKey(
         "self",

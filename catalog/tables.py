@@ -8,11 +8,13 @@ from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
 from catalog import formatting
-from catalog.choices import BackupStatus
+from catalog.choices import BackupLevel, BackupStatus, Verification
 from catalog.models import Agent, Backup, BackupClient
 from catalog.templatetags.portal_format import TONES, badge, rpo_badge
 
 TABLE_TEMPLATE = "portal/table.html"
+#: "12.0 MiB" and "2026-12-20" read badly broken over two lines in a wide table.
+NOWRAP = {"td": {"class": "nowrap"}}
 
 
 def _moment(value) -> str:
@@ -26,23 +28,31 @@ def _state(value, label) -> str:
 
 
 class BackupTable(tables.Table):
-    """A client's recovery points, newest first; available ones link to the restore form."""
+    """A client's recovery points, newest first; restorable ones link to the restore form.
 
+    Rows come annotated ``restorable`` (``catalog.levels.with_restorable``): an available
+    incremental whose chain is broken says so instead of offering a restore that would be refused.
+    """
+
+    number = tables.Column(accessor="pk", verbose_name="Point", orderable=False)
     taken_at = tables.DateTimeColumn(verbose_name="Taken", format="Y-m-d H:i")
     age = tables.Column(accessor="taken_at", verbose_name="Age", orderable=False)
-    size_bytes = tables.Column(verbose_name="Size")
-    stored_size_bytes = tables.Column(verbose_name="Stored")
+    level = tables.Column(verbose_name="Level", orderable=False)
+    size_bytes = tables.Column(verbose_name="Size", attrs=NOWRAP)
+    stored_size_bytes = tables.Column(verbose_name="Stored", attrs=NOWRAP)
     status = tables.Column()
     verification = tables.Column(verbose_name="Restore test", empty_values=())
-    expires_at = tables.DateTimeColumn(verbose_name="Expires", format="Y-m-d")
+    expires_at = tables.DateTimeColumn(verbose_name="Expires", format="Y-m-d", attrs=NOWRAP)
     files = tables.Column(accessor="index_entries", verbose_name="Files", orderable=False, empty_values=())
     restore = tables.Column(accessor="pk", verbose_name="", orderable=False, empty_values=())
 
     class Meta:
         model = Backup
         fields = (
+            "number",
             "taken_at",
             "age",
+            "level",
             "size_bytes",
             "stored_size_bytes",
             "status",
@@ -55,8 +65,21 @@ class BackupTable(tables.Table):
         attrs = {"class": "table"}
         empty_text = "No recovery points match."
 
+    def render_number(self, value):
+        return format_html('<span class="nowrap">#{}</span>', value)
+
     def render_age(self, value):
         return _moment(value)
+
+    def render_level(self, record):
+        # base_id only: no join, no query per row.
+        if record.level != BackupLevel.INCREMENTAL:
+            return BackupLevel(record.level).label
+        return format_html(
+            'Incremental <small class="muted nowrap" title="Builds on recovery point #{0}: restoring it '
+            'needs that point and every one back to the full.">on #{0}</small>',
+            record.base_id,
+        )
 
     def render_size_bytes(self, value):
         return formatting.human_size(value)
@@ -83,6 +106,14 @@ class BackupTable(tables.Table):
     def render_restore(self, record):
         if record.status != BackupStatus.AVAILABLE:
             return ""
+        # A point that failed its own test keeps the link (the form says why not, as for a full).
+        own_failure = record.verification == Verification.FAILED
+        if record.level == BackupLevel.INCREMENTAL and not own_failure and not record.restorable:
+            return format_html(
+                '<span class="badge badge-fail nowrap" title="{}">chain broken</span>',
+                "A point this incremental builds on is gone or failed its restore test, so it cannot "
+                "be restored. Choose an older point, or a newer one of another chain.",
+            )
         return format_html(
             '<a class="button button-small" href="{}">Restore…</a>',
             reverse("requests:restore", args=[record.pk]),

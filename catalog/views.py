@@ -25,7 +25,7 @@ from django.views.decorators.http import require_POST
 from django_tables2 import RequestConfig
 from django_tables2.paginators import LazyPaginator
 
-from catalog import allow_list, protection
+from catalog import allow_list, levels, protection
 from catalog.choices import BackupStatus
 from catalog.errors import InvalidPath, NoFileList
 from catalog.file_index import DATABASE_KINDS, Entry
@@ -98,7 +98,7 @@ def client_detail(request: HttpRequest, pk: int) -> HttpResponse:
     )
     # Ordered newest first by the table, which backup_client_recent_idx serves; the lazy
     # paginator reads one row past the page instead of counting millions.
-    backups = Backup.objects.visible_to(request.user).filter(client=client)
+    backups = levels.with_restorable(Backup.objects.visible_to(request.user).filter(client=client))
     filterset = BackupFilterSet(request.GET, queryset=backups, request=request)
     table = BackupTable(filterset.qs if filterset.is_valid() else backups.none())
     RequestConfig(

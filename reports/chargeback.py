@@ -3,10 +3,14 @@
 Definitions (the report prints them):
 
 - **Protected size**: the front-end size (``size_bytes``) of the client's newest
-  backup taken before the month end and not deleted by then. Every backup is full.
-- **Stored GB-months**: for every backup held during the month,
-  ``stored_size_bytes / 10^9 × seconds held in the month / seconds in the month``;
-  a backup is held from ``taken_at`` until ``deleted_at`` (or the month end).
+  full backup taken before the month end and not deleted by then (an incremental's
+  ``size_bytes`` is only what it read: what changed).
+- **Stored GB-months**: for every backup held during the month, full or
+  incremental, ``stored_size_bytes / 10^9 × seconds held in the month / seconds in
+  the month``; a backup is held from ``taken_at`` until ``deleted_at`` (or the
+  month end). An incremental stores what changed, so it costs less. **Of which
+  incrementals**: the same sum over the incremental backups only (information: the
+  amount is billed on the whole).
 - **Price**: the client's policy's price per GB-month in effect each day
   (``PolicyPrice``). A month with a price change is cut at that day; each part
   is measured and billed on its own.
@@ -30,7 +34,7 @@ from decimal import Decimal
 from django.db.models import Count, F, OuterRef, Q, Subquery, Sum
 from django.db.models.functions import Coalesce
 
-from catalog.choices import JobKind, JobState
+from catalog.choices import BackupLevel, JobKind, JobState
 from catalog.models import Backup, BackupClient, Job
 from reports.base import CENT, GB, BuiltReport, cents, percent
 from reports.periods import Month
@@ -50,6 +54,7 @@ class Figures:
     clients: int = 0
     protected_bytes: int = 0
     gb_months: Decimal = Decimal("0.00")
+    incremental_gb_months: Decimal = Decimal("0.00")  # of gb_months
     backups: int = 0
     restores: int = 0
     amount: Decimal = Decimal("0.00")
@@ -59,6 +64,7 @@ class Figures:
         self.clients += other.clients
         self.protected_bytes += other.protected_bytes
         self.gb_months += other.gb_months
+        self.incremental_gb_months += other.incremental_gb_months
         self.backups += other.backups
         self.restores += other.restores
         self.amount += other.amount
@@ -136,7 +142,7 @@ class ChargebackReport(BuiltReport):
     CSV_HEADER = [
         "month", "cost_centre", "cost_centre_name", "application", "application_name", "client", "hostname",
         "policy", "price_per_gb_month", "price_note", "protected_gb", "stored_gb_months", "backups",
-        "restores", "amount", "previous_month_amount", "change",
+        "restores", "amount", "previous_month_amount", "change", "incremental_gb_months",
     ]  # fmt: skip
 
     def csv_rows(self):
@@ -145,7 +151,7 @@ class ChargebackReport(BuiltReport):
                 str(self.month), line.cost_center_code, line.cost_center_name, line.application_slug,
                 line.application_name, line.client, line.hostname, line.policy, line.price, line.price_note,
                 line.protected_gb, line.gb_months, line.backups, line.restores, line.amount,
-                line.previous_amount, line.change,
+                line.previous_amount, line.change, line.incremental_gb_months,
             ]  # fmt: skip
 
     def summary(self) -> dict:
@@ -189,7 +195,8 @@ def build(month: Month, scope: Scope, *, now=None) -> ChargebackReport:
 
 
 def _usage(scope: Scope, slices: list[Slice], month: Month, as_of) -> dict[int, dict]:
-    """Per client: byte-seconds held in each slice, and the backups taken in the month."""
+    """Per client: byte-seconds held in each slice, the backups taken in the month, and the
+    byte-seconds the month's incrementals were held."""
     if not slices:
         return {}
     window_start, window_end = slices[0].start, slices[-1].end
@@ -208,11 +215,17 @@ def _usage(scope: Scope, slices: list[Slice], month: Month, as_of) -> dict[int, 
         for n, piece in enumerate(slices)
     }
     taken = Count("pk", filter=Q(taken_at__gte=month.start, taken_at__lt=as_of))
+    incremental = Sum(
+        held_seconds(month.start, as_of) * F("stored_size_bytes"),
+        filter=Q(level=BackupLevel.INCREMENTAL, taken_at__lt=as_of)
+        & (Q(deleted_at__isnull=True) | Q(deleted_at__gt=month.start)),
+    )
     result = {}
-    for row in held.annotate(backups=taken, **sums):
+    for row in held.annotate(backups=taken, incremental=incremental, **sums):
         result[row["client_id"]] = {
             "backups": row["backups"],
             "byte_seconds": [row[f"s{n}"] or 0 for n in range(len(slices))],
+            "incremental_byte_seconds": row["incremental"] or 0,
         }
     return result
 
@@ -235,7 +248,7 @@ def _restores(scope: Scope, month: Month, as_of) -> dict[int, int]:
 
 def _clients(scope: Scope, as_of) -> dict[int, dict]:
     newest = (
-        Backup.objects.filter(client=OuterRef("pk"), taken_at__lt=as_of)
+        Backup.objects.filter(client=OuterRef("pk"), taken_at__lt=as_of, level=BackupLevel.FULL)
         .filter(Q(deleted_at__isnull=True) | Q(deleted_at__gt=as_of))
         .order_by("-taken_at")
         .values("size_bytes")[:1]
@@ -295,6 +308,7 @@ def _line(
         clients=1,
         protected_bytes=client["protected"],
         gb_months=gb_months,
+        incremental_gb_months=_gb_months(usage["incremental_byte_seconds"] if usage else 0, month),
         backups=usage["backups"] if usage else 0,
         restores=restores,
         amount=amount,
@@ -312,6 +326,10 @@ def _line(
         price=prices[-1][1] if prices else biller.book.price_on(client["policy_id"], month.last_day),
         price_note=_price_note(prices),
     )
+
+
+def _gb_months(byte_seconds, month: Month) -> Decimal:
+    return (Decimal(repr(float(byte_seconds))) / (GB * Decimal(repr(month.seconds)))).quantize(CENT)
 
 
 def _price_note(prices: list[tuple[Slice, Decimal]]) -> str:

@@ -15,15 +15,23 @@ Definitions (the report prints them):
   within the policy's restore-test interval plus a day's grace (the same rule as
   the restore-test watch); a client younger than that is *not yet due*.
 - **Retention honoured**: no backup deleted in the month before its expiry.
+- **Chain whole** (protected): the newest good backup at the month end can be
+  restored — ``BackupQuerySet.restorable()``, the catalog's one rule: a full, or
+  an incremental whose full and every point between are available and not failed
+  verification. Judged on the catalog as it is when the report is built; a point
+  removed since the month end (retention) is not judged again.
 - **Compliant client** = RPO met on at least 99 % of its measured days AND a
-  current passed restore test (or not yet due) AND retention honoured.
-  **Overall compliance** = compliant clients ÷ measured clients (active clients).
+  current passed restore test (or not yet due) AND retention honoured AND its
+  chain whole. **Overall compliance** = compliant clients ÷ measured clients
+  (active clients).
 - **Open critical alerts**: critical alerts raised before the month end and not
   resolved by then (shown, not part of the verdict).
 
 Aggregated in the database: the days met are a window function (``LEAD``) over
 each client's backups, summed per client; the last restore test is ``ROW_NUMBER``
-over the restore tests; counts are grouped queries.
+over the restore tests; counts are grouped queries; whether the newest good backup is
+restorable is a correlated EXISTS on the clients' query, and the members that break the
+broken chains are named by one more query (catalog.services.chains.first_breaks).
 """
 
 from __future__ import annotations
@@ -33,11 +41,23 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cached_property
 
-from django.db.models import Count, ExpressionWrapper, F, FloatField, OuterRef, Q, Subquery, Value, Window
+from django.db.models import (
+    Count,
+    Exists,
+    ExpressionWrapper,
+    F,
+    FloatField,
+    OuterRef,
+    Q,
+    Subquery,
+    Value,
+    Window,
+)
 from django.db.models.functions import Ceil, Coalesce, Greatest, Lead, Least, RowNumber
 
 from catalog.choices import (
     AlertSeverity,
+    BackupStatus,
     ClientStatus,
     ErrorClass,
     JobKind,
@@ -45,6 +65,7 @@ from catalog.choices import (
     Verification,
 )
 from catalog.models import Alert, Backup, BackupClient, Job, ProtectionPolicy
+from catalog.services import chains
 from reports.base import BuiltReport, percent
 from reports.periods import Month
 from reports.scope import Scope
@@ -88,6 +109,9 @@ class Line:
     deleted_in_month: int
     retention_violations: int
     open_critical_alerts: int
+    #: Why the newest good backup cannot be restored ("chain broken: backup 41 failed verification");
+    #: empty when it can.
+    chain_broken: str = ""
     reasons: list[str] = field(default_factory=list)
 
     @property
@@ -112,8 +136,12 @@ class Line:
         return self.retention_violations == 0
 
     @property
+    def chain_ok(self) -> bool:
+        return not self.chain_broken
+
+    @property
     def compliant(self) -> bool:
-        return self.rpo_ok and self.test_ok and self.retention_ok
+        return self.rpo_ok and self.test_ok and self.retention_ok and self.chain_ok
 
     @property
     def age_hours(self) -> float | None:
@@ -129,6 +157,7 @@ class Totals:
     rpo_ok: int = 0
     tests_ok: int = 0
     retention_ok: int = 0
+    chains_ok: int = 0
     days_met: int = 0
     days_measured: int = 0
     failed_backups: int = 0
@@ -145,6 +174,7 @@ class Totals:
             rpo_ok=sum(line.rpo_ok for line in lines),
             tests_ok=sum(line.test_ok for line in lines),
             retention_ok=sum(line.retention_ok for line in lines),
+            chains_ok=sum(line.chain_ok for line in lines),
             days_met=sum(line.days_met for line in lines),
             days_measured=sum(line.days_measured for line in lines),
             failed_backups=sum(line.failed_backups for line in lines),
@@ -189,6 +219,14 @@ class Totals:
     @property
     def retention_pct(self) -> float | None:
         return percent(self.retention_ok, self.clients)
+
+    @property
+    def chains_broken(self) -> int:
+        return self.clients - self.chains_ok
+
+    @property
+    def chains_pct(self) -> float | None:
+        return percent(self.chains_ok, self.clients)
 
 
 @dataclass
@@ -313,7 +351,7 @@ class ComplianceReport(BuiltReport):
         "days_measured", "days_rpo_met", "rpo_met_pct", "failed_backup_jobs", "last_restore_test_at",
         "last_restore_test_result", "restore_time_seconds", "restore_test_status",
         "restore_test_interval_days", "backups_deleted", "deleted_before_expiry", "open_critical_alerts",
-        "compliant", "reasons",
+        "compliant", "reasons", "chain_whole",
     ]  # fmt: skip
 
     def csv_rows(self):
@@ -326,7 +364,7 @@ class ComplianceReport(BuiltReport):
                 "" if line.last_test_passed is None else (PASSED if line.last_test_passed else FAILED),
                 "" if line.last_test_duration is None else int(line.last_test_duration.total_seconds()),
                 line.test_status, line.test_interval_days, line.deleted_in_month, line.retention_violations,
-                line.open_critical_alerts, _yes(line.compliant), "; ".join(line.reasons),
+                line.open_critical_alerts, _yes(line.compliant), "; ".join(line.reasons), _yes(line.chain_ok),
             ]  # fmt: skip
 
     def summary(self) -> dict:
@@ -359,6 +397,7 @@ def build(month: Month, scope: Scope, *, now=None) -> ComplianceReport:
     as_of = month.as_of(now)
     report = ComplianceReport(month=month, scope=scope, as_of=as_of)
     clients = _clients(scope, month, as_of)
+    breaks = _chain_breaks(clients)
     days_met = _days_met(scope, month, as_of)
     tests = _last_tests(scope, as_of)
     failed = _failed_backups(scope, month, as_of)
@@ -371,6 +410,7 @@ def build(month: Month, scope: Scope, *, now=None) -> ComplianceReport:
     groups: dict[tuple[str, str], Group] = {}
     for client in clients:
         client["days_met"] = days_met.get(client["pk"], 0)
+        client["chain_broken"] = breaks.get(client["pk"], "")
         line = _line(client, tests.get(client["pk"]), failed, deletions, alerts, month, as_of)
         report.lines.append(line)
         key = (line.application_name, line.application_slug)
@@ -407,18 +447,50 @@ def _good_backups(as_of: datetime):
 
 
 def _clients(scope: Scope, month: Month, as_of: datetime) -> list[dict]:
-    last_good = _good_backups(as_of).order_by("-taken_at").values("taken_at")[:1]
+    newest = _good_backups(as_of).order_by("-taken_at", "-pk")
     rows = (
         _measured_clients(scope, as_of)
-        .annotate(last_good_at=Subquery(last_good))
+        .annotate(
+            last_good_at=Subquery(newest.values("taken_at")[:1]),
+            last_good_id=Subquery(newest.values("pk")[:1]),
+            last_good_full_id=Subquery(newest.values("full_id")[:1]),
+        )
+        .annotate(
+            # The catalog's rule, asked about the point as it is now; one still available that
+            # the rule refuses has a broken chain (one removed since the month end is not judged).
+            last_good_restorable=Exists(Backup.objects.restorable().filter(pk=OuterRef("last_good_id"))),
+            last_good_held=Exists(
+                Backup.objects.filter(pk=OuterRef("last_good_id"), status=BackupStatus.AVAILABLE)
+            ),
+        )
         .order_by()
         .values(
-            "pk", "name", "hostname", "created_at", "last_good_at",
+            "pk", "name", "hostname", "created_at", "last_good_at", "last_good_id", "last_good_full_id",
+            "last_good_restorable", "last_good_held",
             "policy__name", "policy__rpo_hours", "policy__restore_test_interval_days",
             "application__slug", "application__name", "application__cost_center__code",
         )
     )  # fmt: skip
     return list(rows)
+
+
+def _chain_breaks(clients: list[dict]) -> dict[int, str]:
+    """Per client whose newest good backup is held but not restorable: why (the member that breaks it)."""
+    points = {
+        client["pk"]: chains.Point(
+            client["last_good_id"], client["last_good_full_id"], client["last_good_at"]
+        )
+        for client in clients
+        if client["last_good_held"] and not client["last_good_restorable"]
+    }
+    if not points:
+        return {}
+    breaks = chains.first_breaks(points.values())
+    unknown = "chain broken"  # the rule refused it, yet no member was found: say so, not more
+    return {
+        client_id: breaks[point.pk].reason if point.pk in breaks else unknown
+        for client_id, point in points.items()
+    }
 
 
 def _days_met(scope: Scope, month: Month, as_of: datetime) -> dict[int, int]:
@@ -560,6 +632,7 @@ def _line(client, test, failed, deletions, alerts, month: Month, as_of: datetime
         deleted_in_month=deleted,
         retention_violations=early,
         open_critical_alerts=alerts.get(client["pk"], 0),
+        chain_broken=client["chain_broken"],
     )
     line.reasons = _reasons(line)
     return line
@@ -586,4 +659,6 @@ def _reasons(line: Line) -> list[str]:
         reasons.append("never restore-tested")
     if line.retention_violations:
         reasons.append(f"{line.retention_violations} deleted before expiry")
+    if line.chain_broken:
+        reasons.append(line.chain_broken)
     return reasons

@@ -139,6 +139,7 @@ def _compliance(report, detail) -> dict:
                 ("RPO met on ≥ 99 % of days", totals.rpo_pct or 0.0),
                 ("Restore test current", totals.tests_pct or 0.0),
                 ("Retention honoured", totals.retention_pct or 0.0),
+                ("Chain whole (restorable)", totals.chains_pct or 0.0),
             ],
             fmt=lambda value: pct(value),
             label="Share of clients meeting each criterion",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from catalog.choices import BackupStatus, ErrorClass, JobState, Verification
+from catalog.choices import ErrorClass, JobState
 from catalog.models import Backup, Job
 
 _EXPLANATIONS = {
@@ -24,13 +24,9 @@ _EXPLANATIONS = {
 
 
 def newest_good_backup(client_id: int) -> Backup | None:
-    """The client's newest recovery point that is available and not known to be damaged."""
-    return (
-        Backup.objects.filter(client_id=client_id, status=BackupStatus.AVAILABLE)
-        .exclude(verification=Verification.FAILED)
-        .order_by("-taken_at", "-pk")
-        .first()
-    )
+    """The client's newest recovery point that can be restored (available, not known to be
+    damaged, its chain whole)."""
+    return Backup.objects.restorable().filter(client_id=client_id).order_by("-taken_at", "-pk").first()
 
 
 def describe(backup: Backup) -> str:
@@ -46,9 +42,10 @@ def good_alternative(client_id: int) -> str:
 
 def _damaged(job: Job) -> str:
     return (
-        f"The backup {describe(job.backup)} is damaged: it failed its integrity check (checksum "
-        "mismatch), so nothing was written to the target. The backup is marked as failed "
-        f"verification and the backup team has been told. {good_alternative(job.client_id)}"
+        f"The backup {describe(job.backup)} could not be restored: it, or a point of the chain it "
+        "builds on, failed its integrity check (checksum mismatch), so nothing was written to the "
+        "target. The damaged point is marked as failed verification and the backup team has been "
+        f"told. {good_alternative(job.client_id)}"
     )
 
 

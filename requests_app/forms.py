@@ -10,6 +10,7 @@ from __future__ import annotations
 from django import forms
 from django.core.exceptions import ValidationError
 
+from catalog import levels
 from catalog.choices import Plugin
 from catalog.models import Agent, Application, Backup, BackupClient, ProtectionPolicy, hostname_validator
 from catalog.plugin_options import validate_options, validate_restore_target
@@ -179,7 +180,7 @@ class PolicyChoiceField(forms.ModelChoiceField):
         )
         return (
             f"{policy.name} — RPO {policy.rpo_hours} h, kept {policy.retention_days} days, "
-            f"{policy.price_per_gb_month}/GB-month; {approval}"
+            f"{levels.level_scheme(policy)}, {policy.price_per_gb_month}/GB-month; {approval}"
         )
 
 
@@ -302,6 +303,11 @@ class ClientRequestForm(forms.Form):
     def policy_decisions(self) -> list[tuple[ProtectionPolicy, rules.Decision]]:
         """Every policy on offer with its approval rule, for the hint next to the choice."""
         return [(p, rules.client_decision(policy=p)) for p in self.fields["policy"].queryset]
+
+    @property
+    def incremental_policies(self) -> bool:
+        """Whether a policy on offer takes incrementals: then the form says database dumps do not."""
+        return any(policy.takes_incrementals for policy in self.fields["policy"].queryset)
 
     def clean_hostname(self) -> str:
         return self.cleaned_data["hostname"].lower()

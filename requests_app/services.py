@@ -16,11 +16,11 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from catalog.choices import BackupStatus, ClientStatus, JobState, JobTrigger, Verification
+from catalog.choices import BackupLevel, BackupStatus, ClientStatus, JobState, JobTrigger, Verification
 from catalog.errors import InvalidEnrolment, InvalidPath, NoFileList
 from catalog.models import Agent, Backup, BackupClient, EnrolmentToken, ProtectionPolicy
 from catalog.plugin_options import validate_options, validate_restore_target
-from catalog.services import agents, file_lists, hosts, jobs
+from catalog.services import agents, chains, file_lists, hosts, jobs
 from catalog.tenancy import is_backup_team
 from core.queue import enqueue
 from requests_app import audit, rules
@@ -33,7 +33,7 @@ from requests_app.errors import (
     NotPermitted,
     ReasonRequired,
 )
-from requests_app.explanations import describe, explain, good_alternative
+from requests_app.explanations import describe, explain
 from requests_app.models import ClientRequest, RestoreRequest
 
 Request = ClientRequest | RestoreRequest
@@ -92,11 +92,22 @@ def submit_restore(
             {
                 "backup": f"Backup {describe(backup)} is damaged (it failed verification"
                 f"{f' on {backup.verified_at:%Y-%m-%d}' if backup.verified_at else ''}) and cannot "
-                f"be restored. {good_alternative(backup.client_id)}"
+                f"be restored. {_restorable_alternative(backup.client_id)}"
             }
         )
+    _check_chain(backup)
     if target_agent.revoked_at:
         raise InvalidRequest({"target_agent": f"{target_agent.hostname} has been revoked."})
+    if backup.level == BackupLevel.INCREMENTAL and not chains.restores_chains(target_agent):
+        # An older agent cannot rebuild a tree from a chain: never send it one.
+        raise InvalidRequest(
+            {
+                "target_agent": f"The agent on {target_agent.hostname} is too old to restore an incremental "
+                f"recovery point (it speaks protocol {target_agent.protocol}; "
+                f"{Agent.INCREMENTAL_PROTOCOL} is needed): upgrade it, restore to another server, or "
+                f"restore a full point. {_restorable_alternative(backup.client_id, full_only=True)}"
+            }
+        )
     with _invalid_request():
         validate_restore_target(backup.client.plugin, target_location)
     paths = _selection(backup, target_agent, paths)
@@ -119,6 +130,31 @@ def submit_restore(
         if not decision.needs_approval:
             _approve(request, Actor.system(), message=decision.reason)
     return request
+
+
+def _check_chain(backup: Backup) -> None:
+    """An incremental restores only with its whole chain: refused, naming the member that breaks it."""
+    if backup.full_id is None:
+        return
+    broken = chains.why_unrestorable(backup)
+    if broken is None:
+        return
+    raise InvalidRequest(
+        {
+            "backup": f"Backup {describe(backup)} cannot be restored: it is an incremental, and "
+            f"{describe(broken.member)}, in the chain it builds on, {broken.why}. "
+            f"{_restorable_alternative(backup.client_id)}"
+        }
+    )
+
+
+def _restorable_alternative(client_id: int, *, full_only: bool = False) -> str:
+    """Where to turn instead: the client's newest restorable recovery point (only fulls: ``full_only``)."""
+    point = chains.newest_restorable(client_id, full_only=full_only)
+    kind = "full recovery point" if full_only else "recovery point"
+    if point is None:
+        return f"This client has no restorable {kind}."
+    return f"The newest restorable {kind} is {describe(point)}."
 
 
 def _selection(backup: Backup, target_agent: Agent, paths: list[str] | None) -> list[str]:

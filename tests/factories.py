@@ -171,3 +171,52 @@ def build_estate(application, *, plugin: str = Plugin.FILES, options: dict | Non
         options=options or {"paths": ["/srv/data"]},
     )
     return Estate(agent=agent, client=client, backup=BackupFactory(client=client))
+
+
+# --- Chains: fulls and incrementals (issue #15) ------------------------------------------------
+
+
+def incremental_policy(**fields) -> models.ProtectionPolicy:
+    """A policy that takes incrementals between fulls (a full every 7 backups unless told otherwise)."""
+    fields.setdefault("full_every_backups", 7)
+    return ProtectionPolicyFactory(**fields)
+
+
+def incremental_client(**fields) -> models.BackupClient:
+    """A files client on an incremental policy, on an agent that speaks protocol 4."""
+    fields.setdefault("policy", incremental_policy())
+    fields.setdefault("agent", AgentFactory(protocol=models.Agent.INCREMENTAL_PROTOCOL))
+    return BackupClientFactory(**fields)
+
+
+def file_list(n: int = 0) -> dict:
+    """The fields of a recovery point whose file list the portal holds."""
+    return {
+        "index_entries": 10,
+        "index_kind": "files",
+        "index_size_bytes": 4567,
+        "index_sha256": hashlib.sha256(f"index {n}".encode()).hexdigest(),
+    }
+
+
+def build_chain(client, length: int, *, start=None, every: timedelta = timedelta(days=1), **fields):
+    """A full and ``length - 1`` incrementals of ``client``, one every ``every`` from ``start``, oldest
+    first, each building on the one before and each with a file list."""
+    start = start or timezone.now() - every * length
+    points: list[models.Backup] = []
+    for n in range(length):
+        base = points[-1] if points else None
+        job = JobFactory(client=client, state=JobState.SUCCEEDED)
+        points.append(
+            BackupFactory(
+                client=client,
+                job=job,
+                location=f"{client.application.slug}/{client.name}/job-{job.pk}",  # as the agent writes
+                taken_at=start + every * n,
+                level=models.BackupLevel.INCREMENTAL if base else models.BackupLevel.FULL,
+                base=base,
+                full=(base.full or base) if base else None,
+                **{**file_list(n), **fields},
+            )
+        )
+    return points

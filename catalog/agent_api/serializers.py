@@ -9,9 +9,11 @@ from pathlib import PurePosixPath
 
 from rest_framework import serializers
 
-from catalog.choices import Compression, JobKind, Plugin
+from catalog.choices import BackupLevel, Compression, JobKind, Plugin
+from catalog.errors import InvalidReport
 from catalog.failures import AGENT_ERROR_CLASSES
-from catalog.models import Job, hostname_validator
+from catalog.models import Backup, Job, hostname_validator
+from catalog.services import chains
 from catalog.services.jobs import backup_destination
 
 logger = logging.getLogger(__name__)
@@ -200,12 +202,14 @@ class ErrorClassField(serializers.Field):
 
 
 INDEX_KINDS = frozenset(("files", "postgresql", "mysql"))
+#: File-list formats the portal reads: 1 (protocol 3), 2 (protocol 4: incrementals' columns). For ever.
+INDEX_FORMATS = frozenset((1, 2))
 
 
 class IndexReportField(serializers.Field):
     """The file list a successful backup's report announces (protocol 3), or None.
 
-    ``{"format": 1, "kind": "files"|"postgresql"|"mysql", "entries", "size", "sha256"}``.
+    ``{"format": 1|2, "kind": "files"|"postgresql"|"mysql", "entries", "size", "sha256"}``.
     Never a validation error, as ``ErrorClassField``: a malformed one is ``{}``, a file
     list announced but unusable (the backup is recorded without one, and its log says
     so), and the report is acknowledged.
@@ -224,7 +228,7 @@ class IndexReportField(serializers.Field):
         if (
             isinstance(data, dict)
             and count(data.get("format"))
-            and data["format"] == 1
+            and data["format"] in INDEX_FORMATS
             and data.get("kind") in INDEX_KINDS
             and count(data.get("entries"))
             and count(data.get("size"))
@@ -234,6 +238,37 @@ class IndexReportField(serializers.Field):
             return {key: data[key] for key in ("format", "kind", "entries", "size", "sha256")}
         logger.warning("A malformed index %.200r in a report: recorded without a file list.", data)
         return {}
+
+    def to_representation(self, value):
+        return value
+
+
+#: The most locations a ``damaged`` list may name: a point and its bases.
+MAX_DAMAGED = 256
+
+
+class DamagedField(serializers.Field):
+    """The chain members a failed restore or restore test found damaged (protocol 4): their locations.
+
+    Never a validation error, as ``ErrorClassField``: a failure report refused with 400
+    would be resent forever. A malformed list counts as absent (the job's point is marked).
+    """
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("required", False)
+        kwargs.setdefault("default", list)
+        kwargs.setdefault("allow_null", True)
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data) -> list[str]:
+        if (
+            isinstance(data, list)
+            and len(data) <= MAX_DAMAGED
+            and all(isinstance(item, str) and 0 < len(item) <= 1000 for item in data)
+        ):
+            return list(data)
+        logger.warning("A malformed damaged list %.200r in a report: the job's point is marked.", data)
+        return []
 
     def to_representation(self, value):
         return value
@@ -263,6 +298,10 @@ class CompleteSerializer(serializers.Serializer):
     started_at = serializers.DateTimeField(required=False)
     finished_at = serializers.DateTimeField(required=False)
     index = IndexReportField()
+    damaged = DamagedField()
+    # Protocol 4: what the agent took. Absent (an older agent): a full.
+    level = serializers.ChoiceField(choices=BackupLevel.choices, required=False)
+    base = serializers.IntegerField(min_value=1, required=False, allow_null=True)
 
     def validate_location(self, value: str) -> str:
         return relative_location(value)
@@ -292,6 +331,7 @@ class CompleteSerializer(serializers.Serializer):
     def validate(self, attrs: dict) -> dict:
         job: Job = self.context["job"]
         attrs["error_class"] = attrs.get("error_class") or ""  # null is absent too
+        attrs["damaged"] = attrs.get("damaged") or []
         if attrs["status"] == self.FAILED and not attrs["error"].strip():
             raise serializers.ValidationError({"error": "Say why the job failed."})
         if attrs["status"] == self.SUCCEEDED and job.kind == JobKind.BACKUP:
@@ -306,11 +346,21 @@ class CompleteSerializer(serializers.Serializer):
                         f"given; {attrs['location']!r} is not accepted."
                     }
                 )
+            attrs["level"] = attrs.get("level") or BackupLevel.FULL
+            try:
+                # An incremental the job was not planned, or on another base: an agent bug, never recorded.
+                chains.check_report(job, attrs["level"], attrs.get("base"))
+            except InvalidReport as exc:
+                raise serializers.ValidationError(exc.errors) from None
         return attrs
 
 
-def job_payload(job: Job) -> dict:
-    """What an agent needs to run ``job``: nothing more (no other tenant's data)."""
+def job_payload(job: Job, chain: list[Backup] | None = None) -> dict:
+    """What an agent needs to run ``job``: nothing more (no other tenant's data).
+
+    ``chain``: a restore's or restore test's bases, oldest first, when the caller read them
+    already (``job_payloads``); else read here.
+    """
     client = job.client
     storage = (job.backup or client.policy).storage_target
     payload = {
@@ -332,17 +382,17 @@ def job_payload(job: Job) -> dict:
     }
     if job.kind == JobKind.BACKUP:
         payload["destination"] = backup_destination(job)
+        # Protocol 4: planned at the claim (catalog/services/chains.py); an older agent ignores them.
+        incremental = job.level == BackupLevel.INCREMENTAL and job.base_id is not None
+        payload["level"] = BackupLevel.INCREMENTAL if incremental else BackupLevel.FULL
+        payload["level_reason"] = job.level_reason
+        payload["base"] = point_payload(job.base) if incremental else None
     if job.backup is not None:
-        backup = job.backup
-        payload["backup"] = {
-            "id": backup.pk,
-            "location": backup.location,
-            "sha256": backup.sha256,
-            "size": backup.size_bytes,
-            "stored_size": backup.stored_size_bytes,
-            "compression": backup.compression,
-            "manifest": backup.manifest,
-        }
+        payload["backup"] = point_payload(job.backup)
+    if job.kind in (JobKind.RESTORE, JobKind.RESTORE_TEST):
+        if chain is None:
+            chain = chains.chain_of(job.backup)
+        payload["chain"] = [point_payload(member) for member in chain]
     if job.kind == JobKind.RESTORE:
         # paths (protocol 3): a selective restore's files, folders or tables; empty: everything.
         payload["target"] = {
@@ -351,6 +401,32 @@ def job_payload(job: Job) -> dict:
             "paths": list(job.paths or []),
         }
     return payload
+
+
+def job_payloads(claimed: list[Job]) -> list[dict]:
+    """``job_payload`` of each claimed job; the chains of the restores among them read in one query."""
+    restored = [job.backup for job in claimed if job.kind in (JobKind.RESTORE, JobKind.RESTORE_TEST)]
+    chain_of = chains.chains_of(restored)
+    return [
+        job_payload(job, chain=chain_of.get(job.backup_id) if job.backup_id else None) for job in claimed
+    ]
+
+
+def point_payload(backup: Backup) -> dict:
+    """A recovery point as an agent reads it: where its data is, its checksum, level and file list."""
+    return {
+        "id": backup.pk,
+        "location": backup.location,
+        "sha256": backup.sha256,
+        "size": backup.size_bytes,
+        "stored_size": backup.stored_size_bytes,
+        "compression": backup.compression,
+        "manifest": backup.manifest,
+        "level": backup.level,
+        "index": (
+            {"sha256": backup.index_sha256, "size": backup.index_size_bytes} if backup.has_file_list else None
+        ),
+    }
 
 
 class ArchiveSerializer(serializers.Serializer):

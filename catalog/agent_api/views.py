@@ -28,11 +28,11 @@ from catalog.agent_api.serializers import (
     CompleteSerializer,
     EnrolSerializer,
     ProgressSerializer,
-    job_payload,
+    job_payloads,
     plain_poll,
     validated_poll,
 )
-from catalog.choices import ErrorClass, JobKind, JobState
+from catalog.choices import BackupLevel, ErrorClass, JobKind, JobState
 from catalog.errors import LeaseLost
 from catalog.file_index import FileIndex, IndexError_
 from catalog.models import Agent, Backup, Job
@@ -112,7 +112,7 @@ def answer_poll(agent: Agent, poll: dict) -> dict:
     # A lost restore may have been queued again: then the claim reads afresh.
     claimed = jobs.claim(agent, seen=None if lost else seen)
     body = {
-        "jobs": [job_payload(job) for job in claimed],
+        "jobs": job_payloads(claimed),
         "poll_after": settings.PORTAL_AGENT_POLL_SECONDS,
     }
     if remove is not None:
@@ -182,6 +182,7 @@ class CompleteView(AgentView):
                 job_id,
                 error=report["error"],
                 error_class=report["error_class"],
+                damaged=report["damaged"],
                 log_tail=report["log_tail"],
                 reported_started_at=report.get("started_at"),
                 reported_finished_at=report.get("finished_at"),
@@ -197,6 +198,8 @@ class CompleteView(AgentView):
                 compression=report["compression"],
                 manifest=report["manifest"],
                 index=report.get("index"),
+                level=report.get("level") or BackupLevel.FULL,
+                base=report.get("base"),
             )
         job, backup = jobs.complete_success(
             self.agent,

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from catalog.choices import ErrorClass, Verification
-from catalog.models import Alert, Application, Backup, BackupClient, Job
+from catalog.choices import BackupLevel, ErrorClass, Verification
+from catalog.models import Alert, Application, Backup, BackupClient, Job, ProtectionPolicy
 
 
 class ApplicationSerializer(serializers.ModelSerializer):
@@ -20,6 +20,40 @@ class ApplicationSerializer(serializers.ModelSerializer):
     class Meta:
         model = Application
         fields = ("id", "slug", "name", "cost_center", "description", "created_at")
+        read_only_fields = fields
+
+
+class PolicySerializer(serializers.ModelSerializer):
+    """A published service tier. ``full_every_days`` and ``full_every_backups`` both null: every
+    backup is a full; otherwise files backups take incrementals between fulls (database dumps and
+    custom commands are always full)."""
+
+    full_every_days = serializers.IntegerField(
+        read_only=True,
+        allow_null=True,
+        help_text="A full backup when the chain's full is this many days old; null: not by age.",
+    )
+    full_every_backups = serializers.IntegerField(
+        read_only=True,
+        allow_null=True,
+        help_text="A full backup every N backups (1 full, N-1 incrementals); null: not by count.",
+    )
+
+    class Meta:
+        model = ProtectionPolicy
+        fields = (
+            "id",
+            "name",
+            "description",
+            "schedule",
+            "rpo_hours",
+            "retention_days",
+            "restore_test_interval_days",
+            "full_every_days",
+            "full_every_backups",
+            "price_per_gb_month",
+            "auto_approve_clients",
+        )
         read_only_fields = fields
 
 
@@ -68,6 +102,21 @@ class BackupSerializer(serializers.ModelSerializer):
         allow_null=True,
         help_text="Entries in the point's file list (browse it at files/); null: none, restore it whole.",
     )
+    level = serializers.ChoiceField(
+        choices=BackupLevel.choices,
+        read_only=True,
+        help_text="full: the whole tree; incremental: what changed since `base`.",
+    )
+    base = serializers.PrimaryKeyRelatedField(
+        read_only=True,
+        allow_null=True,
+        help_text="The recovery point an incremental builds on (its id); null for a full.",
+    )
+    restorable = serializers.BooleanField(
+        read_only=True,
+        help_text="Available, not failed verification, and (an incremental) its chain whole: its full "
+        "and every point between available and not failed verification.",
+    )
 
     class Meta:
         model = Backup
@@ -88,6 +137,9 @@ class BackupSerializer(serializers.ModelSerializer):
             "verification",
             "legal_hold",
             "file_list_entries",
+            "level",
+            "base",
+            "restorable",
         )
         read_only_fields = fields
 

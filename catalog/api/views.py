@@ -22,7 +22,7 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
-from catalog import protection
+from catalog import levels, protection
 from catalog.api.pagination import BackupPagination, JobPagination, SequencePage
 from catalog.api.serializers import (
     AlertSerializer,
@@ -32,10 +32,11 @@ from catalog.api.serializers import (
     FileSearchPageSerializer,
     FolderPageSerializer,
     JobSerializer,
+    PolicySerializer,
 )
 from catalog.file_index import Entry
 from catalog.filtersets import AlertFilterSet, BackupApiFilterSet, ClientFilterSet, JobFilterSet
-from catalog.models import Alert, Application, Backup, BackupClient, Job
+from catalog.models import Alert, Application, Backup, BackupClient, Job, ProtectionPolicy
 from catalog.services import file_lists
 from core.api.errors import LIST_ERRORS, READ_ERRORS, error_responses
 from core.api.pagination import MAX_ID
@@ -75,6 +76,16 @@ class ApplicationViewSet(CatalogViewSet):
     queryset = Application.objects.none()
     serializer_class = ApplicationSerializer
     related = ("cost_center",)
+    ordering = ("name", "id")
+
+
+@read_only_schema("protection policies", PolicySerializer)
+class PolicyViewSet(CatalogViewSet):
+    """The protection policies on offer (the service tiers every signed-in user chooses from), by name:
+    schedule, RPO, retention, backup levels and price."""
+
+    queryset = ProtectionPolicy.objects.none()
+    serializer_class = PolicySerializer
     ordering = ("name", "id")
 
 
@@ -123,7 +134,8 @@ class ClientViewSet(CatalogViewSet):
 
 @read_only_schema("backups (recovery points), newest first", BackupSerializer)
 class BackupViewSet(CatalogViewSet):
-    """Recovery points, newest first, paged by cursor: follow `next` (page 10,000 costs what page 1 does)."""
+    """Recovery points, newest first, paged by cursor: follow `next` (page 10,000 costs what page 1 does).
+    `level` and `base` say how a point builds on another; `restorable` whether its chain is whole."""
 
     queryset = Backup.objects.none()
     serializer_class = BackupSerializer
@@ -132,6 +144,10 @@ class BackupViewSet(CatalogViewSet):
     related = ("client__application", "storage_target")
     deferred = ("manifest",)
     ordering = ("-taken_at", "-id")
+
+    def get_queryset(self):
+        # ``restorable`` is BackupQuerySet.restorable() as a correlated EXISTS: still one query a page.
+        return levels.with_restorable(super().get_queryset())
 
     @extend_schema(
         summary="List a folder of a recovery point",

@@ -19,11 +19,13 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Case, Value, When
 from django.utils import timezone
 
 from catalog.choices import (
     AlertKind,
     AlertSeverity,
+    BackupLevel,
     BackupStatus,
     ClientStatus,
     Compression,
@@ -36,7 +38,7 @@ from catalog.choices import (
 from catalog.errors import InvalidTransition, LeaseLost
 from catalog.failures import AGENT_ERROR_CLASSES, classify
 from catalog.models import Agent, Backup, BackupClient, Job, OpenJob
-from catalog.services import alerts, file_lists
+from catalog.services import alerts, chains, file_lists
 from catalog.signals import job_changed
 
 log = logging.getLogger(__name__)
@@ -57,6 +59,9 @@ class BackupReport:
     manifest: dict | None = None
     #: The file list the agent says it uploaded (protocol 3): format, kind, entries, size, sha256.
     index: dict | None = None
+    #: What the agent took (protocol 4): a full, or an incremental on ``base`` (the job's planned base).
+    level: str = BackupLevel.FULL
+    base: int | None = None
 
 
 def _announce(job: Job, previous_state: str) -> None:
@@ -188,6 +193,8 @@ def queue_restore(
     """
     if backup.status != BackupStatus.AVAILABLE:
         raise InvalidTransition(f"Backup {backup.pk} is {backup.get_status_display().lower()}.")
+    if refusal := chains.restore_refusal(backup, agent):
+        raise InvalidTransition(refusal)
     with transaction.atomic():
         job = Job.objects.create(
             kind=JobKind.RESTORE,
@@ -219,6 +226,10 @@ def claim(
     With ``seen`` (``agent.open_jobs``, read with the agent by this poll), nothing happens
     unless it shows a queued job due by ``now``: a job queued after that read is handed out
     at the next poll. Otherwise the locked read below decides, as always.
+
+    Each backup's level is planned here (``chains.plan_level``): a full, written with the
+    claim itself, unless its policy takes incrementals; then a read of the client's newest
+    point (locked) and one more write for the jobs whose plan differs.
     """
     now = now or timezone.now()
     if seen is not None and not any(job.state == JobState.QUEUED and job.not_before <= now for job in seen):
@@ -236,7 +247,10 @@ def claim(
             return []
         lease = _lease_until(now)
         Job.objects.filter(pk__in=candidates, state=JobState.QUEUED).update(
-            state=JobState.RUNNING, started_at=now, lease_expires_at=lease
+            state=JobState.RUNNING,
+            started_at=now,
+            lease_expires_at=lease,
+            level=Case(When(kind=JobKind.BACKUP, then=Value(BackupLevel.FULL)), default=Value("")),
         )
         jobs = list(
             Job.objects.filter(pk__in=candidates)
@@ -247,6 +261,8 @@ def claim(
             )
             .order_by("not_before", "pk")
         )
+        if planned := chains.plan_claimed(jobs, agent, now=now):
+            Job.objects.bulk_update(planned, ["level", "base", "level_reason"])
         for job in jobs:
             _announce(job, JobState.QUEUED)
     return jobs
@@ -394,12 +410,15 @@ def complete_failure(
     reported_started_at: datetime | None = None,
     reported_finished_at: datetime | None = None,
     now: datetime | None = None,
+    damaged: list[str] | None = None,
 ) -> Job:
     """Close a job the agent could not finish; a backup is retried per its policy.
 
     ``error_class`` is the agent's own code (protocol 2), trusted when this portal
     knows it; without one (protocol 1, or a code from a newer agent) the error
     text is classified (``catalog.failures.classify``). Times as in ``complete_success``.
+    ``damaged`` (protocol 4, with ``checksum_mismatch``): the locations of the chain members
+    whose data or file list did not match (``_corruption_found``).
     """
     if error_class not in AGENT_ERROR_CLASSES:
         error_class = ""
@@ -410,7 +429,14 @@ def complete_failure(
         _check_reportable(job)
         job.reported_started_at = reported_started_at
         job.reported_finished_at = reported_finished_at
-        _fail(job, error=error, log_tail=log_tail, error_class=error_class, now=now or timezone.now())
+        _fail(
+            job,
+            error=error,
+            log_tail=log_tail,
+            error_class=error_class,
+            now=now or timezone.now(),
+            damaged=damaged or [],
+        )
     return job
 
 
@@ -439,29 +465,48 @@ def _expire_succeeded(job: Job) -> None:
         transaction.on_commit(lambda: file_lists.remove_file_list(backup_job_id))
 
 
-def _restore_test_failed(job: Job) -> None:
+def _restore_test_failed(job: Job, damaged: list[str]) -> None:
     if job.error_class == ErrorClass.LEASE_EXPIRED:
         return  # the agent went away: no verdict on the backup; tomorrow's run tries again
-    _corruption_found(job, by="Restore test")
+    _corruption_found(job, by="Restore test", damaged=damaged)
 
 
-def _corruption_found(job: Job, *, by: str) -> None:
+def _corruption_found(job: Job, *, by: str, damaged: list[str]) -> None:
     """A restore test, or a restore whose checksum did not match: the backup failed verification.
 
     Recorded wherever it is found, with the same critical alert, so the backup is
     refused for restores (``requests_app.services.submit_restore``) and the team knows.
+    Which backup: the points the agent names as damaged (``_damaged_points``), else the job's.
+    A damaged base makes every later point of its chain unrestorable (``restorable()``) and
+    the client's next backup a full.
     """
-    Backup.objects.filter(pk=job.backup_id).update(
+    points = _damaged_points(job, damaged)
+    Backup.objects.filter(pk__in=points).update(
         verified_at=job.finished_at, verification=Verification.FAILED, verification_job=job
     )
+    others = [pk for pk in points if pk != job.backup_id]
+    named = f"; damaged: backup {', '.join(map(str, others))}" if others else ""
     alerts.raise_client_alert(
         AlertKind.RESTORE_TEST_FAILED,
         AlertSeverity.CRITICAL,
         job.client,
-        f"{by} of {job.client} (backup {job.backup_id}) failed "
+        f"{by} of {job.client} (backup {job.backup_id}{named}) failed "
         f"({job.get_error_class_display().lower()}): {job.error_message[:300]}",
         job=job,
     )
+
+
+def _damaged_points(job: Job, damaged: list[str]) -> list[int]:
+    """The points a failed check found damaged: those of the job's own chain (the point and its
+    bases) whose locations the agent named with ``checksum_mismatch`` (protocol 4); the job's
+    point when it named none of them (an older agent names none)."""
+    named = set(damaged)
+    if named and job.error_class == ErrorClass.CHECKSUM_MISMATCH:
+        members = [*chains.chain_of(job.backup), job.backup]
+        found = [member.pk for member in members if member.location in named]
+        if found:
+            return found
+    return [job.backup_id]
 
 
 _AFTER_SUCCESS = {
@@ -479,7 +524,11 @@ def _check_reportable(job: Job) -> None:
 
 
 def _record_backup(job: Job, report: BackupReport) -> tuple[Backup, str]:
-    """The new recovery point, with its file list when the agent uploaded it; and a line for the log."""
+    """The new recovery point, with its file list when the agent uploaded it; and a line for the log.
+
+    Raises InvalidReport (400) for a level the job was not planned (``chains.check_report``).
+    """
+    chains.check_report(job, report.level, report.base)
     policy = job.client.policy
     taken_at = job.started_at or timezone.now()
     backup = Backup(
@@ -496,11 +545,34 @@ def _record_backup(job: Job, report: BackupReport) -> tuple[Backup, str]:
         manifest=report.manifest or {},
     )
     note = ""
+    if report.level == BackupLevel.INCREMENTAL:
+        _link_to_base(job, backup)
+    elif job.level == BackupLevel.INCREMENTAL:  # the agent's log says why
+        note = f"\n[portal] planned as an incremental on backup {job.base_id}; the agent took a full."
     # None: no file list announced (an older agent, a plugin that makes none); {}: announced, malformed.
     if report.index is not None and not (report.index and _attach_index(job, backup, report.index)):
-        note = "\n[portal] file list not received: this point restores whole."
+        note += "\n[portal] file list not received: this point restores whole."
     backup.save(force_insert=True)
     return backup, note
+
+
+def _link_to_base(job: Job, backup: Backup) -> None:
+    """Make ``backup`` (not saved) an incremental on ``job``'s planned base, locked; LeaseLost if it went.
+
+    The claim planned on an available base, and retention leaves a base alone while an open
+    backup job builds on it; but a report that comes after its lease expired (``_accept_late``)
+    may find its base expired meanwhile. Then the incremental cannot be restored and is not
+    recorded: the agent drops the report and the queued retry takes its own backup.
+    """
+    base = Backup.objects.select_for_update(no_key=True).only("status", "full_id").get(pk=job.base_id)
+    if base.status != BackupStatus.AVAILABLE:
+        raise LeaseLost(
+            f"Job {job.pk}'s base, backup {base.pk}, is {base.get_status_display().lower()} now: "
+            "this incremental cannot be restored and is not recorded."
+        )
+    backup.level = BackupLevel.INCREMENTAL
+    backup.base_id = base.pk
+    backup.full_id = base.full_id or base.pk
 
 
 _INDEX_FIELDS = ["index_entries", "index_kind", "index_size_bytes", "index_sha256"]
@@ -520,8 +592,16 @@ def _attach_index(job: Job, backup: Backup, index: dict) -> bool:
 # --- Failure, retry, lease expiry, cancel -----------------------------------------------
 
 
-def _fail(job: Job, *, error: str, log_tail: str, now: datetime, error_class: str = "") -> None:
-    """Mark a locked running job failed, then retry or alert."""
+def _fail(
+    job: Job,
+    *,
+    error: str,
+    log_tail: str,
+    now: datetime,
+    error_class: str = "",
+    damaged: list[str] | None = None,
+) -> None:
+    """Mark a locked running job failed, then retry or alert (``damaged``: see ``complete_failure``)."""
     previous = job.state
     cancelled = bool(job.cancel_requested_at)
     job.state = JobState.CANCELLED if cancelled else JobState.FAILED
@@ -548,9 +628,9 @@ def _fail(job: Job, *, error: str, log_tail: str, now: datetime, error_class: st
     if job.kind == JobKind.BACKUP:
         _retry_or_alert(job, now)
     elif job.kind == JobKind.RESTORE_TEST:
-        _restore_test_failed(job)
+        _restore_test_failed(job, damaged or [])
     elif job.kind == JobKind.RESTORE and job.error_class == ErrorClass.CHECKSUM_MISMATCH:
-        _corruption_found(job, by="Restore")
+        _corruption_found(job, by="Restore", damaged=damaged or [])
 
 
 def retry_delay(attempt: int) -> timedelta:

@@ -75,6 +75,22 @@ BACKUP_FIELDS = {
     "verification",
     "legal_hold",
     "file_list_entries",
+    "level",
+    "base",
+    "restorable",
+}
+POLICY_FIELDS = {
+    "id",
+    "name",
+    "description",
+    "schedule",
+    "rpo_hours",
+    "retention_days",
+    "restore_test_interval_days",
+    "full_every_days",
+    "full_every_backups",
+    "price_per_gb_month",
+    "auto_approve_clients",
 }
 JOB_FIELDS = {
     "id",

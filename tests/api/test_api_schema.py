@@ -28,6 +28,8 @@ PATHS = {
     "/api/v1/client-requests/{id}/enrolment-token/",
     "/api/v1/applications/",
     "/api/v1/applications/{id}/",
+    "/api/v1/policies/",
+    "/api/v1/policies/{id}/",
     "/api/v1/clients/",
     "/api/v1/clients/{id}/",
     "/api/v1/clients/{id}/backup-now/",
@@ -78,6 +80,7 @@ def test_representations_in_the_schema_match_the_contract(schema):
     assert set(components["ClientRequest"]["properties"]) == CLIENT_REQUEST_FIELDS
     assert set(components["Client"]["properties"]) == contract.CLIENT_FIELDS
     assert set(components["Backup"]["properties"]) == contract.BACKUP_FIELDS
+    assert set(components["Policy"]["properties"]) == contract.POLICY_FIELDS
     assert set(components["Job"]["properties"]) == contract.JOB_FIELDS
     assert set(components["Alert"]["properties"]) == contract.ALERT_FIELDS
     assert set(components["RestoreRequestCreateRequest"]["properties"]) == {

@@ -61,7 +61,7 @@ def test_generated_requests_find_no_server_error_and_no_schema_violation(
     schema = schemathesis.openapi.from_url(f"{live_server.url}/api/schema/?format=json")
 
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 29  # 19 reads, 10 writes
+    assert len(operations) == 31  # 21 reads, 10 writes
     for operation in operations:
         modes = [schemathesis.GenerationMode.POSITIVE]
         if len(operation.query) or operation.body or operation.method.upper() == "POST":
