@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from django.db import models
 from django.db.models import Case, ExpressionWrapper, F, OuterRef, Q, Subquery, Value, When
 
-from catalog.choices import BackupStatus, ClientStatus, JobState
+from catalog.choices import ClientStatus, JobState
 from catalog.models import Backup, BackupClient, Job
 
 #: "Failures" on the dashboard are the failed jobs of this recent window.
@@ -34,10 +34,12 @@ def count_of(queryset: models.QuerySet) -> SubqueryCount:
 
 
 def last_good_backup_at(client_ref: str = "pk") -> Subquery:
-    """When the client named by ``OuterRef(client_ref)`` last got an available backup (or NULL)."""
-    newest = Backup.objects.filter(client=OuterRef(client_ref), status=BackupStatus.AVAILABLE).order_by(
-        "-taken_at"
-    )
+    """When the client named by ``OuterRef(client_ref)`` last got a backup that can be restored (or NULL).
+
+    ``restorable()``: available, not failed verification, and its chain whole (an incremental
+    on a damaged full protects nothing).
+    """
+    newest = Backup.objects.restorable().filter(client=OuterRef(client_ref)).order_by("-taken_at")
     return Subquery(newest.values("taken_at")[:1], output_field=models.DateTimeField())
 
 
