@@ -10,4 +10,5 @@ __version__ = "0.1.0"
 # The version of docs/agent-protocol.md this agent speaks, sent as "protocol"
 # in the enrol, poll and complete bodies. 2: failed reports carry error_class.
 # 3: a backup's index is uploaded (PUT jobs/<id>/index) before its report, which carries `index`.
-PROTOCOL_VERSION = 3
+# 4: incremental backups (job level/base, report level/base, restore chain; index format 2).
+PROTOCOL_VERSION = 4

@@ -7,12 +7,13 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from backup_agent.errors import Cancelled
-from backup_agent.file_index import IndexWriter
+from backup_agent.file_index import IndexReader, IndexWriter
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,14 @@ class JobContext:
     # to "/" ("srv/app/invoices/x.pdf" for files, "public/orders" or "orders" for tables).
     # None restores everything.
     selection: tuple[bytes, ...] | None = None
+    # Set by the executor for an incremental backup: the base's index, verified against
+    # the catalog's record, that the walk compares the tree with.
+    base_index: IndexReader | None = None
+    # Set by the executor for a restore of an incremental point: its bases, oldest first,
+    # each verified and opened only when the plugin gets to it, and the point's own index
+    # (verified), which says in which of them each file's data lives.
+    chain: tuple[ChainPart, ...] = ()
+    point_index: IndexReader | None = None
 
     def staging(self, folder: Path) -> None:
         """Call right before creating a staging folder; best effort, never fails the job."""
@@ -105,6 +114,17 @@ class JobContext:
         """A line for the job's log tail that comes from the agent, not a tool."""
         log.info("job %s: %s", self.job_id, message)
         self.log.add(f"backup-agent: {message}")
+
+
+@dataclass(frozen=True)
+class ChainPart:
+    """One base of the incremental point being restored."""
+
+    location: str
+    # How many points back from the restored one: its files are those whose index origin says so.
+    origin: int
+    # The verified stream of its data; the context manager re-checks the SHA-256 when it closes.
+    open: Callable[[], AbstractContextManager[Source]]
 
 
 class Sink(Protocol):

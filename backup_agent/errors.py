@@ -64,6 +64,9 @@ class AgentError(Exception):
     """
 
     error_class: str = ec.UNKNOWN
+    # Protocol 4: the locations of the recovery points found damaged (a chain restore's failed
+    # check), sent as the report's "damaged" so the portal marks those, not just the job's point.
+    damaged: tuple[str, ...] = ()
 
     def __init__(self, message: str, *, error_class: str | None = None) -> None:
         super().__init__(message)

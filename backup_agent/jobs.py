@@ -9,6 +9,7 @@ from typing import Any
 from backup_agent.errors import InvalidOptions
 
 KINDS = ("backup", "restore", "restore_test", "expire")
+LEVELS = ("full", "incremental")
 
 
 def utc_now() -> str:
@@ -33,6 +34,9 @@ class BackupRef:
     stored_size: int | None
     compression: str
     manifest: dict[str, Any]
+    # The point's index.bpi as the catalog recorded it ({"sha256", "size"}); None when it has none.
+    index: dict[str, Any] | None = None
+    level: str = "full"
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,13 @@ class JobSpec:
     overwrite: bool = False
     # A selective restore's paths (tar-escaped text, absolute); empty: everything.
     paths: tuple[str, ...] = ()
+    # A backup: the level the portal planned, the point an incremental builds on, and
+    # why a full was planned where the policy takes incrementals ('' otherwise).
+    level: str = "full"
+    base: BackupRef | None = None
+    level_reason: str = ""
+    # A restore or restore test of an incremental point: its bases, oldest (the full) first.
+    chain: tuple[BackupRef, ...] = ()
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
@@ -81,6 +92,11 @@ def parse(raw: dict[str, Any]) -> JobSpec:
         target=_target(raw.get("target"))[0] if kind == "restore" else None,
         overwrite=_target(raw.get("target"))[1] if kind == "restore" else False,
         paths=_paths(raw.get("target")) if kind == "restore" else (),
+        level=_level(raw.get("level")) if kind == "backup" else "full",
+        # A malformed base is no reason to fail a backup: the executor takes a full instead.
+        base=_optional_ref(raw.get("base")) if kind == "backup" else None,
+        level_reason=str(raw.get("level_reason") or "") if kind == "backup" else "",
+        chain=_chain(raw.get("chain")) if kind in ("restore", "restore_test") else (),
         raw=raw,
     )
     if kind == "backup" and not isinstance(spec.destination, str):
@@ -101,7 +117,45 @@ def _backup_ref(value: Any) -> BackupRef:
         stored_size=value.get("stored_size"),
         compression=str(value.get("compression") or "none"),
         manifest=value["manifest"] if isinstance(value.get("manifest"), dict) else {},
+        index=_index_ref(value.get("index")),
+        level=_level(value.get("level")),
     )
+
+
+def _level(value: Any) -> str:
+    """``full`` or ``incremental``; absent (an older portal) or empty is full."""
+    if value is None or value == "":
+        return "full"
+    if value not in LEVELS:
+        raise InvalidOptions(f"level {value!r} is not one of {', '.join(LEVELS)}")
+    return str(value)
+
+
+def _index_ref(value: Any) -> dict[str, Any] | None:
+    if (
+        isinstance(value, dict)
+        and isinstance(value.get("sha256"), str)
+        and type(value.get("size")) is int
+        and value["size"] >= 0
+    ):
+        return {"sha256": value["sha256"].lower(), "size": value["size"]}
+    return None
+
+
+def _optional_ref(value: Any) -> BackupRef | None:
+    try:
+        return _backup_ref(value) if value is not None else None
+    except InvalidOptions:
+        return None
+
+
+def _chain(value: Any) -> tuple[BackupRef, ...]:
+    """A restore's ``chain``: the point's bases, oldest first; [] or absent for a full."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise InvalidOptions("'chain' must be a list of recovery points")
+    return tuple(_backup_ref(member) for member in value)
 
 
 def _target(value: Any) -> tuple[str, bool]:

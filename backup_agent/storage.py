@@ -128,11 +128,14 @@ class FilesystemStorage:
             raise StorageError(f"manifest of {location} is not valid JSON: {exc}") from None
         return data if isinstance(data, dict) else {}
 
-    def verify(self, location: str, sha256: str, on_chunk: OnChunk | None = None) -> tuple[Path, str]:
+    def verify(
+        self, location: str, sha256: str, on_chunk: OnChunk | None = None, *, label: str | None = None
+    ) -> tuple[Path, str]:
         """Hash the stored file end to end; raise ChecksumMismatch unless it matches.
 
         Called before a restore touches its target: a damaged backup must
-        fail here, not half-way through overwriting something.
+        fail here, not half-way through overwriting something. ``label`` goes
+        before the path in the message (a chain restore names the member).
         """
         path, compression = self.locate(location)
         digest = hashlib.sha256()
@@ -142,8 +145,36 @@ class FilesystemStorage:
                 if on_chunk:
                     on_chunk(len(chunk))
         if digest.hexdigest() != (sha256 or "").lower():
-            raise ChecksumMismatch(str(path), sha256, digest.hexdigest())
+            raise ChecksumMismatch(f"{label} ({path})" if label else str(path), sha256, digest.hexdigest())
         return path, compression
+
+    def open_side_file(self, location: str, name: str, sha256: str, size: int) -> BinaryIO:
+        """A file beside a complete backup's data (its index), opened and checked whole.
+
+        ChecksumMismatch when it is missing or its size or SHA-256 is not the recorded
+        one. The caller reads through the returned file, so it reads the very bytes
+        that were checked, whatever happens to the name meanwhile.
+        """
+        if not _SIDE_FILE.match(name):
+            raise InvalidOptions(f"bad side file name {name!r}")
+        path = self.job_dir(location) / name
+        try:
+            fh = open(path, "rb")  # noqa: SIM115 - returned to the caller, who closes it
+        except FileNotFoundError:
+            raise ChecksumMismatch(f"{path} is missing", sha256, "no file") from None
+        try:
+            digest = hashlib.sha256()
+            while chunk := fh.read(CHUNK):
+                digest.update(chunk)
+            found = digest.hexdigest()
+            if fh.tell() != size:
+                raise ChecksumMismatch(f"{path} holds {fh.tell()} bytes, recorded {size}", sha256, found)
+            if found != (sha256 or "").lower():
+                raise ChecksumMismatch(str(path), sha256, found)
+        except BaseException:
+            fh.close()
+            raise
+        return fh
 
     def open_reader(
         self, path: Path, compression: str, sha256: str, on_chunk: OnChunk | None = None

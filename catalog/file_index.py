@@ -11,16 +11,9 @@ Paths are text in GNU tar's "escape" quoting (``path_text``/``path_bytes``).
 
 from __future__ import annotations
 
-import bisect
-import functools
-import json
 import os
 import re
-import struct
-import sys
 import threading
-import zlib
-from array import array
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,19 +21,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-# The format is defined once, by its writer (the agent ships in the same package).
-from backup_agent.file_index import BLOCK_HEAD, END_MAGIC, MAGIC, NO_DIR, TRAILER, path_bytes, path_text
-
-#: Decompressed bytes one footer or block may grow to: a crafted file cannot exhaust memory.
-MAX_RAW = 256 << 20
+# The format is defined and parsed once, by the agent's module (it ships in the same package).
+from backup_agent.file_index import MAX_RAW as MAX_RAW  # the reader's limit on a block, decompressed
+from backup_agent.file_index import Block, DamagedIndex, IndexReader, path_bytes, path_text
 
 TYPE_NAMES = {ord("-"): "file", ord("d"): "directory", ord("l"): "symlink", ord("h"): "hardlink"}
 LINK_TYPES = frozenset((ord("l"), ord("h")))
 DIRECTORY = ord("d")
 
 
-class IndexError_(Exception):
-    """The file is not a readable index (damaged, truncated, or another format)."""
+#: The file is not a readable index (damaged, truncated, or another format): the reader's own error.
+IndexError_ = DamagedIndex
 
 
 class NotFound(Exception):
@@ -95,179 +86,46 @@ def normal_path(text: str) -> bytes:
 # --- the file -------------------------------------------------------------------------
 
 
-def _column(typecode: str, data: bytes) -> array:
-    values = array(typecode)
-    values.frombytes(data)
-    if sys.byteorder == "big":
-        values.byteswap()
-    return values
-
-
-def _inflate(data: bytes) -> bytes:
-    try:
-        inflater = zlib.decompressobj()
-        raw = inflater.decompress(data, MAX_RAW)
-    except zlib.error as exc:
-        raise IndexError_(f"damaged block: {exc}") from None
-    if inflater.unconsumed_tail:
-        raise IndexError_("a block is larger than any index writes")
-    return raw
-
-
-class _Block:
-    """One decompressed block; columns are parsed on first use."""
-
-    def __init__(self, raw: bytes) -> None:
-        try:
-            self.count, names_len, links_len = BLOCK_HEAD.unpack_from(raw)
-        except struct.error:
-            raise IndexError_("truncated block") from None
-        n, at = self.count, BLOCK_HEAD.size
-        self.names_blob = raw[at : at + names_len]
-        at += names_len
-        self._types = raw[at : at + n]
-        at += n
-        spans = ((at, 2 * n), (at + 2 * n, 8 * n), (at + 10 * n, 8 * n))
-        self._raw = raw
-        self._spans = spans
-        self._links_blob = raw[at + 18 * n : at + 18 * n + links_len]
-        if (
-            len(self._links_blob) != links_len
-            or len(self._types) != n
-            or len(raw) < at + 18 * n
-            or self.names_blob.count(b"\0") < n
-        ):
-            raise IndexError_("truncated block")
-
-    @functools.cached_property
-    def names(self) -> list[bytes]:
-        return self.names_blob.split(b"\0")[: self.count]
-
-    @functools.cached_property
-    def columns(self) -> tuple[bytes, array, array, array, dict[int, bytes]]:
-        (m, ml), (s, sl), (t, tl) = self._spans
-        links = self._links_blob.split(b"\0")
-        link_of = {}
-        k = 0
-        for i, type_ in enumerate(self._types):
-            if type_ in LINK_TYPES:
-                link_of[i] = links[k] if k < len(links) else b""
-                k += 1
-        return (
-            self._types,
-            _column("H", self._raw[m : m + ml]),
-            _column("Q", self._raw[s : s + sl]),
-            _column("q", self._raw[t : t + tl]),
-            link_of,
-        )
-
-
 class FileIndex:
-    """A recovery point's index file, opened for reading. Safe to share between threads."""
+    """A recovery point's index file, opened for reading. Safe to share between threads.
+
+    Format 1 and 2 alike: the parsing (footer, blocks, damage checks, size limits) is the
+    agent's ``IndexReader``; this adds paths as text, listings, look-ups and search.
+    """
 
     BLOCK_CACHE = 16
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
-        with open(self.path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            self.file_size = fh.tell()
-            if self.file_size < len(MAGIC) + TRAILER.size:
-                raise IndexError_("too short to be an index")
-            fh.seek(0)
-            if fh.read(len(MAGIC)) != MAGIC:
-                raise IndexError_("not an index of format 1")
-            fh.seek(self.file_size - TRAILER.size)
-            offset, length, end = TRAILER.unpack(fh.read(TRAILER.size))
-            if end != END_MAGIC or offset + length + TRAILER.size != self.file_size:
-                raise IndexError_("the footer is damaged")
-            fh.seek(offset)
-            footer = _inflate(fh.read(length))
-        try:
-            (nblocks,) = struct.unpack_from("<I", footer)
-            at = 4
-            self._block_offsets = _column("Q", footer[at : at + 8 * nblocks])
-            self._block_lengths = _column("I", footer[at + 8 * nblocks : at + 12 * nblocks])
-            self._block_firsts = _column("I", footer[at + 12 * nblocks : at + 16 * nblocks])
-            at += 16 * nblocks
-            (nruns,) = struct.unpack_from("<I", footer, at)
-            at += 4
-            self._run_dirs = _column("I", footer[at : at + 4 * nruns])
-            self._run_firsts = _column("I", footer[at + 4 * nruns : at + 8 * nruns])
-            self._run_counts = _column("I", footer[at + 8 * nruns : at + 12 * nruns])
-            self.meta: dict[str, Any] = json.loads(footer[at + 12 * nruns :])
-        except (struct.error, ValueError) as exc:
-            raise IndexError_(f"the footer is damaged: {exc}") from None
-        if len(self._run_counts) != nruns or len(self._block_firsts) != nblocks:
-            raise IndexError_("the footer is truncated")
-        self.kind: str = self.meta.get("kind", "files")
-        self.entries: int = int(self.meta.get("entries", 0))
+        self._reader = IndexReader(self.path, block_cache=self.BLOCK_CACHE)
+        self.file_size = self._reader.file_size
+        self.meta: dict[str, Any] = self._reader.meta
+        self.kind: str = self._reader.kind
+        self.entries: int = self._reader.entries
         # A database dump's index is its table of contents, in the footer: no blocks.
         self.objects: list[Entry] | None = (
             _objects(self.meta.get("objects")) if self.kind in DATABASE_KINDS else None
         )
-        self._cache: OrderedDict[int, _Block] = OrderedDict()
-        self._lock = threading.Lock()
 
     # --- low level --------------------------------------------------------------------
 
-    def _block(self, i: int) -> _Block:
-        with self._lock:
-            if i in self._cache:
-                self._cache.move_to_end(i)
-                return self._cache[i]
-        with open(self.path, "rb") as fh:
-            fh.seek(self._block_offsets[i])
-            block = _Block(_inflate(fh.read(self._block_lengths[i])))
-        with self._lock:
-            self._cache[i] = block
-            while len(self._cache) > self.BLOCK_CACHE:
-                self._cache.popitem(last=False)
-        return block
-
-    def _locate(self, number: int) -> tuple[_Block, int]:
+    def _locate(self, number: int) -> tuple[Block, int]:
         if not 0 <= number < self.entries:
             raise NotFound(f"entry {number}")
-        i = bisect.bisect_right(self._block_firsts, number) - 1
-        block = self._block(i)
-        k = number - self._block_firsts[i]
-        if i < 0 or k >= block.count:
-            # The footer promises an entry no block holds: written by no agent of ours.
-            raise IndexError_(f"entry {number} is in no block")
-        return block, k
+        return self._reader.locate(number)
 
     def _name(self, number: int) -> bytes:
         block, k = self._locate(number)
         return block.names[k]
 
-    @functools.cached_property
-    def _run_of_dir(self) -> dict[int, int]:
-        return {folder: run for run, folder in enumerate(self._run_dirs)}
-
     def _children(self, folder: int | None) -> range:
         """Entry numbers of a folder's children (None: the top level)."""
-        run = self._run_of_dir.get(NO_DIR if folder is None else folder)
-        if run is None:
-            return range(0)
-        first = self._run_firsts[run]
-        return range(first, first + self._run_counts[run])
-
-    def _parent(self, number: int) -> int | None:
-        run = bisect.bisect_right(self._run_firsts, number) - 1
-        if run < 0 or number >= self._run_firsts[run] + self._run_counts[run]:
-            raise IndexError_(f"entry {number} is in no folder")
-        folder = self._run_dirs[run]
-        return None if folder == NO_DIR else folder
+        return self._reader.children(folder)
 
     def raw_path(self, number: int) -> bytes:
-        parts = []
-        current: int | None = number
-        for _ in range(4096):  # deeper than any path: a loop means a damaged file
-            if current is None:
-                return b"/".join(reversed(parts))
-            parts.append(self._name(current))
-            current = self._parent(current)
-        raise IndexError_("folder loop")
+        if not 0 <= number < self.entries:
+            raise NotFound(f"entry {number}")
+        return self._reader.raw_path(number)
 
     def entry(self, number: int, *, path: bytes | None = None) -> Entry:
         block, k = self._locate(number)
@@ -408,14 +266,15 @@ class FileIndex:
             yield from (e for _, e in zip(range(limit), matches, strict=False))
             return
         found = 0
-        for i in range(len(self._block_firsts)):
-            block = self._block(i)
+        firsts = self._reader.block_firsts
+        for i in range(len(firsts)):
+            block = self._reader.block(i)
             blob = block.names_blob
             at, k = 0, 0
             for match in pattern.finditer(blob):
                 k += blob.count(b"\0", at, match.start())
                 at = match.start()
-                yield self.entry(self._block_firsts[i] + k)
+                yield self.entry(firsts[i] + k)
                 found += 1
                 if found >= limit:
                     return

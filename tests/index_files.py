@@ -20,18 +20,19 @@ from catalog.services import file_lists, jobs
 MTIME = 1767323045
 
 
-def write_files_index(path: Path, tree: dict, *, mtime: int = MTIME) -> dict:
+def write_files_index(path: Path, tree: dict, *, mtime: int = MTIME, version: int = 1) -> dict:
     """Write the file list of a files backup to ``path``; returns the summary a report carries.
 
     ``tree`` maps names (text, or bytes for names that are not UTF-8) to a dict (a
     folder), an int (a file of that size), a ``(size, mtime)`` pair, ``("->", target)``
     (a symlink) or ``("=>", "srv/app/x")`` (a hard link to another name, relative to /
     as tar stores it). The top level's names are the backed-up paths relative to /
-    ("srv/app"), as the files plugin writes them.
+    ("srv/app"), as the files plugin writes them. ``version``: the index format (1, as
+    points taken before incrementals hold; 2, as the agent writes now).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as out:
-        writer = IndexWriter(out, "files")
+        writer = IndexWriter(out, "files", version=version)
         pending: deque[tuple[int | None, dict]] = deque([(None, tree)])
         while pending:
             folder, children = pending.popleft()
@@ -60,7 +61,7 @@ def write_database_index(path: Path, kind: str, objects: list[dict]) -> dict:
     """A database dump's file list: its table of contents (``{"schema"?, "name", "type", "rows"?}``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as out:
-        writer = IndexWriter(out, kind)
+        writer = IndexWriter(out, kind, version=1)
         return writer.close({"database": "orders", "objects": objects})
 
 
@@ -102,7 +103,7 @@ def write_lying_index(path: Path) -> dict:
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as out:
-        writer = IndexWriter(out, "files")
+        writer = IndexWriter(out, "files", version=1)
         writer.begin_run(None)
         folder = writer.add(b"srv", DIRECTORY, 0o755, 0, MTIME)
         writer.begin_run(folder)

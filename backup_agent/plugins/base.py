@@ -20,6 +20,9 @@ class Plugin(Protocol):
     # True: backup() fills ctx.index (backup_agent/file_index.py) and restore()
     # honours ctx.selection; False: no index, and a selective restore is refused.
     INDEXED: bool
+    # True: backup() takes an incremental when ctx.base_index is set, and restore()
+    # rebuilds a point from ctx.chain; False: the executor takes fulls and refuses chains.
+    INCREMENTAL: bool
 
     def available(self, env: Mapping[str, str]) -> bool: ...
 

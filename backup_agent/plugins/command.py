@@ -27,6 +27,7 @@ from backup_agent.process import run_tool
 NAME = "command"
 DATA_NAME = "data.bin"
 INDEXED = False
+INCREMENTAL = False  # every backup is a full
 _BACKUP_KEYS = frozenset({"job_id", "client"})
 _RESTORE_KEYS = frozenset({"job_id", "client", "target"})
 

@@ -11,6 +11,12 @@ The walk lists each folder once and records its children in the recovery
 point's index as one run (backup_agent/file_index.py) in the same pass that
 archives them; the tar itself stays depth first. A restore can be selective
 (ctx.selection): only the chosen files and folders are restored.
+
+Incremental (ctx.base_index): the walk reads the base's index alongside, and a
+regular file equal to the base's entry at the same path is indexed but not
+archived; its data stays in the chain. A restore of such a point (ctx.chain)
+takes from each base only the files the point's index says live there, then
+the point's own archive whole.
 """
 
 from __future__ import annotations
@@ -23,7 +29,8 @@ import shutil
 import stat
 import tarfile
 import tempfile
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -34,11 +41,13 @@ from backup_agent.context import JobContext, Sink, Source
 from backup_agent.errors import AgentError, InvalidOptions, TargetNotEmpty, UnsafeArchive, os_failure
 from backup_agent.file_index import IndexWriter
 from backup_agent.fsutil import remove_tree
+from backup_agent.plugins._incremental import Base, ChainFiles, Listing
 from backup_agent.plugins.base import Facts, reject_unknown, require_mapping
 from backup_agent.state import is_staging_name
 
 NAME = "files"
 INDEXED = True  # fills ctx.index while it streams (backup_agent/file_index.py)
+INCREMENTAL = True  # backup() compares with ctx.base_index, restore() follows ctx.chain
 DATA_NAME = "data.tar"
 CHUNK = 1 << 20
 # Extraction filters (PEP 706) arrived in Python 3.11.4, and Debian 12 ships
@@ -98,18 +107,43 @@ def _excluded(path: str, patterns: list[str]) -> bool:
 
 
 def backup(options: Mapping[str, Any], sink: Sink, ctx: JobContext) -> Facts:
+    """Archive the tree; with ctx.base_index, only what changed since the base (see _incremental.Base).
+
+    The facts' ``members`` and ``total_size`` describe the whole tree either way (a
+    restore test compares them); an incremental adds what its own archive holds
+    (``stored_members``, ``stored_total_size``) and the files left in the chain
+    (``unchanged``).
+    """
     opts = validate(options)
     facts: Facts = {"paths": opts["paths"], "members": 0, "total_size": 0, "skipped": 0}
     for top in opts["paths"]:
         if not os.path.lexists(top):
             raise AgentError(f"not found: configured path {top} does not exist")
+    base = Base(ctx.base_index) if ctx.base_index is not None else None
+    if ctx.index is not None:
+        # The next incremental treats files changed from here on as changed (see _incremental.Base).
+        ctx.index.meta["walk_started_ns"] = time.time_ns()
     with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT, **_TAR_ARGS) as tar:  # type: ignore[call-overload]
         tar.members = _Unkept()
-        _walk(tar, opts["paths"], opts["exclude"], ctx, facts)
+        _walk(tar, opts["paths"], opts["exclude"], ctx, facts, base)
+    if base is not None:
+        facts["unchanged"] = base.unchanged
+        facts["stored_members"] = facts["members"] - base.unchanged
+        facts["stored_total_size"] = facts["total_size"] - base.unchanged_size
     return facts
 
 
-def _walk(tar: tarfile.TarFile, tops: list[str], exclude: list[str], ctx: JobContext, facts: Facts) -> None:
+_Folder = tuple[str, "tarfile.TarInfo | None", "int | None", "Listing | None"]
+
+
+def _walk(
+    tar: tarfile.TarFile,
+    tops: list[str],
+    exclude: list[str],
+    ctx: JobContext,
+    facts: Facts,
+    base: Base | None = None,
+) -> None:
     """Archive the configured paths one folder at a time, and index each folder's listing as one run.
 
     A folder is listed (sorted by the bytes of the names), and its children are
@@ -126,20 +160,22 @@ def _walk(tar: tarfile.TarFile, tops: list[str], exclude: list[str], ctx: JobCon
     The configured paths are the top-level run, named relative to ``/``; ``/``
     itself has no member, its children are that run. The stack holds folders
     still to walk, never files: memory does not grow with the number of files.
-    Symlinks are stored, never followed.
+    Symlinks are stored, never followed. With a ``base``, each stacked folder
+    carries its listing in the base (None: the base had no folder there).
     """
     index = ctx.index
-    stack: list[tuple[str, tarfile.TarInfo | None, int | None]]
+    stack: list[_Folder]
     if len(tops) == 1 and not tops[0].strip("/"):
-        stack = [("/", None, None)]
+        stack = [("/", None, None, base.listing(None) if base is not None else None)]
     else:
         if index is not None:
             index.begin_run(None)
         tops = [top for top in tops if not _excluded(top, exclude)]
-        stack = _add_run(tar, tops, True, ctx, facts, index)
+        top_listing = base.listing(None) if base is not None else None
+        stack = _add_run(tar, tops, True, ctx, facts, index, base, top_listing)
         stack.reverse()
     while stack:
-        folder, info, number = stack.pop()
+        folder, info, number, listing = stack.pop()
         ctx.check_cancelled()
         try:
             if info is not None:
@@ -156,7 +192,7 @@ def _walk(tar: tarfile.TarFile, tops: list[str], exclude: list[str], ctx: JobCon
             index.begin_run(number)
         children = [os.path.join(folder, name) for name in names]
         children = [child for child in children if not _excluded(child, exclude)]
-        stack.extend(reversed(_add_run(tar, children, False, ctx, facts, index)))
+        stack.extend(reversed(_add_run(tar, children, False, ctx, facts, index, base, listing)))
 
 
 def _add_run(
@@ -166,16 +202,30 @@ def _add_run(
     ctx: JobContext,
     facts: Facts,
     index: IndexWriter | None,
-) -> list[tuple[str, tarfile.TarInfo, int | None]]:
-    """Archive and index one listing; returns its folders (member not yet archived) and their entry numbers.
+    base: Base | None = None,
+    listing: Listing | None = None,
+) -> list[_Folder]:
+    """Archive and index one listing; returns its folders (member not yet archived), their entry
+    numbers and their listings in the base.
 
-    Index names are relative to the folder (``top_level``: relative to /).
+    Index names are relative to the folder (``top_level``: relative to /). A file
+    the base holds unchanged is indexed, not archived (_keep_unchanged).
     """
-    folders: list[tuple[str, tarfile.TarInfo, int | None]] = []
+    folders: list[_Folder] = []
     for path in paths:
         ctx.check_cancelled()
+        name = _raw(path.lstrip("/") if top_level else os.path.basename(path))
+        base_number = listing.find(name) if listing is not None else None
         try:
-            info = _add_one(tar, path, ctx, facts)
+            # Taken before the data is read: a change while it is read shows in the next comparison.
+            st = os.lstat(path)
+            if base is not None and base_number is not None:
+                origin = base.unchanged_origin(base_number, st)
+                if origin is not None and _keep_unchanged(tar, path, st, facts, base):
+                    if index is not None:
+                        _index_stat(index, name, file_index.FILE, st, b"", origin + 1)
+                    continue
+            info = _add_one(tar, path, st, ctx, facts)
         except FileNotFoundError:
             ctx.note(f"skipped {_printable(path)}: vanished during the backup")
             continue
@@ -185,14 +235,33 @@ def _add_run(
             continue
         number = None
         if index is not None:
-            name = path.lstrip("/") if top_level else os.path.basename(path)
-            number = _index_entry(index, _raw(name), info)
+            number = _index_entry(index, name, info, st)
         if info.isdir():
-            folders.append((path, info, number))
+            folders.append((path, info, number, base.folder_listing(base_number) if base else None))
     return folders
 
 
-def _index_entry(index: IndexWriter, name: bytes, info: tarfile.TarInfo) -> int:
+def _keep_unchanged(tar: tarfile.TarFile, path: str, st: os.stat_result, facts: Facts, base: Base) -> bool:
+    """Count an unchanged file as part of the tree without archiving it; False: archive it after all.
+
+    A file with more names is recorded in ``tar.inodes`` under this name, as
+    gettarinfo would, so its later names still become hard-link members (their
+    data is this name's, restored from the chain before the point's own archive).
+    A later name of a file already archived under another name is a hard link, not
+    an unchanged file.
+    """
+    if st.st_nlink > 1:
+        key, arcname = (st.st_ino, st.st_dev), path.lstrip("/")
+        if tar.inodes.setdefault(key, arcname) != arcname:
+            return False
+    facts["members"] += 1
+    facts["total_size"] += st.st_size
+    base.unchanged += 1
+    base.unchanged_size += st.st_size
+    return True
+
+
+def _index_entry(index: IndexWriter, name: bytes, info: tarfile.TarInfo, st: os.stat_result) -> int:
     if info.islnk():
         type_, link = file_index.HARDLINK, _raw(info.linkname)
     elif info.issym():
@@ -201,11 +270,46 @@ def _index_entry(index: IndexWriter, name: bytes, info: tarfile.TarInfo) -> int:
         type_, link = file_index.DIRECTORY, b""
     else:
         type_, link = file_index.FILE, b""
-    size = info.size if info.isreg() else 0  # a hard link (LNKTYPE) is not isreg()
-    return index.add(name, type_, info.mode & 0o7777, size, int(info.mtime), link)
+    return _index_stat(index, name, type_, st, link, 0, info)
 
 
-def _add_one(tar: tarfile.TarFile, path: str, ctx: JobContext, facts: Facts) -> tarfile.TarInfo | None:
+def _index_stat(
+    index: IndexWriter,
+    name: bytes,
+    type_: bytes,
+    st: os.stat_result,
+    link: bytes,
+    origin: int,
+    info: tarfile.TarInfo | None = None,
+) -> int:
+    """Index one entry from the lstat taken before it was archived (and its TarInfo when it was).
+
+    Times come from the nanosecond fields, so that the next incremental compares
+    exactly what this one recorded.
+    """
+    seconds, nsec = divmod(st.st_mtime_ns, 1_000_000_000)
+    if info is not None:
+        mode = info.mode
+        size = info.size if info.isreg() else 0  # a hard link (LNKTYPE) is not isreg()
+    else:
+        mode, size = st.st_mode, st.st_size
+    return index.add(
+        name,
+        type_,
+        mode & 0o7777,
+        size,
+        seconds,
+        link,
+        mtime_nsec=nsec,
+        ctime_ns=st.st_ctime_ns,
+        inode=st.st_ino,
+        origin=origin,
+    )
+
+
+def _add_one(
+    tar: tarfile.TarFile, path: str, st: os.stat_result, ctx: JobContext, facts: Facts
+) -> tarfile.TarInfo | None:
     """Archive one entry (a directory: only its TarInfo, see _walk); None when it was skipped."""
     info = tar.gettarinfo(path, path.lstrip("/"))
     if info is None or not (info.isreg() or info.isdir() or info.issym() or info.islnk()):
@@ -215,7 +319,7 @@ def _add_one(tar: tarfile.TarFile, path: str, ctx: JobContext, facts: Facts) -> 
         ctx.note(f"skipped {_printable(path)}: not a regular file, directory or symlink")
         return None
     if info.isreg():
-        _forget_inode(tar, path)
+        _forget_inode(tar, st)
         with open(path, "rb") as fh:
             try:
                 tar.addfile(info, fh)
@@ -246,13 +350,12 @@ class _Unkept(list):
         pass
 
 
-def _forget_inode(tar: tarfile.TarFile, path: str) -> None:
+def _forget_inode(tar: tarfile.TarFile, st: os.stat_result) -> None:
     """Drop tarfile's record of a file with one name: only a file with more names needs it.
 
     gettarinfo records every regular file's inode, to spot the next name of a hard
     link; for a million files that is a million entries (some 200 MB).
     """
-    st = os.lstat(path)
     if st.st_nlink == 1:
         tar.inodes.pop((st.st_ino, st.st_dev), None)
 
@@ -289,6 +392,13 @@ def restore(
     cannot be restored from the stream (a hard link member carries no data, and
     its target was passed over): the restore fails and names both, so that the
     target can be selected too. The facts add ``selected``, the number of paths.
+
+    An incremental point (``ctx.chain``) is rebuilt in the same staging folder:
+    from each base, oldest first, the regular files the point's index says are
+    stored there (ChainFiles), then the point's own archive whole. That last
+    archive holds every directory, symlink and hard link of the point, so hard
+    links find their files already in place and tarfile sets the directories'
+    modes and times after every file is in. The facts count the whole tree.
     """
     if not isinstance(target, str) or not os.path.isabs(target):
         raise InvalidOptions(f"files: restore target must be an absolute path, got {target!r}")
@@ -307,7 +417,11 @@ def restore(
     staging.mkdir(mode=0o700)
     try:
         selection = _Selection(ctx.selection) if ctx.selection is not None else None
-        facts, archived_dirs = _extract(source, staging, ctx, os.path.realpath(dest), selection)
+        final_base = os.path.realpath(dest)
+        facts: Facts = {"members": 0, "total_size": 0, "skipped_links": []}
+        if ctx.chain:
+            _extract_chain(staging, ctx, final_base, selection, facts)
+        archived_dirs = _extract(source, staging, ctx, final_base, selection, facts)
         if selection is not None:
             selection.check_found()
             facts["selected"] = len(selection.paths)
@@ -353,16 +467,40 @@ class _Selection:
                 raise InvalidOptions(f"files: /{file_index.path_text(path)} is not in this backup")
 
 
+def _extract_chain(
+    staging: Path, ctx: JobContext, final_base: str, selection: _Selection | None, facts: Facts
+) -> None:
+    """Unpack from each base of the point (ctx.chain) the regular files whose data it holds."""
+    assert ctx.point_index is not None  # the executor opens it with the chain
+    for part in ctx.chain:
+        ctx.check_cancelled()
+        point = ChainFiles(ctx.point_index)  # its cursors follow one archive's order
+
+        def kept(member: tarfile.TarInfo, origin: int = part.origin, point: ChainFiles = point) -> bool:
+            return member.isreg() and point.origin(_raw(member.name)) == origin
+
+        before = facts["members"]
+        with part.open() as stream:
+            _extract(stream, staging, ctx, final_base, selection, facts, kept)
+        ctx.note(f"restored {facts['members'] - before} unchanged file(s) from {part.location}")
+
+
 def _extract(
-    source: Source, staging: Path, ctx: JobContext, final_base: str, selection: _Selection | None = None
-) -> tuple[Facts, set[str]]:
-    """Unpack into ``staging``; returns the facts and the directories the archive itself holds.
+    source: Source,
+    staging: Path,
+    ctx: JobContext,
+    final_base: str,
+    selection: _Selection | None,
+    facts: Facts,
+    kept: Callable[[tarfile.TarInfo], bool] | None = None,
+) -> set[str]:
+    """Unpack into ``staging``, counting into ``facts``; returns the directories the archive holds.
 
     ``final_base`` is the resolved target, where the members end up after the
     merge; an in-place restore (ctx.restore_only_under) may put them only
-    under the paths this server allows.
+    under the paths this server allows. ``kept``: which members to unpack at all
+    (a base of an incremental point gives only some of its files).
     """
-    facts: Facts = {"members": 0, "total_size": 0, "skipped_links": []}
     archived_dirs: set[str] = set()
     dest = os.path.realpath(staging)
 
@@ -371,6 +509,8 @@ def _extract(
         # symlink checks see everything already on disk.
         for member in tar:
             ctx.check_cancelled()
+            if kept is not None and not kept(member):
+                continue
             if selection is not None and not _select(member, selection):
                 continue
             if selection is None or selection.covering(_raw(member.name).rstrip(b"/")) is not None:
@@ -389,7 +529,7 @@ def _extract(
     with tarfile.open(fileobj=source, mode="r|", **_TAR_ARGS) as tar:  # type: ignore[call-overload]
         tar.members = _Unkept()  # the first member, read by open(), is yielded all the same
         tar.extractall(staging, members=vetted(tar), **_EXTRACT_KWARGS)  # noqa: S202 - members are vetted
-    return facts, archived_dirs
+    return archived_dirs
 
 
 def _select(member: tarfile.TarInfo, selection: _Selection) -> bool:

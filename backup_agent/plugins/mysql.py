@@ -51,6 +51,7 @@ from backup_agent.process import CHUNK, find_program, run_tool
 NAME = "mysql"
 DATA_NAME = "data.sql"
 INDEXED = True
+INCREMENTAL = False  # every backup is a full
 QUERY_TIMEOUT = 600.0
 # MariaDB ships the same clients under both names; newer ones warn about the old.
 _DUMPERS = ("mariadb-dump", "mysqldump")

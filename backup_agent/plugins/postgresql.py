@@ -51,6 +51,7 @@ from backup_agent.process import Session, find_program, run_tool
 NAME = "postgresql"
 DATA_NAME = "data.dump"
 INDEXED = True
+INCREMENTAL = False  # every backup is a full
 QUERY_TIMEOUT = 600.0  # metadata queries; the dump itself uses the job's tool_timeout
 MAINTENANCE_DB = "postgres"
 

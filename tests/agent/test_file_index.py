@@ -12,17 +12,19 @@ import json
 import os
 import socket
 import stat
+import struct
 import subprocess
 import tracemalloc
+import zlib
 from pathlib import Path
 
 import pytest
 
 from backup_agent import file_index
-from backup_agent.file_index import IndexWriter
-from catalog.file_index import FileIndex, path_bytes
+from backup_agent.file_index import IndexReader, IndexWriter
+from catalog.file_index import FileIndex, IndexError_, name_pattern, path_bytes
 
-from .helpers import backup_job, execute, succeeded, tool
+from .helpers import Points, backup_job, execute, succeeded, tool
 
 LONG = ["L" * 120 + "-one", "M" * 120 + "-two", "N" * 120 + "-three"]
 
@@ -158,7 +160,7 @@ def test_index_summary_is_in_the_report_and_the_manifest_and_matches_the_file(
     data = path.read_bytes()
     summary = report["index"]
     assert summary == {
-        "format": 1,
+        "format": 2,
         "kind": "files",
         "entries": summary["entries"],
         "size": len(data),
@@ -268,3 +270,98 @@ def test_plugins_without_an_index_write_none(tmp_path: Path, storage_root: Path)
     report = succeeded(execute(job))
     assert "index" not in report and "index" not in report["manifest"]
     assert not (storage_root / report["location"] / file_index.FILE_NAME).exists()
+
+
+# --- format 2 (incremental backups, issue #15) -------------------------------------------
+
+
+def test_an_incrementals_index_reads_in_the_portal_exactly_as_a_fulls_of_the_same_tree(
+    awkward: Path, storage_root: Path
+):
+    options = {"paths": [str(awkward)], "exclude": ["*.tmp"]}
+    points = Points(options, storage_root)
+    points.backup()
+    (awkward / "plain" / "with space.txt").write_text("edited, a hard link's data now\n")
+    (awkward / "secret").unlink()
+    incremental = points.backup()
+    full = succeeded(execute(backup_job("files", options, storage_root)))
+
+    assert incremental["level"] == "incremental" and incremental["index"]["format"] == 2
+    indexed = walk_index(index_of(storage_root, incremental))
+    assert indexed == walk_index(index_of(storage_root, full))
+    listed = tar_listing(storage_root / full["location"] / "data.tar")
+    assert {path: (letter, permissions(letter, mode), size, link)
+            for path, (letter, mode, size, link) in indexed.items()} == listed
+    # Search and look-ups go through the same reader.
+    index = index_of(storage_root, incremental)
+    found = [entry.path for entry in index.search(name_pattern("caf*"), 10)]
+    assert found == [f"{awkward}/plain/caf\\351"]
+    assert index.entry_at(os.fsencode(awkward / "plain" / "é-utf8.txt").lstrip(b"/")).size == 5
+
+
+def write_entries(path: Path, version: int) -> None:
+    with open(path, "wb") as out:
+        writer = IndexWriter(out, "files", version=version)
+        writer.begin_run(None)
+        top = writer.add(b"srv/app", file_index.DIRECTORY, 0o755, 0, 1_700_000_000)
+        writer.begin_run(top)
+        for i in range(5000):  # two blocks
+            writer.add(b"f%05d" % i, file_index.FILE, 0o644, i, 1_700_000_000 + i, mtime_nsec=i, inode=i)
+        writer.add(b"link", file_index.SYMLINK, 0o777, 0, 1_700_000_000, b"f00001")
+        writer.add(b"zz", file_index.HARDLINK, 0o644, 0, 1_700_000_000, b"srv/app/f00002")
+        writer.close()
+
+
+def test_format_1_indexes_already_stored_read_as_before(tmp_path: Path):
+    write_entries(tmp_path / "one.bpi", 1)
+    write_entries(tmp_path / "two.bpi", 2)
+    one, two = FileIndex(tmp_path / "one.bpi"), FileIndex(tmp_path / "two.bpi")
+
+    assert (tmp_path / "one.bpi").read_bytes()[:8] == b"BPIDX\x00\x01\n"
+    assert (one.meta["format"], two.meta["format"]) == (1, 2)
+    assert "chain" not in one.meta and (two.meta["level"], two.meta["chain"]) == ("full", [])
+    assert one.listdir(b"srv/app", 4990, 20) == two.listdir(b"srv/app", 4990, 20)
+    assert one.listdir(b"") == two.listdir(b"")
+    pattern = name_pattern("f0499?")
+    assert list(one.search(pattern, 20)) == list(two.search(pattern, 20))
+    assert one.entry_at(b"srv/app/zz") == two.entry_at(b"srv/app/zz")
+    reader = IndexReader(tmp_path / "two.bpi")
+    block, k = reader.locate(reader.lookup(b"srv/app/f04500"))
+    assert [column[k] for column in block.extra] == [4500, 0, 4500, 0]
+    assert IndexReader(tmp_path / "one.bpi").locate(1)[0].extra is None
+
+
+def test_a_format_2_block_without_its_new_columns_is_damaged(tmp_path: Path):
+    write_entries(tmp_path / "one.bpi", 1)
+    data = (tmp_path / "one.bpi").read_bytes()
+    (tmp_path / "lying.bpi").write_bytes(b"BPIDX\x00\x02\n" + data[8:])
+
+    index = FileIndex(tmp_path / "lying.bpi")  # the footer holds together
+    with pytest.raises(IndexError_, match="truncated block"):
+        index.listdir(b"srv/app")
+
+
+def test_an_index_of_another_format_is_refused(tmp_path: Path):
+    write_entries(tmp_path / "two.bpi", 2)
+    data = (tmp_path / "two.bpi").read_bytes()
+    (tmp_path / "three.bpi").write_bytes(b"BPIDX\x00\x03\n" + data[8:])
+
+    with pytest.raises(IndexError_, match="not an index of format 1 or 2"):
+        FileIndex(tmp_path / "three.bpi")
+
+
+def test_a_block_the_footer_places_outside_the_file_is_damaged_not_read(tmp_path: Path):
+    # Reading it would first allocate whatever the footer claims (up to 4 GiB a block).
+    write_entries(tmp_path / "two.bpi", 2)
+    data = (tmp_path / "two.bpi").read_bytes()
+    offset, length, end = file_index.TRAILER.unpack(data[-file_index.TRAILER.size :])
+    footer = bytearray(zlib.decompress(data[offset : offset + length]))
+    blocks = struct.unpack_from("<I", footer)[0]
+    struct.pack_into("<I", footer, 4 + 8 * blocks, 0xFFFFFFF0)  # the first block's compressed length
+    packed = zlib.compress(bytes(footer))
+    trailer = file_index.TRAILER.pack(offset, len(packed), end)
+    (tmp_path / "lying.bpi").write_bytes(data[:offset] + packed + trailer)
+
+    index = FileIndex(tmp_path / "lying.bpi")
+    with pytest.raises(IndexError_, match="outside the file"):
+        index.listdir(b"srv/app")

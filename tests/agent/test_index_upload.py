@@ -96,7 +96,7 @@ def test_the_index_is_uploaded_before_the_report(portal, uploads, storage_root, 
         "chunked": None,  # a Content-Length body, streamed from the file
         "received_sha256": hashlib.sha256(stored).hexdigest(),
     }
-    assert report["index"]["entries"] == 52 and report["protocol"] == PROTOCOL_VERSION == 3
+    assert report["index"]["entries"] == 52 and report["protocol"] == PROTOCOL_VERSION == 4
     assert Spool(spool_dir).pending() == []
 
 

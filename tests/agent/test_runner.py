@@ -80,7 +80,7 @@ def test_failed_reports_carry_their_error_class_and_protocol(
         "sh failed (exit status 1): connection refused: "
         "pg_dump: error: connection to server failed: Connection refused"
     )
-    assert "Connection refused" in report["log_tail"] and report["protocol"] == PROTOCOL_VERSION == 3
+    assert "Connection refused" in report["log_tail"] and report["protocol"] == PROTOCOL_VERSION == 4
     [report] = portal.completes(refused["id"])
     assert report["error_class"] == "refused_by_agent" and report["error"].startswith("refused by agent:")
     [poll] = portal.calls("poll")
