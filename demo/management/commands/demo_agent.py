@@ -83,7 +83,9 @@ class Command(BaseCommand):
         policy, _ = ProtectionPolicy.objects.get_or_create(
             name="Demo (every 5 minutes)",
             defaults={
-                "description": "Shows the scheduler at work during the demo.",
+                "description": "Shows the scheduler at work during the demo: a full every hour, "
+                "incrementals between.",
+                "full_every_backups": 12,
                 "schedule": "*/5 * * * *",
                 "retention_days": 2,
                 "rpo_hours": 1,
