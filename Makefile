@@ -8,11 +8,24 @@ PIP    := $(VENV)/bin/pip
 DEMO_ENV := DEBUG=true
 PG_URL ?= postgres://postgres@127.0.0.1:5432
 
-.PHONY: demo test install chromium test-sqlite test-postgres lint clean
+.PHONY: demo test install chromium slapd build-deps test-sqlite test-postgres lint clean
+
+# python-ldap (LDAP / Active Directory sign-in) compiles against OpenLDAP's and SASL's headers.
+build-deps:
+	@dpkg -s libldap2-dev libsasl2-dev >/dev/null 2>&1 || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libldap2-dev libsasl2-dev >/dev/null; }
+	@dpkg -s libldap2-dev libsasl2-dev >/dev/null 2>&1 || { echo "error: libldap2-dev could not be installed"; exit 1; }
+
+# The LDAP tests start their own OpenLDAP server (Debian's slapd) on a free loopback port.
+slapd:
+	@command -v /usr/sbin/slapd >/dev/null || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slapd ldap-utils >/dev/null; }
+	@command -v /usr/sbin/slapd >/dev/null || { echo "error: slapd could not be installed"; exit 1; }
 
 # Exact, hashed versions from the lock file; the project itself on top, without resolving again.
 $(VENV)/.installed: pyproject.toml requirements/dev.lock
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python 3.11 is required)"; exit 1; }
+	@$(MAKE) --no-print-directory build-deps
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet --require-hashes -r requirements/dev.lock
@@ -31,7 +44,7 @@ demo: install
 	@bash scripts/demo.sh
 
 ## test: lint, then the whole suite on SQLite and on PostgreSQL
-test: install chromium lint test-sqlite test-postgres
+test: install chromium slapd lint test-sqlite test-postgres
 
 lint:
 	$(PY) -m ruff check .

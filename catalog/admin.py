@@ -58,6 +58,8 @@ from catalog.models import (
 )
 from catalog.services import agents, alerts, chains, hosts, jobs, retention
 from catalog.tenancy import is_backup_team
+from core.errors import MfaRequired
+from identity import mfa
 
 #: How many protected dependents a delete page probes for before it stops counting.
 PROTECTED_SAMPLE = 10
@@ -262,9 +264,28 @@ class AgentEventInline(BackupTeamViewMixin, NoAddMixin, NoChangeMixin, NoDeleteM
     ordering = ("-occurred_at", "-pk")
 
 
+class AgentForm(forms.ModelForm):
+    """Giving a host to an application (sharing it, or assigning it) is a four-eyes action: MFA first."""
+
+    request = None  # the admin's request, set by AgentAdmin.get_form
+
+    def clean_applications(self):
+        applications = self.cleaned_data["applications"]
+        before = set(self.instance.applications.values_list("pk", flat=True)) if self.instance.pk else set()
+        # Taking applications away hands the host to nobody new: only additions need the proof.
+        if {app.pk for app in applications} - before:
+            try:
+                mfa.require_mfa(self.request, "giving a host to an application")
+            except MfaRequired as exc:
+                raise forms.ValidationError(mfa.refusal_html(str(exc), self.request.get_full_path())) from exc
+        return applications
+
+
 @admin.register(Agent)
 class AgentAdmin(CatalogAdmin):
     """Which applications a host serves is decided here, by the team, and every change is audited."""
+
+    form = AgentForm
 
     list_display = (
         "hostname",
@@ -297,6 +318,10 @@ class AgentAdmin(CatalogAdmin):
         return super().get_queryset(request).prefetch_related(
             Prefetch("applications", queryset=applications)
         )
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change=change, **kwargs)
+        return type(form.__name__, (form,), {"request": request})
 
     def get_readonly_fields(self, request, obj=None):
         # A host name is the agent's identity: renaming one would hand its jobs to another server.

@@ -14,3 +14,17 @@ class DomainError(Exception):
     http_status = 409
     #: Field name → message, when the error is about particular fields (answered as a 400's ``errors``).
     errors: dict[str, str] | None = None
+
+
+class MfaRequired(DomainError):
+    """A four-eyes decision from a session that has not passed multi-factor authentication.
+
+    ``url`` is where the person proves it (identity.mfa builds the message and the link).
+    """
+
+    code = "mfa_required"
+    http_status = 403
+
+    def __init__(self, message: str, *, url: str = "") -> None:
+        self.url = url
+        super().__init__(message)

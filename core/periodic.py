@@ -47,6 +47,9 @@ PERIODIC_TASKS: tuple[PeriodicTask, ...] = (
     PeriodicTask(
         "Meter the database's commits (PostgreSQL)", "core.tasks.record_database_commits", "*/5 * * * *"
     ),
+    PeriodicTask(
+        "Re-check LDAP users' accounts and groups", "identity.tasks.recheck_directory_users", "*/5 * * * *"
+    ),
 )
 
 

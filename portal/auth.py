@@ -21,7 +21,9 @@ import ipaddress
 import math
 
 from axes.helpers import get_cool_off
+from django.conf import settings
 from django.contrib.admin.forms import AdminAuthenticationForm
+from django.contrib.auth.backends import ModelBackend
 from django.contrib.auth.forms import AuthenticationForm
 from django.contrib.auth.views import LoginView
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
@@ -112,3 +114,34 @@ class PortalLoginView(LoginView):
     template_name = "registration/login.html"
     authentication_form = SignInForm
     redirect_authenticated_user = True
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        ldap = bool(getattr(settings, "LDAP_SERVER_URI", ""))
+        context.update(
+            oidc_enabled=bool(settings.OIDC_ISSUER),
+            oidc_provider_name=settings.OIDC_PROVIDER_NAME,
+            ldap_enabled=ldap,
+            # The form: for the directory over LDAP, for local (break-glass) accounts, or both.
+            show_form=ldap or settings.PORTAL_LOCAL_LOGIN,
+            local_login=settings.PORTAL_LOCAL_LOGIN,
+        )
+        if settings.OIDC_ISSUER:
+            # The button is the way in; the break-glass form does not take the focus.
+            context["form"].fields["username"].widget.attrs.pop("autofocus", None)
+        return context
+
+
+class LocalPasswordBackend(ModelBackend):
+    """Django's own user name and password, unless ``PORTAL_LOCAL_LOGIN=false``.
+
+    The switch is here, not in a form, so it holds for every door that checks a password:
+    the portal's sign-in page and the admin's alike. Sessions already open, permissions and
+    API keys are untouched. Directory accounts have no usable password, so this backend
+    never signs them in either way.
+    """
+
+    def authenticate(self, request, username=None, password=None, **kwargs):
+        if not settings.PORTAL_LOCAL_LOGIN:
+            return None
+        return super().authenticate(request, username=username, password=password, **kwargs)

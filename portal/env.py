@@ -64,6 +64,17 @@ def get_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
+def get_map(name: str) -> dict[str, str]:
+    """``$NAME`` as ``key=value`` pairs separated by commas ("backup-ops=backup-admins,…")."""
+    mapping: dict[str, str] = {}
+    for item in get_list(name, []):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise ConfigError(f"{name}: {item!r} is not key=value")
+        mapping[key.strip()] = value.strip()
+    return mapping
+
+
 def get_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
     value = os.environ.get(name, default).strip()
     if value not in choices:

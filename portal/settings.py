@@ -48,7 +48,10 @@ INSTALLED_APPS = [
     "django_q",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
     "core",
+    "identity",
     "catalog",
     "requests_app",
     "reports",
@@ -65,6 +68,10 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # A directory user's groups and account read again every PORTAL_DIRECTORY_RECHECK_SECONDS.
+    "identity.middleware.DirectoryRecheckMiddleware",
+    # request.user.is_verified(): the TOTP device this session verified (identity.mfa).
+    "django_otp.middleware.OTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Last, as django-axes asks: turns a locked-out sign-in into portal.auth.lockout_response.
@@ -123,7 +130,10 @@ AUTH_PASSWORD_VALIDATORS = [
 AUTHENTICATION_BACKENDS = [
     # First: refuses a locked-out (user name, address) before any password is checked.
     "axes.backends.AxesStandaloneBackend",
-    "django.contrib.auth.backends.ModelBackend",
+    # ModelBackend, refusing every password when PORTAL_LOCAL_LOGIN=false.
+    "portal.auth.LocalPasswordBackend",
+    # The OpenID Connect callback only (identity/oidc.py); off while OIDC_ISSUER is empty.
+    "identity.oidc.OIDCBackend",
 ]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "/"
@@ -141,6 +151,96 @@ NUM_PROXIES = env.get_int("NUM_PROXIES", 0, minimum=0)
 # pair only, so neither many names tried from a shared address (everyone behind one
 # proxy) nor one name tried from elsewhere locks anybody else out.
 AXES_ENABLED = True
+# --- The company directory (identity/; docs/operations.md, "Identity providers") ----------
+# Directory group name → portal group name (e.g. "backup-ops=backup-admins"): everything else
+# is mirrored under its own name, limited to PORTAL_DIRECTORY_GROUPS (glob patterns) if set.
+PORTAL_DIRECTORY_GROUP_MAP = env.get_map("PORTAL_DIRECTORY_GROUP_MAP")
+PORTAL_DIRECTORY_GROUPS = env.get_list("PORTAL_DIRECTORY_GROUPS", [])
+# A directory user's groups and account state are read again at their first request this
+# long after the last read: a user removed from a group loses its access within it.
+PORTAL_DIRECTORY_RECHECK_SECONDS = env.get_int("PORTAL_DIRECTORY_RECHECK_SECONDS", 300, minimum=0)
+# --- LDAP / Active Directory sign-in (identity/ldap.py; docs/operations.md, "Identity providers") -----
+# LDAP_SERVER_URI empty: LDAP sign-in off. Set: the sign-in form checks a name that is not a local
+# break-glass account against the directory (ldap:// with LDAP_START_TLS=true, or ldaps://).
+LDAP_SERVER_URI = (env.get_str("LDAP_SERVER_URI") or "").strip()
+# The portal's read-only service account, which finds users and reads their groups.
+LDAP_BIND_DN = env.get_str("LDAP_BIND_DN") or ""
+LDAP_BIND_PASSWORD = env.get_str("LDAP_BIND_PASSWORD") or ""
+LDAP_USER_SEARCH_BASE = env.get_str("LDAP_USER_SEARCH_BASE") or ""
+# %(user)s is the name typed on the sign-in form (escaped). Active Directory: (sAMAccountName=%(user)s).
+LDAP_USER_FILTER = env.get_str("LDAP_USER_FILTER") or "(uid=%(user)s)"
+# Empty: no groups are read (and the directory's groups are taken away at sign-in).
+LDAP_GROUP_SEARCH_BASE = env.get_str("LDAP_GROUP_SEARCH_BASE") or ""
+LDAP_GROUP_TYPE = env.get_choice(
+    "LDAP_GROUP_TYPE",
+    "groupOfNames",
+    ("groupOfNames", "nestedGroupOfNames", "posixGroup", "activeDirectory", "nestedActiveDirectory"),
+)
+LDAP_START_TLS = env.get_bool("LDAP_START_TLS", False)
+LDAP_CA_FILE = env.get_str("LDAP_CA_FILE") or ""  # PEM; empty: the system's trusted CAs
+# A filter that matches disabled accounts: they cannot sign in and are deactivated at the next
+# re-check. Unset: Active Directory's "account disabled" bit for the AD group types, else OpenLDAP
+# ppolicy's administrative lock. Set to empty: no account is ever treated as disabled.
+_AD_DISABLED = "(userAccountControl:1.2.840.113556.1.4.803:=2)"
+LDAP_DISABLED_FILTER = env.get_str(
+    "LDAP_DISABLED_FILTER",
+    _AD_DISABLED if LDAP_GROUP_TYPE.endswith("ctiveDirectory") else "(pwdAccountLockedTime=000001010000Z)",
+).strip()
+LDAP_ATTR_FIRST_NAME = env.get_str("LDAP_ATTR_FIRST_NAME") or "givenName"
+LDAP_ATTR_LAST_NAME = env.get_str("LDAP_ATTR_LAST_NAME") or "sn"
+LDAP_ATTR_EMAIL = env.get_str("LDAP_ATTR_EMAIL") or "mail"
+# Seconds to connect, and for each operation: a directory that does not answer must not hold a
+# sign-in (or, at a re-check, a page) for long.
+LDAP_NETWORK_TIMEOUT = env.get_int("LDAP_NETWORK_TIMEOUT", 3, minimum=1)
+LDAP_TIMEOUT = env.get_int("LDAP_TIMEOUT", 10, minimum=1)
+if LDAP_SERVER_URI:
+    if not all(re.match(r"^ldaps?://", uri) for uri in LDAP_SERVER_URI.split()):
+        raise ConfigError(f"LDAP_SERVER_URI={LDAP_SERVER_URI!r}: each must start with ldap:// or ldaps://")
+    if not LDAP_USER_SEARCH_BASE:
+        raise ConfigError("LDAP_SERVER_URI is set: set LDAP_USER_SEARCH_BASE (where users are found) too.")
+    if "%(user)s" not in LDAP_USER_FILTER:
+        raise ConfigError(f"LDAP_USER_FILTER={LDAP_USER_FILTER!r} must contain %(user)s")
+    # After the local accounts: a break-glass account never depends on the directory.
+    AUTHENTICATION_BACKENDS.append("identity.ldap.LDAPBackend")
+# --- OpenID Connect sign-in (identity/oidc.py; docs/operations.md, "Identity providers") ----------
+# OIDC_ISSUER empty: no "Sign in with …" button. The endpoints come from the issuer's discovery
+# document (read at the first sign-in, kept an hour) unless set here one by one.
+OIDC_ISSUER = (env.get_str("OIDC_ISSUER") or "").rstrip("/")
+OIDC_CLIENT_ID = env.get_str("OIDC_CLIENT_ID") or ""
+OIDC_CLIENT_SECRET = env.get_str("OIDC_CLIENT_SECRET") or ""
+if OIDC_ISSUER and not (OIDC_CLIENT_ID and OIDC_CLIENT_SECRET):
+    raise ConfigError("OIDC_ISSUER is set: set OIDC_CLIENT_ID and OIDC_CLIENT_SECRET (or *_FILE) too.")
+OIDC_AUTHORIZATION_ENDPOINT = env.get_str("OIDC_AUTHORIZATION_ENDPOINT") or ""
+OIDC_TOKEN_ENDPOINT = env.get_str("OIDC_TOKEN_ENDPOINT") or ""
+OIDC_USERINFO_ENDPOINT = env.get_str("OIDC_USERINFO_ENDPOINT") or ""
+OIDC_JWKS_URI = env.get_str("OIDC_JWKS_URI") or ""
+OIDC_END_SESSION_ENDPOINT = env.get_str("OIDC_END_SESSION_ENDPOINT") or ""
+OIDC_SCOPES = env.get_str("OIDC_SCOPES") or "openid email profile"
+if OIDC_ISSUER and "openid" not in OIDC_SCOPES.split():
+    raise ConfigError(f"OIDC_SCOPES={OIDC_SCOPES!r} must include 'openid'.")
+OIDC_GROUPS_CLAIM = env.get_str("OIDC_GROUPS_CLAIM") or "groups"
+OIDC_USERNAME_CLAIM = env.get_str("OIDC_USERNAME_CLAIM") or "preferred_username"
+OIDC_PROVIDER_NAME = env.get_str("OIDC_PROVIDER_NAME") or "your company account"
+# ID token signatures accepted (asymmetric only: the key comes from the provider's JWKS).
+OIDC_SIGN_ALGORITHMS = env.get_list("OIDC_SIGN_ALGORITHMS", ["RS256", "ES256"])
+if not set(OIDC_SIGN_ALGORITHMS) <= {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384"}:
+    raise ConfigError(f"OIDC_SIGN_ALGORITHMS={OIDC_SIGN_ALGORITHMS!r}: RS*, PS* or ES* only.")
+# The ID token's amr values, or acr values, that mean the person passed MFA at the provider.
+OIDC_MFA_AMR = env.get_list("OIDC_MFA_AMR", ["mfa", "otp", "hwk", "swk", "fpt", "sc"])
+OIDC_MFA_ACR = env.get_list("OIDC_MFA_ACR", [])
+OIDC_TIMEOUT = env.get_int("OIDC_TIMEOUT", 10, minimum=1)
+# The local sign-in form (break-glass and demo accounts). false: no password sign-in through the
+# web at all, the admin's included; break glass by setting it back to true (docs/operations.md).
+PORTAL_LOCAL_LOGIN = env.get_bool("PORTAL_LOCAL_LOGIN", True)
+# --- Multi-factor authentication for four-eyes actions (identity/mfa.py; docs/security.md) --------
+# Approving, rejecting and giving a host to an application need a session that passed MFA (the
+# IdP's amr/acr, or a TOTP code at /account/mfa/), or an integration API key. false: as before MFA.
+PORTAL_MFA_FOR_APPROVALS = env.get_bool("PORTAL_MFA_FOR_APPROVALS", True)
+# The issuer shown in authenticator apps next to the account name.
+OTP_TOTP_ISSUER = env.get_str("PORTAL_MFA_ISSUER", "Backup Portal")
+# django-otp's own admin would show every device's secret and QR code: requests_app/admin.py replaces it.
+OTP_ADMIN_HIDE_SENSITIVE_DATA = True
+
 AXES_FAILURE_LIMIT = env.get_int("LOGIN_FAILURE_LIMIT", 5, minimum=1)
 AXES_COOLOFF_TIME = timedelta(minutes=env.get_int("LOGIN_LOCKOUT_MINUTES", 15, minimum=1))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]

@@ -28,3 +28,7 @@ AXES_ENABLED = False
 # The usage meter (core.usage) writes once a minute from whichever request or task is running: off, so no
 # test's query count depends on the clock. tests/core/test_usage.py turns it on where it tests it.
 PORTAL_USAGE_METER = False
+
+# Approvals need MFA in production (portal/settings.py). The workflow's tests are about the
+# workflow, so it is off here; tests/identity/test_mfa*.py turn it on wherever they test it.
+PORTAL_MFA_FOR_APPROVALS = False

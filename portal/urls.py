@@ -1,10 +1,11 @@
 """Root URLs."""
 
 from django.contrib import admin
-from django.contrib.auth.views import LogoutView
 from django.urls import include, path
 
 from catalog import views as catalog_views
+from identity import urls as identity_urls
+from identity import views as identity_views
 from portal import auth, views
 from requests_app import views as requests_views
 
@@ -22,7 +23,9 @@ urlpatterns = [
     path("api/agent/v1/", include("catalog.agent_api.urls")),
     path("api/", include("portal.api_urls")),
     path("accounts/login/", auth.PortalLoginView.as_view(), name="login"),
-    path("accounts/logout/", LogoutView.as_view(), name="logout"),
+    path("accounts/logout/", identity_views.LogoutView.as_view(), name="logout"),
+    path("oidc/", include("identity.urls")),
+    path("account/mfa/", include(identity_urls.mfa_urlpatterns)),
     path("alerts/", catalog_views.alert_list, name="alerts"),
     path("alerts/<int:pk>/acknowledge/", catalog_views.acknowledge, name="alert-acknowledge"),
     path("", include("catalog.urls")),

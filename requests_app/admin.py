@@ -11,6 +11,8 @@ secret of a client request appears on no page here: it is for the requester.
 
 from __future__ import annotations
 
+import logging
+
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
@@ -25,19 +27,24 @@ from django.utils.decorators import method_decorator
 from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
 from django.views.decorators.http import require_POST
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from catalog.admin import CatalogAdmin, nowrap
 from catalog.admin_mixins import BackupTeamViewMixin, NoDeleteMixin, ReadOnlyAdminMixin
 from catalog.formatting import human_age
 from catalog.tenancy import is_backup_team
+from core.errors import MfaRequired
+from identity import mfa
 from requests_app import services
 from requests_app.actors import Actor
 from requests_app.choices import Channel, RequestStatus
 from requests_app.errors import FourEyesViolation, InvalidTransition, NotPermitted, ReasonRequired
 from requests_app.models import ApiKey, AuditEvent, ClientRequest, RestoreRequest
 
+logger = logging.getLogger(__name__)
+
 #: What a decision may refuse with; each becomes a message, never a 500.
-DECISION_ERRORS = (FourEyesViolation, NotPermitted, InvalidTransition, ReasonRequired)
+DECISION_ERRORS = (FourEyesViolation, NotPermitted, InvalidTransition, ReasonRequired, MfaRequired)
 
 REASON_HELP = "The requester reads it, in the mail and on the request page."
 
@@ -53,7 +60,12 @@ def _label(obj) -> str:
 def _refusal(obj, exc: Exception) -> str:
     # InvalidTransition already names the request ("Restore request #13 is approved; …").
     text = str(exc)
-    return text if text.startswith(_label(obj)) else f"{_label(obj)}: {text}"
+    text = text if text.startswith(_label(obj)) else f"{_label(obj)}: {text}"
+    if isinstance(exc, MfaRequired):
+        opts = obj._meta
+        change = reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj.pk])
+        return mfa.refusal_html(text, change)
+    return text
 
 
 def _ids(objs) -> str:
@@ -170,7 +182,7 @@ class RequestAdmin(ReadOnlyAdminMixin, CatalogAdmin):
         return reverse(f"admin:{self._url_name(view)}", args=args)
 
     def _actor(self, request) -> Actor:
-        return Actor.person(request.user, Channel.ADMIN)
+        return Actor.signed_in(request, Channel.ADMIN)
 
     def _change_url(self, obj) -> str:
         return self._url("change", obj.pk)
@@ -461,7 +473,7 @@ class AuditEventAdmin(ReadOnlyAdminMixin, CatalogAdmin):
 class ApiKeyForm(forms.ModelForm):
     class Meta:
         model = ApiKey
-        fields = ("name", "user")
+        fields = ("name", "user", "integration")
 
 
 @admin.register(ApiKey)
@@ -469,13 +481,18 @@ class ApiKeyAdmin(NoDeleteMixin, admin.ModelAdmin):  # requests and audit events
     """Integrations' keys: created here or with ``manage.py create_api_key``; the key is shown once."""
 
     form = ApiKeyForm
-    list_display = ("name", "user", "prefix", "created_at", "last_used", "revoked_at")
-    list_filter = (("revoked_at", admin.EmptyFieldListFilter),)
+    list_display = ("name", "user", "integration", "prefix", "created_at", "last_used", "revoked_at")
+    list_filter = ("integration", ("revoked_at", admin.EmptyFieldListFilter))
     list_select_related = ("user",)
     search_fields = ("name", "prefix", "user__username")
     raw_id_fields = ("user",)
-    readonly_fields = ("prefix", "created_at", "last_used_at", "revoked_at")
+    readonly_fields = ("prefix", "integration", "created_at", "last_used_at", "revoked_at")
     actions = ("revoke",)
+
+    def get_readonly_fields(self, request, obj=None):
+        # Whether a key may approve without a person's MFA is decided when it is issued: a key that
+        # should change role is revoked and a new one issued, so no key quietly gains the power.
+        return self.readonly_fields if obj else tuple(f for f in self.readonly_fields if f != "integration")
 
     def has_module_permission(self, request) -> bool:
         return is_backup_team(request.user)
@@ -496,7 +513,7 @@ class ApiKeyAdmin(NoDeleteMixin, admin.ModelAdmin):  # requests and audit events
     def save_model(self, request, obj: ApiKey, form, change: bool) -> None:
         if change:
             return
-        record, key = ApiKey.issue(user=obj.user, name=obj.name)
+        record, key = ApiKey.issue(user=obj.user, name=obj.name, integration=obj.integration)
         obj.pk = record.pk
         self.message_user(
             request,
@@ -508,6 +525,60 @@ class ApiKeyAdmin(NoDeleteMixin, admin.ModelAdmin):  # requests and audit events
     def revoke(self, request, queryset) -> None:
         revoked = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
         self.message_user(request, f"Revoked {revoked} key(s); their next call gets 401.", messages.SUCCESS)
+
+
+
+# --- People's authenticators (identity/mfa.py) ---------------------------------------------------
+# Here, beside the integrations' keys, and not in identity/admin.py: identity sits below catalog
+# (tests/core/test_dependencies.py) and the team's permissions are catalog's.
+#
+# django-otp's own admin shows and edits each device's secret and QR code; it is replaced by a
+# list without them. The one change is a reset (the person sets a new authenticator up at
+# /account/mfa/), itself a four-eyes action: by another member of the team, from a session that
+# passed MFA — or anybody holding a member's password could reset that member's device and enrol
+# their own.
+
+if admin.site.is_registered(TOTPDevice):
+    admin.site.unregister(TOTPDevice)
+
+
+@admin.register(TOTPDevice)
+class TOTPDeviceAdmin(BackupTeamViewMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+    """People's authenticators: listed, never shown; reset by another member of the team."""
+
+    list_display = ("user", "name", "confirmed", "created_at", "last_used_at", "throttling_failure_count")
+    list_filter = ("confirmed",)
+    list_select_related = ("user",)
+    search_fields = ("user__username", "user__email")
+    fields = list_display
+    readonly_fields = list_display
+    actions = ("reset",)
+
+    def has_module_permission(self, request) -> bool:
+        return is_backup_team(request.user)
+
+    def has_reset_permission(self, request) -> bool:
+        return is_backup_team(request.user)
+
+    @admin.action(description="Reset: the person sets up a new authenticator", permissions=["reset"])
+    def reset(self, request, queryset) -> None:
+        try:
+            mfa.require_mfa(request, "resetting an authenticator")
+        except MfaRequired as exc:
+            self.message_user(request, mfa.refusal_html(str(exc), request.get_full_path()), messages.ERROR)
+            return
+        if queryset.filter(user=request.user).exists():
+            refusal = "Nobody resets their own authenticator: another member of the team must."
+            self.message_user(request, refusal, messages.ERROR)
+            return
+        users = sorted({device.user.get_username() for device in queryset})
+        count, _ = queryset.delete()
+        logger.info("MFA devices of %s reset by %s", ", ".join(users), request.user.get_username())
+        self.message_user(
+            request,
+            f"Reset {count} authenticator(s) of {', '.join(users)}: they set up a new one at /account/mfa/.",
+            messages.SUCCESS,
+        )
 
 
 from requests_app.webhooks import admin as webhooks_admin  # noqa: E402, F401 - registers the webhook admins

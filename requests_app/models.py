@@ -264,6 +264,12 @@ class ApiKey(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    integration = models.BooleanField(
+        "integration user's key",
+        default=False,
+        help_text="An integration user's key: may approve without a person's MFA. Leave unticked for a "
+        "key that only submits and reads; it cannot approve or reject.",
+    )
 
     objects = ApiKeyQuerySet.as_manager()
 
@@ -275,10 +281,12 @@ class ApiKey(models.Model):
         return f"{self.name} ({self.prefix}…)"
 
     @classmethod
-    def issue(cls, *, user, name: str) -> tuple[ApiKey, str]:
+    def issue(cls, *, user, name: str, integration: bool = False) -> tuple[ApiKey, str]:
         """Create a key; the clear text is returned once and never stored."""
         key = new_token("bpk")
-        record = cls.objects.create(user=user, name=name, prefix=key[:10], key_hash=hash_token(key))
+        record = cls.objects.create(
+            user=user, name=name, prefix=key[:10], key_hash=hash_token(key), integration=integration
+        )
         return record, key
 
 

@@ -23,6 +23,7 @@ from catalog.plugin_options import validate_options, validate_restore_target
 from catalog.services import agents, chains, file_lists, hosts, jobs
 from catalog.tenancy import is_backup_team
 from core.queue import enqueue
+from identity import mfa
 from requests_app import audit, rules
 from requests_app.actors import Actor
 from requests_app.choices import RequestStatus
@@ -253,9 +254,10 @@ def _create_client_request(actor: Actor, *, hostname: str, **fields) -> ClientRe
 
 
 def approve(model: type[Request], pk: int, *, actor: Actor) -> Request:
-    """A person of the backup team approves a submitted request (never their own)."""
+    """A person of the backup team approves a submitted request (never their own), with MFA."""
     if not actor.is_backup_team:
         raise NotPermitted("Only the backup team approves requests.")
+    mfa.require_for_actor(actor, "approving a request")
     with transaction.atomic():
         request = _lock(model, pk)
         _expect(request, "approved", RequestStatus.SUBMITTED)
@@ -287,6 +289,7 @@ def _approve(request: Request, actor: Actor, *, message: str = "") -> None:
 def reject(model: type[Request], pk: int, *, actor: Actor, reason: str) -> Request:
     if not actor.is_backup_team:
         raise NotPermitted("Only the backup team rejects requests.")
+    mfa.require_for_actor(actor, "rejecting a request")
     if not reason or not reason.strip():
         raise ReasonRequired("Say why the request is rejected: the requester reads it.")
     with transaction.atomic():

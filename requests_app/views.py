@@ -71,7 +71,7 @@ def my_open_requests(user, *, limit: int) -> tuple[list, bool]:
 
 
 def _actor(request: HttpRequest) -> Actor:
-    return Actor.person(request.user, Channel.WEB)
+    return Actor.signed_in(request, Channel.WEB)
 
 
 # --- Restore -----------------------------------------------------------------------------------

@@ -6,6 +6,9 @@ cd "$(dirname "$0")/.."
 
 export DEBUG=true
 export PORTAL_AGENT_POLL_SECONDS="${PORTAL_AGENT_POLL_SECONDS:-5}"
+# The demo's accounts have no authenticator, so approving would first ask each to set one up:
+# off unless asked for (PORTAL_MFA_FOR_APPROVALS=true make demo shows the MFA pages; README).
+export PORTAL_MFA_FOR_APPROVALS="${PORTAL_MFA_FOR_APPROVALS:-false}"
 PY=.venv/bin/python
 AGENT=.venv/bin/backup-agent
 URL=http://127.0.0.1:8000

@@ -53,7 +53,7 @@ def actor_for(request) -> Actor:
     """The integration for a key, else the signed-in person; either way through the API channel."""
     if isinstance(request.auth, ApiKey):
         return Actor.integration(request.auth)
-    return Actor.person(request.user, Channel.API)
+    return Actor.signed_in(request, Channel.API)
 
 
 def request_schema(name: str, representation: type, create: type):

@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 #: What each package must never import (top-level package names).
 FORBIDDEN = {
-    "core": {"catalog", "requests_app", "reports", "demo"},
+    "core": {"catalog", "requests_app", "reports", "demo", "identity"},
+    "identity": {"catalog", "requests_app", "reports", "demo", "portal"},
     "catalog": {"requests_app", "reports", "demo", "portal"},
     "requests_app": {"reports", "demo", "portal"},
     "reports": {"demo", "portal"},

@@ -12,12 +12,17 @@ class Command(BaseCommand):
     def add_arguments(self, parser) -> None:
         parser.add_argument("username")
         parser.add_argument("--name", required=True, help="the integration, e.g. 'ServiceNow production'")
+        parser.add_argument(
+            "--integration",
+            action="store_true",
+            help="an integration user's key: may approve and reject without a person's MFA",
+        )
 
-    def handle(self, *args, username: str, name: str, **options) -> None:
+    def handle(self, *args, username: str, name: str, integration: bool = False, **options) -> None:
         user = get_user_model().objects.filter(username=username, is_active=True).first()
         if user is None:
             raise CommandError(f"No active user named {username!r}.")
         if not name.strip():
             raise CommandError("Give the integration a name with --name.")
-        _, key = ApiKey.issue(user=user, name=name.strip())
+        _, key = ApiKey.issue(user=user, name=name.strip(), integration=integration)
         self.stdout.write(key)

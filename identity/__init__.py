@@ -1,0 +1,1 @@
+"""Who signs in: directory accounts (OpenID Connect, LDAP / Active Directory), their groups, MFA."""
