@@ -380,12 +380,15 @@ class IndexReader:
             self.run_firsts = _column("I", footer[at + 4 * nruns : at + 8 * nruns])
             self.run_counts = _column("I", footer[at + 8 * nruns : at + 12 * nruns])
             self.meta: dict[str, Any] = json.loads(footer[at + 12 * nruns :])
-        except (struct.error, ValueError) as exc:
+        except (struct.error, ValueError, RecursionError) as exc:
             raise DamagedIndex(f"the footer is damaged: {exc}") from None
         if len(self.run_counts) != nruns or len(self.block_firsts) != nblocks:
             raise DamagedIndex("the footer is truncated")
         if not isinstance(self.meta, dict):
             raise DamagedIndex("the footer's metadata is not an object")
+        entries, kind = self.meta.get("entries", 0), self.meta.get("kind", "files")
+        if type(entries) is not int or entries < 0 or not isinstance(kind, str):
+            raise DamagedIndex("the footer's metadata is damaged (entries, kind)")
 
     # --- blocks and entries ---------------------------------------------------------------
 

@@ -22,6 +22,7 @@ import os
 import re
 import secrets
 import shutil
+import stat
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -159,10 +160,16 @@ class FilesystemStorage:
             raise InvalidOptions(f"bad side file name {name!r}")
         path = self.job_dir(location) / name
         try:
-            fh = open(path, "rb")  # noqa: SIM115 - returned to the caller, who closes it
+            # O_NONBLOCK: a FIFO planted under the name must not hang the job at open().
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
         except FileNotFoundError:
             raise ChecksumMismatch(f"{path} is missing", sha256, "no file") from None
+        fh = os.fdopen(fd, "rb")
         try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_size != size:
+                # Refused before reading: a device or a huge file is never hashed.
+                raise ChecksumMismatch(f"{path} is not a file of the recorded {size} bytes", sha256, "other")
             digest = hashlib.sha256()
             while chunk := fh.read(CHUNK):
                 digest.update(chunk)

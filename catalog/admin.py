@@ -711,7 +711,8 @@ class BackupAdmin(NoAddMixin, NoDeleteMixin, CatalogAdmin):  # the retention flo
             return "—"
         members = [*chains.chain_of(obj), obj]
         dependents = list(levels.dependents_of(obj))
-        if Backup.objects.restorable().filter(pk=obj.pk).exists():
+        found = chains.why_unrestorable(obj)  # None: restorable (restorable() decides)
+        if found is None:
             verdict = format_html(
                 "<p><strong>Restorable</strong>: {}</p>",
                 "a full, it stands alone."
@@ -719,11 +720,8 @@ class BackupAdmin(NoAddMixin, NoDeleteMixin, CatalogAdmin):  # the retention flo
                 else f"its chain of {len(members)} points is whole.",
             )
         else:
-            found = chains.why_unrestorable(obj)
-            if found is None or found.member.pk == obj.pk:
-                why = found.why if found is not None else "its chain is not whole"
-            else:
-                why = f"chain broken: backup {found.member.pk} {found.why}"
+            own = found.member.pk == obj.pk
+            why = found.why if own else f"chain broken: backup {found.member.pk} {found.why}"
             verdict = format_html('<p class="errornote"><strong>Not restorable</strong>: {}.</p>', why)
         parts = [verdict]
         if obj.level == BackupLevel.INCREMENTAL:

@@ -22,12 +22,16 @@ from pathlib import Path
 from typing import Any
 
 # The format is defined and parsed once, by the agent's module (it ships in the same package).
-from backup_agent.file_index import MAX_RAW as MAX_RAW  # the reader's limit on a block, decompressed
+import backup_agent.file_index as fmt
 from backup_agent.file_index import Block, DamagedIndex, IndexReader, path_bytes, path_text
 
-TYPE_NAMES = {ord("-"): "file", ord("d"): "directory", ord("l"): "symlink", ord("h"): "hardlink"}
-LINK_TYPES = frozenset((ord("l"), ord("h")))
-DIRECTORY = ord("d")
+TYPE_NAMES = {
+    fmt.FILE[0]: "file",
+    fmt.DIRECTORY[0]: "directory",
+    fmt.SYMLINK[0]: "symlink",
+    fmt.HARDLINK[0]: "hardlink",
+}
+DIRECTORY = fmt.DIRECTORY[0]
 
 
 #: The file is not a readable index (damaged, truncated, or another format): the reader's own error.

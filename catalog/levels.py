@@ -90,7 +90,6 @@ def dependents_of(backup: Backup) -> QuerySet:
     """The points that need this one to be restored: later points of its chain, oldest first."""
     return (
         Backup.objects.filter(full_id=_root(backup), taken_at__gt=backup.taken_at)
-        .exclude(pk=backup.pk)
         .only("pk", "level", "base_id", "full_id", "taken_at", "status", "verification", "legal_hold")
         .order_by("taken_at", "pk")
     )

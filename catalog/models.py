@@ -313,6 +313,11 @@ class Agent(models.Model):
         return self.protocol >= self.SELECTIVE_RESTORE_PROTOCOL
 
     @property
+    def restores_chains(self) -> bool:
+        """Whether it takes incrementals and rebuilds a tree from a chain (protocol 4)."""
+        return self.protocol >= self.INCREMENTAL_PROTOCOL
+
+    @property
     def is_enrolled(self) -> bool:
         """Enrolled once (even if revoked since): only a re-key by the team gives it a new token."""
         return self.enrolled_at is not None or self.token_hash is not None

@@ -60,6 +60,11 @@ def mark_session(request, method: str) -> None:
     request.session[SESSION_KEY] = method
 
 
+def clear_session(request) -> None:
+    """This session's MFA no longer holds (a fresh sign-in without it)."""
+    request.session.pop(SESSION_KEY, None)
+
+
 def verify_url(next_url: str = "") -> str:
     url = reverse("mfa-verify")
     return f"{url}?{urlencode({'next': next_url})}" if next_url else url

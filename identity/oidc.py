@@ -51,15 +51,15 @@ from mozilla_django_oidc.auth import OIDCAuthenticationBackend
 from mozilla_django_oidc.utils import import_from_settings
 from mozilla_django_oidc.views import OIDCAuthenticationCallbackView, OIDCAuthenticationRequestView
 
-from identity import groups
+from identity import groups, mfa
 from identity.models import DirectoryAccount, Source
 
 logger = logging.getLogger(__name__)
 
 DISCOVERY_TTL = 3600
-#: Session keys. ``MFA_SESSION_KEY`` is identity/mfa.py's contract.
-MFA_SESSION_KEY = "identity_mfa"
-MFA_BY_PROVIDER = "oidc-amr"
+#: Session keys; MFA's are identity/mfa.py's (named here for the tests that read them).
+MFA_SESSION_KEY = mfa.SESSION_KEY
+MFA_BY_PROVIDER = mfa.OIDC_AMR
 REFRESH_TOKEN_KEY = "oidc_refresh_token"  # noqa: S105 - a session key, not a secret
 ID_TOKEN_KEY = "oidc_id_token"  # noqa: S105 - a session key, not a secret
 #: Claims only the ID token may carry: the provider's userinfo answer never overrides them.
@@ -403,10 +403,10 @@ class AuthenticationCallbackView(OIDCAuthenticationCallbackView):
         found = getattr(self.request, "identity_oidc", {})
         session = self.request.session
         if found.get("mfa"):
-            session[MFA_SESSION_KEY] = MFA_BY_PROVIDER
+            mfa.mark_session(self.request, mfa.OIDC_AMR)
         else:
             # A fresh sign-in without MFA: whatever an earlier one in this session said no longer holds.
-            session.pop(MFA_SESSION_KEY, None)
+            mfa.clear_session(self.request)
         kept = {REFRESH_TOKEN_KEY: found.get("refresh_token"), ID_TOKEN_KEY: found.get("id_token")}
         for key, value in kept.items():
             if value:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from catalog.choices import ErrorClass, JobState
 from catalog.models import Backup, Job
+from catalog.services import chains
 
 _EXPLANATIONS = {
     ErrorClass.PERMISSION_DENIED: (
@@ -26,7 +27,7 @@ _EXPLANATIONS = {
 def newest_good_backup(client_id: int) -> Backup | None:
     """The client's newest recovery point that can be restored (available, not known to be
     damaged, its chain whole)."""
-    return Backup.objects.restorable().filter(client_id=client_id).order_by("-taken_at", "-pk").first()
+    return chains.newest_restorable(client_id)
 
 
 def describe(backup: Backup) -> str:

@@ -99,7 +99,7 @@ def submit_restore(
     _check_chain(backup)
     if target_agent.revoked_at:
         raise InvalidRequest({"target_agent": f"{target_agent.hostname} has been revoked."})
-    if backup.level == BackupLevel.INCREMENTAL and not chains.restores_chains(target_agent):
+    if backup.level == BackupLevel.INCREMENTAL and not target_agent.restores_chains:
         # An older agent cannot rebuild a tree from a chain: never send it one.
         raise InvalidRequest(
             {
@@ -135,9 +135,7 @@ def submit_restore(
 
 def _check_chain(backup: Backup) -> None:
     """An incremental restores only with its whole chain: refused, naming the member that breaks it."""
-    if backup.full_id is None:
-        return
-    broken = chains.why_unrestorable(backup)
+    broken = chains.broken_base(backup)
     if broken is None:
         return
     raise InvalidRequest(

@@ -38,6 +38,7 @@ class Base:
         self.reader = reader
         started = reader.meta.get("walk_started_ns")
         self.started = started if type(started) is int else None
+        self.depth = reader.meta.get("depth")  # _open_base checked it: an int, the chain's length
         self.unchanged = 0
         self.unchanged_size = 0
 
@@ -72,6 +73,8 @@ class Base:
             coarse = st.st_ctime_ns % 1_000_000_000 == 0
             if st.st_ctime_ns >= self.started - (RACY_COARSE_NS if coarse else RACY_NS):
                 return None
+        if not isinstance(self.depth, int) or origins[k] > self.depth:
+            return None  # data in no member of the chain (a crafted index): archive it again
         return origins[k]
 
 

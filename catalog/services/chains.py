@@ -63,7 +63,7 @@ def plan_level(job: Job, agent: Agent, *, now: datetime | None = None) -> Plan:
         return FULL
     if client.plugin != Plugin.FILES:
         return _full(f"{client.plugin} backups are always full: only files backups take incrementals")
-    if agent.protocol < Agent.INCREMENTAL_PROTOCOL:
+    if not agent.restores_chains:
         return _full(
             f"the agent on {agent.hostname} speaks protocol {agent.protocol}; incrementals need "
             f"protocol {Agent.INCREMENTAL_PROTOCOL} (upgrade the agent)"
@@ -109,8 +109,8 @@ def _unfit_base(newest: Backup, policy: ProtectionPolicy) -> str:
     if newest.verification == Verification.FAILED:
         return f"backup {newest.pk} failed verification"
     if not newest.chain_whole:
-        broken = why_unrestorable(newest)
-        if broken is not None and broken.member.pk != newest.pk:
+        broken = broken_base(newest)
+        if broken is not None:
             return f"backup {broken.member.pk}, in the chain of backup {newest.pk}, {broken.why}"
         return f"the chain of backup {newest.pk} is not whole"
     if not newest.has_file_list:
@@ -255,6 +255,15 @@ def why_unrestorable(backup: Backup) -> Unrestorable | None:
     return Unrestorable(backup, "is not restorable (its chain is not whole)")
 
 
+def broken_base(backup: Backup) -> Unrestorable | None:
+    """The base that keeps ``backup`` from being restored (None for a full, a whole chain, or when
+    the culprit is the point itself: that is each caller's own rule)."""
+    if backup.full_id is None:
+        return None
+    broken = why_unrestorable(backup)
+    return broken if broken is not None and broken.member.pk != backup.pk else None
+
+
 def _member_words(status: str, verification: str) -> str:
     """What is wrong with a chain member, in the words every page uses."""
     if status != BackupStatus.AVAILABLE:
@@ -273,11 +282,6 @@ def newest_restorable(client_id: int, *, full_only: bool = False) -> Backup | No
     return points.order_by("-taken_at", "-pk").first()
 
 
-def restores_chains(agent: Agent) -> bool:
-    """Whether ``agent`` can restore an incremental point (it rebuilds the tree from the chain)."""
-    return agent.protocol >= Agent.INCREMENTAL_PROTOCOL
-
-
 def restore_refusal(backup: Backup, agent: Agent) -> str:
     """Why the catalog will not restore (or test) ``backup`` on ``agent``: a base that breaks its chain,
     or an incremental for an agent too old for chains; "" when it may.
@@ -285,15 +289,13 @@ def restore_refusal(backup: Backup, agent: Agent) -> str:
     The point's own state is the caller's rule (a restore refuses a damaged point, a restore
     test may try it again); its bases are not: without them nothing can be rebuilt.
     """
-    if backup.level == BackupLevel.INCREMENTAL and not restores_chains(agent):
+    if backup.level == BackupLevel.INCREMENTAL and not agent.restores_chains:
         return (
             f"Backup {backup.pk} is an incremental and the agent on {agent.hostname} is too old to "
             f"restore one (protocol {agent.protocol}; {Agent.INCREMENTAL_PROTOCOL} needed)."
         )
-    if backup.full_id is None:
-        return ""
-    broken = why_unrestorable(backup)
-    if broken is not None and broken.member.pk != backup.pk:
+    broken = broken_base(backup)
+    if broken is not None:
         return (
             f"Backup {backup.pk} cannot be restored: backup {broken.member.pk}, in its chain, {broken.why}."
         )

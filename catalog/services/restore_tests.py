@@ -44,7 +44,7 @@ def due_clients(policy: ProtectionPolicy, now: datetime):
 def testable(client: BackupClient):
     """The client's points a restore test can rebuild on its agent (see the module's docstring)."""
     points = Backup.objects.filter(chains.restorable_bases(), client=client, status=BackupStatus.AVAILABLE)
-    if not chains.restores_chains(client.agent):
+    if not client.agent.restores_chains:
         points = points.filter(level=BackupLevel.FULL)
     return points
 

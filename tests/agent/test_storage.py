@@ -172,3 +172,21 @@ def test_unknown_storage_kind_is_refused(storage_root: Path):
     job["storage"] = {"kind": "s3", "root": "bucket"}
     report = execute(job)
     assert report["status"] == "failed" and "storage kind 's3'" in report["error"]
+
+
+def test_a_side_file_that_is_a_fifo_or_of_another_size_is_refused_without_reading_it(storage_root: Path):
+    """A planted index (a FIFO, a huge file) must neither hang the job nor be hashed whole."""
+    import hashlib
+
+    from backup_agent.errors import ChecksumMismatch
+
+    storage = FilesystemStorage(str(storage_root))
+    folder = storage.job_dir("app/client/job-1")
+    folder.mkdir(parents=True)
+    os.mkfifo(folder / "index.bpi")  # open() of a FIFO without a writer would block for ever
+    with pytest.raises(ChecksumMismatch, match="not a file of the recorded 10 bytes"):
+        storage.open_side_file("app/client/job-1", "index.bpi", "0" * 64, 10)
+    (folder / "index.bpi").unlink()
+    (folder / "index.bpi").write_bytes(b"x" * 11)
+    with pytest.raises(ChecksumMismatch, match="not a file of the recorded 10 bytes"):
+        storage.open_side_file("app/client/job-1", "index.bpi", hashlib.sha256(b"x" * 11).hexdigest(), 10)

@@ -7,6 +7,8 @@ import time
 from django_otp.oath import TOTP
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from identity import mfa
+
 
 def code(device: TOTPDevice, *, steps_from_now: int = 0) -> str:
     totp = TOTP(device.bin_key, device.step, device.t0, device.digits, device.drift)
@@ -33,5 +35,5 @@ def pass_mfa(client, device: TOTPDevice):
 def mark_oidc_amr(client) -> None:
     """The OpenID Connect sign-in's verdict: the provider's amr said the person used MFA."""
     session = client.session
-    session["identity_mfa"] = "oidc-amr"
+    session[mfa.SESSION_KEY] = mfa.OIDC_AMR
     session.save()
