@@ -124,6 +124,8 @@ class AlertKind(models.TextChoices):
     RESTORE_TEST_FAILED = "restore_test_failed", "Restore test failed"
     RESTORE_TEST_OVERDUE = "restore_test_overdue", "Restore test overdue"
     AGENT_CLONED = "agent_cloned", "Agent token used by a second host"
+    ANOMALY_DETECTED = "anomaly_detected", "Backup unlike its history (possible ransomware or mass deletion)"
+    STORAGE_FULL_SOON = "storage_full_soon", "Storage forecast to fill"
 
 
 class EnrolmentPurpose(models.TextChoices):

@@ -31,6 +31,10 @@ PERIODIC_TASKS: tuple[PeriodicTask, ...] = (
         "Remove file lists whose job never completed", "catalog.tasks.purge_incoming_file_lists", "50 * * * *"
     ),
     PeriodicTask("Queue due restore tests", "catalog.tasks.schedule_restore_tests", "30 4 * * *"),
+    PeriodicTask("Forecast storage capacity", "catalog.tasks.forecast_capacity", "45 5 * * *"),
+    PeriodicTask(
+        "Check completed backups for anomalies missed", "catalog.tasks.check_anomalies", "*/15 * * * *"
+    ),
     PeriodicTask("Mail unsent critical alerts", "catalog.tasks.mail_unsent_critical", "*/10 * * * *"),
     PeriodicTask("Mail the daily alert digest", "catalog.tasks.send_digests", "0 7 * * *"),
     PeriodicTask(

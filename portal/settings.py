@@ -286,6 +286,12 @@ PORTAL_BACKUP_TEAM_GROUP = "backup-admins"
 # How the portal is reached from outside, for links in e-mails.
 PORTAL_BASE_URL = (env.get_str("PORTAL_BASE_URL") or "http://127.0.0.1:8000").rstrip("/")
 PORTAL_BACKUP_TEAM_EMAIL = env.get_str("PORTAL_BACKUP_TEAM_EMAIL", "backup-team@localhost")
+# /metrics (Prometheus): a scraper presents this bearer token, or comes from one of these
+# addresses/networks (CIDR). Neither set: /metrics answers 404 to everyone (closed by default).
+PORTAL_METRICS_TOKEN = env.get_str("PORTAL_METRICS_TOKEN") or ""
+PORTAL_METRICS_ALLOW = env.get_list("PORTAL_METRICS_ALLOW", [])
+# A storage target forecast to fill within this many days raises an alert (order capacity in time).
+PORTAL_CAPACITY_ALERT_DAYS = env.get_int("PORTAL_CAPACITY_ALERT_DAYS", 60, minimum=1)
 # An agent that has not polled for this long is "silent" (6 poll intervals at the default 30 s).
 PORTAL_AGENT_SILENT_AFTER = env.get_int("PORTAL_AGENT_SILENT_AFTER", 180, minimum=30)
 # How often agents poll, and how long a claimed job stays theirs without a progress report.
