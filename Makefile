@@ -8,7 +8,7 @@ PIP    := $(VENV)/bin/pip
 DEMO_ENV := DEBUG=true
 PG_URL ?= postgres://postgres@127.0.0.1:5432
 
-.PHONY: demo test install chromium slapd build-deps test-sqlite test-postgres lint clean
+.PHONY: demo test install chromium slapd prometheus agent-tools agent-dist build-deps test-sqlite test-postgres lint clean
 
 # python-ldap (LDAP / Active Directory sign-in) compiles against OpenLDAP's and SASL's headers.
 build-deps:
@@ -21,6 +21,27 @@ slapd:
 	@command -v /usr/sbin/slapd >/dev/null || { apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slapd ldap-utils >/dev/null; }
 	@command -v /usr/sbin/slapd >/dev/null || { echo "error: slapd could not be installed"; exit 1; }
+
+# The monitoring tests run promtool on deploy/prometheus/alerts.yml and start their own Prometheus
+# (Debian's) on a free loopback port; the package's own service on :9090 is not used.
+prometheus:
+	@command -v /usr/bin/prometheus >/dev/null && command -v /usr/bin/promtool >/dev/null || { \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+		prometheus >/dev/null; }
+	@command -v /usr/bin/promtool >/dev/null || { echo "error: prometheus could not be installed"; exit 1; }
+
+# The agent's packages (tests/agent_dist): Debian's dpkg-deb builds the .deb, shellcheck checks
+# the portal's install.sh, fakeroot for dpkg-buildpackage-style builds by hand.
+agent-tools:
+	@command -v dpkg-deb >/dev/null && command -v shellcheck >/dev/null && command -v fakeroot >/dev/null || { \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dpkg-dev fakeroot shellcheck \
+		>/dev/null; }
+	@command -v shellcheck >/dev/null || { echo "error: shellcheck could not be installed"; exit 1; }
+	@command -v dpkg-deb >/dev/null || { echo "error: dpkg-deb could not be installed"; exit 1; }
+
+## agent-dist: the agent's wheel, zipapp (+ .sha256) and .deb in dist/agent/ (scripts/build_agent.py)
+agent-dist: agent-tools
+	$(PYTHON) scripts/build_agent.py --out dist/agent
 
 # Exact, hashed versions from the lock file; the project itself on top, without resolving again.
 $(VENV)/.installed: pyproject.toml requirements/dev.lock
@@ -44,7 +65,7 @@ demo: install
 	@bash scripts/demo.sh
 
 ## test: lint, then the whole suite on SQLite and on PostgreSQL
-test: install chromium slapd lint test-sqlite test-postgres
+test: install chromium slapd prometheus agent-tools lint test-sqlite test-postgres
 
 lint:
 	$(PY) -m ruff check .

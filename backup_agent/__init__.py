@@ -5,7 +5,9 @@ It imports nothing from the portal; the two speak the protocol described in
 docs/agent-protocol.md.
 """
 
-__version__ = "0.1.0"
+# The agent's release: MAJOR is PROTOCOL_VERSION below, MINOR.PATCH count releases of the agent
+# that speak that protocol. The wheel, the zipapp and the .deb carry it (packaging/agent/, docs/agent.md).
+__version__ = "4.0.0"
 
 # The version of docs/agent-protocol.md this agent speaks, sent as "protocol"
 # in the enrol, poll and complete bodies. 2: failed reports carry error_class.

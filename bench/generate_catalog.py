@@ -877,6 +877,30 @@ def drop_load_obstacles(cur, tables: Sequence[str]) -> list[str]:
     return [create for create, _ in indexes] + [create for create, _ in constraints]
 
 
+# Columns added to the models since the statements above were written, with their model defaults:
+# set as column defaults for the load (only where the column exists), dropped after it.
+NEWER_COLUMNS = {
+    "catalog_job": {"paths": "'[]'::jsonb", "level": "''", "level_reason": "''"},
+    "catalog_backup": {
+        "level": "'full'", "index_kind": "''", "index_sha256": "''",
+        "anomaly": "'{}'::jsonb", "anomaly_acknowledged_note": "''",
+    },  # fmt: skip
+    "requests_app_restorerequest": {"paths": "'[]'::jsonb"},
+}
+
+
+def newer_column_defaults(cur, on: bool) -> None:
+    for table, columns in NEWER_COLUMNS.items():
+        cur.execute("SELECT column_name FROM information_schema.columns WHERE table_name = %s", [table])
+        present = {row[0] for row in cur.fetchall()}
+        for column, default in columns.items():
+            if column in present:
+                alter = sql.SQL("ALTER TABLE {} ALTER COLUMN {} ").format(
+                    sql.Identifier(table), sql.Identifier(column)
+                )
+                cur.execute(alter + sql.SQL("SET DEFAULT " + default if on else "DROP DEFAULT"))
+
+
 def load_bulk(cur, cat: Catalog, step) -> None:
     params = {
         "ms": cat.ms,
@@ -1359,6 +1383,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     # For this session only. JIT would spend seconds compiling each of the few big statements.
     cur.execute("SET synchronous_commit = off; SET jit = off")
     cur.execute("SET work_mem = '512MB'; SET maintenance_work_mem = '1GB'")
+    newer_column_defaults(cur, on=True)
     with step("load dimensions (COPY)"):
         load_dimensions(cur, cat)
     load_bulk(cur, cat, step)
@@ -1370,6 +1395,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         Alerts(cur, cat).write()
     with step("storage usage, sequences, drop staging"):
         finish(cur)
+    newer_column_defaults(cur, on=False)
     with step("VACUUM ANALYZE"):
         cur.execute("VACUUM (ANALYZE)")
     total = step.total

@@ -14,6 +14,7 @@ Rules every ModelAdmin here follows:
 
 from __future__ import annotations
 
+import functools
 import shlex
 
 from django import forms
@@ -56,7 +57,7 @@ from catalog.models import (
     ProtectionPolicy,
     StorageTarget,
 )
-from catalog.services import agents, alerts, chains, hosts, jobs, retention
+from catalog.services import agents, alerts, anomalies, capacity, chains, hosts, jobs, retention
 from catalog.tenancy import is_backup_team
 from core.errors import MfaRequired
 from identity import mfa
@@ -200,6 +201,45 @@ class StorageTargetAdmin(CatalogAdmin):
     @admin.display(description="used %")
     def used_percent(self, obj):
         return f"{obj.used_fraction:.0%}"
+
+    readonly_fields = ("capacity_forecast",)
+
+    def get_list_display(self, request):
+        """Adds "full in": every target's forecast computed once per changelist (constant queries), lazily."""
+        forecasts = functools.cache(lambda: {f.target_id: f for f in capacity.forecast_all()})
+
+        @admin.display(description="full in")
+        def full_in(obj):
+            result = forecasts().get(obj.pk)
+            if result is None or result.reason:
+                return format_html('<span title="{}">—</span>', result.reason if result else "")
+            if result.full_on is None:
+                return nowrap(f"> {result.horizon_days // 365} years")
+            return format_html(
+                '<span title="{}">{}</span>', capacity.describe(result), nowrap(_days(result.days_until_full))
+            )
+
+        return (*self.list_display, full_in)
+
+    @admin.display(description="capacity forecast")
+    def capacity_forecast(self, obj):
+        if obj is None or obj.pk is None:
+            return "—"
+        result = capacity.forecast(obj)
+        if result.reason:
+            return f"No forecast: {result.reason}."
+        if result.full_on is None:
+            return (
+                f"Not full within {result.horizon_days // 365} years: {capacity.describe_rates(result)} "
+                f"(docs/capacity.md)."
+            )
+        return f"{capacity.describe(result)} (docs/capacity.md)"
+
+
+def _days(days: float | None) -> str:
+    if not days:
+        return "full now"
+    return f"{days:.0f} day{'s' if days != 1 else ''}"
 
 
 @admin.register(ProtectionPolicy)
@@ -607,6 +647,23 @@ class BackupAdminForm(forms.ModelForm):
         return cleaned
 
 
+class SuspiciousFilter(admin.SimpleListFilter):
+    """Recovery points the anomaly check found unlike their history (catalog/anomaly.py)."""
+
+    title = "anomaly"
+    parameter_name = "suspicious"
+
+    def lookups(self, request, model_admin):
+        return (("yes", "Suspicious"), ("acknowledged", "Acknowledged as expected"))
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.suspicious()
+        if self.value() == "acknowledged":
+            return queryset.filter(anomaly_acknowledged_at__isnull=False)
+        return queryset
+
+
 @admin.register(Backup)
 class BackupAdmin(NoAddMixin, NoDeleteMixin, CatalogAdmin):  # the retention flow owns deletion
     form = BackupAdminForm
@@ -621,9 +678,19 @@ class BackupAdmin(NoAddMixin, NoDeleteMixin, CatalogAdmin):  # the retention flo
         "expires",
         "verification",
         "legal_hold",
+        "suspicious_flag",
     )
-    list_filter = ("status", "level", "verification", "legal_hold", "storage_target", "compression")
+    list_filter = (
+        "status",
+        "level",
+        "verification",
+        "legal_hold",
+        SuspiciousFilter,
+        "storage_target",
+        "compression",
+    )
     list_select_related = ("client__application", "storage_target")
+    actions = ("acknowledge_anomaly",)
     search_fields = ("client__name", "=client__application__slug", "=sha256")
     search_help_text = "Client name, application slug (exact) or SHA-256 (exact)."
     date_hierarchy = "taken_at"
@@ -636,13 +703,60 @@ class BackupAdmin(NoAddMixin, NoDeleteMixin, CatalogAdmin):  # the retention flo
                                 "stored_size", "compression", "sha256", "manifest")}),
         ("Verification", {"fields": ("verified_at", "verification", "verification_job")}),
         ("File list", {"fields": ("index_entries", "index_kind", "index_size_bytes", "index_sha256")}),
+        (
+            "Anomaly check",
+            {
+                "fields": (
+                    "anomaly_evidence",
+                    "files_new",
+                    "files_changed",
+                    "files_deleted",
+                    "anomaly_checked_at",
+                    "anomaly_acknowledged_at",
+                    "anomaly_acknowledged_by",
+                    "anomaly_acknowledged_note",
+                    "anomaly",
+                )
+            },
+        ),
     )
     readonly_fields = (
         *(name for name in _all_field_names(Backup) if name not in BackupAdminForm.Meta.fields),
         "size",
         "stored_size",
         "chain",
+        "anomaly_evidence",
     )
+
+    @admin.action(description="Acknowledge anomaly as expected", permissions=["change"])
+    def acknowledge_anomaly(self, request, queryset):
+        """The backup team vouches for the selected suspicious points (e.g. after asking the owner)."""
+        note = f"Expected: acknowledged by the backup team ({request.user}) in the admin."
+        points = queryset.suspicious()
+        done = sum(anomalies.acknowledge(backup, by=request.user, note=note) for backup in points)
+        self.message_user(
+            request,
+            f"{done} suspicious backup(s) acknowledged as expected; their alerts are resolved."
+            if done
+            else "None of the selected backups is marked suspicious.",
+            messages.SUCCESS if done else messages.WARNING,
+        )
+
+    @admin.display(description="suspicious", boolean=True)
+    def suspicious_flag(self, obj):
+        return obj.suspicious
+
+    @admin.display(description="evidence")
+    def anomaly_evidence(self, obj):
+        summaries = (obj.anomaly or {}).get("summaries") or []
+        if not summaries:
+            return "Nothing unusual." if obj.anomaly_checked_at else "Not checked yet."
+        state = "Acknowledged as expected" if obj.anomaly_acknowledged_at else "Suspicious"
+        return format_html(
+            "<p><strong>{}</strong>: unlike the client's history.</p><ul>{}</ul>",
+            state,
+            format_html_join("", "<li>{}</li>", ((line,) for line in summaries)),
+        )
 
     # Legal hold is the one thing edited here, and it goes through catalog.services.retention:
     # holding an expired backup calls off its queued removal, and the service records who and when.

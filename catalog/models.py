@@ -197,6 +197,14 @@ class BackupQuerySet(TenantQuerySet):
             .exclude(Q(full__isnull=False) & Exists(broken))
         )
 
+    def suspicious(self):
+        """Points the anomaly check found unusual (catalog/anomaly.py) that nobody acknowledged yet."""
+        return self.filter(anomaly__has_key="rules", anomaly_acknowledged_at__isnull=True)
+
+    def not_suspicious(self):
+        """Every other point: nothing unusual, not checked yet, or acknowledged as expected."""
+        return self.exclude(anomaly__has_key="rules", anomaly_acknowledged_at__isnull=True)
+
 
 class EnrolmentTokenQuerySet(TenantQuerySet):
     application_path = "application"
@@ -757,6 +765,19 @@ class Backup(models.Model):
         blank=True,
         help_text="The full its chain starts from; empty for a full.",
     )
+    # Anomaly check (catalog/anomaly.py, docs/anomalies.md): files new, changed and deleted since
+    # the point before (empty: unknown, no file list on either side), and the evidence when the
+    # point was unusual for its client ({}: nothing unusual, or not checked yet).
+    files_new = models.PositiveBigIntegerField(null=True, blank=True)
+    files_changed = models.PositiveBigIntegerField(null=True, blank=True)
+    files_deleted = models.PositiveBigIntegerField(null=True, blank=True)
+    anomaly = models.JSONField(default=dict, blank=True)
+    anomaly_checked_at = models.DateTimeField(null=True, blank=True)
+    anomaly_acknowledged_at = models.DateTimeField(null=True, blank=True)
+    anomaly_acknowledged_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+", null=True, blank=True
+    )
+    anomaly_acknowledged_note = models.CharField(max_length=500, blank=True)
 
     objects = BackupQuerySet.as_manager()
 
@@ -807,6 +828,19 @@ class Backup(models.Model):
             ),
             # Monthly reports: backups by time.
             models.Index(fields=["taken_at"], name="backup_taken_idx"),
+            # Suspicious points (a handful among millions): the client page, the restore page's
+            # warning and the metrics' count read this small index, never the table.
+            models.Index(
+                fields=["client", "-taken_at"],
+                name="backup_suspicious_idx",
+                condition=Q(anomaly__has_key="rules", anomaly_acknowledged_at__isnull=True),
+            ),
+            # The anomaly check's safety net (catalog.tasks.check_anomalies): points not checked yet.
+            models.Index(
+                fields=["taken_at"],
+                name="backup_anomaly_unchecked_idx",
+                condition=Q(anomaly_checked_at__isnull=True),
+            ),
         ]
 
     def __str__(self) -> str:
@@ -815,6 +849,11 @@ class Backup(models.Model):
     @property
     def has_file_list(self) -> bool:
         return self.index_entries is not None
+
+    @property
+    def suspicious(self) -> bool:
+        """Unusual for its client and not acknowledged: the same rule as ``BackupQuerySet.suspicious``."""
+        return "rules" in (self.anomaly or {}) and self.anomaly_acknowledged_at is None
 
 
 class Alert(models.Model):

@@ -81,3 +81,34 @@ def send_digests() -> int:
     if sent:
         log.info("sent %d alert digest(s)", sent)
     return sent
+
+
+def forecast_capacity() -> int:
+    """Daily: alert on storage targets forecast full within PORTAL_CAPACITY_ALERT_DAYS (docs/capacity.md)."""
+    from catalog.services import capacity
+
+    raised = capacity.watch_capacity()
+    if raised:
+        log.warning("%d storage target(s) forecast full soon", raised)
+    return raised
+
+
+# --- Anomalies (catalog/anomaly.py, docs/anomalies.md) ----------------------------------------
+
+
+def evaluate_backup(backup_id: int) -> bool:
+    """Check one new recovery point against its client's history; True when it looks suspicious."""
+    from catalog.services import anomalies
+
+    verdict = anomalies.evaluate(backup_id)
+    return bool(verdict and verdict.suspicious)
+
+
+def check_anomalies() -> int:
+    """The safety net of ``evaluate_backup``: recent points whose check never ran (worker down)."""
+    from catalog.services import anomalies
+
+    checked = anomalies.check_missed()
+    if checked:
+        log.warning("checked %d backup(s) for anomalies that the immediate path had missed", checked)
+    return checked

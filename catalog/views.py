@@ -14,8 +14,9 @@ from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.db.models import Case, IntegerField, Value, When
+from django.db.models import Case, Exists, IntegerField, OuterRef, Value, When
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -32,7 +33,7 @@ from catalog.file_index import DATABASE_KINDS, Entry
 from catalog.filtersets import BackupFilterSet
 from catalog.models import Agent, Alert, Application, Backup, BackupClient, Job
 from catalog.services import alerts as alert_service
-from catalog.services import file_lists
+from catalog.services import anomalies, file_lists
 from catalog.tables import AgentTable, BackupTable, ClientTable
 
 BACKUPS_PER_PAGE = 25
@@ -91,9 +92,10 @@ def application_detail(request: HttpRequest, slug: str) -> HttpResponse:
 def client_detail(request: HttpRequest, pk: int) -> HttpResponse:
     now = timezone.now()
     client = get_object_or_404(
-        protection.annotate_clients(BackupClient.objects.visible_to(request.user), now).select_related(
-            "application", "agent", "policy__storage_target"
-        ),
+        protection.annotate_clients(BackupClient.objects.visible_to(request.user), now)
+        .select_related("application", "agent", "policy__storage_target")
+        # Suspicious points are rare: the list below is read only when there are some.
+        .annotate(has_suspicious=Exists(Backup.objects.filter(client=OuterRef("pk")).suspicious())),
         pk=pk,
     )
     # Ordered newest first by the table, which backup_client_recent_idx serves; the lazy
@@ -105,11 +107,23 @@ def client_detail(request: HttpRequest, pk: int) -> HttpResponse:
         request, paginate={"per_page": BACKUPS_PER_PAGE, "paginator_class": LazyPaginator}
     ).configure(table)
     jobs = Job.objects.visible_to(request.user).filter(client=client).order_by("-created_at")[:RECENT_JOBS]
+    suspicious = (
+        list(
+            Backup.objects.visible_to(request.user)
+            .filter(client=client)
+            .suspicious()
+            .order_by("-taken_at", "-pk")[:SUSPICIOUS_SHOWN]
+        )
+        if client.has_suspicious
+        else []
+    )
     return render(
         request,
         "catalog/client_detail.html",
         {
             "client": client,
+            "suspicious": suspicious,
+            "last_known_clean": anomalies.clean_before(client.pk, suspicious[0]) if suspicious else None,
             "options": describe_options(client.options),
             "allow_list": client.agent.allow_list if client.agent else None,
             "refusals": allow_list.refusals(client),
@@ -118,6 +132,33 @@ def client_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "jobs": jobs,
         },
     )
+
+
+#: Suspicious recovery points listed on a client's page (newest first); more is an incident, not a list.
+SUSPICIOUS_SHOWN = 10
+
+
+@login_required
+@require_POST
+def acknowledge_anomaly(request: HttpRequest, client_id: int, backup_id: int) -> HttpResponse:
+    """An owner (or the backup team) says a suspicious point is expected, with a note saying why."""
+    backup = get_object_or_404(
+        Backup.objects.visible_to(request.user).select_related("client"), pk=backup_id, client_id=client_id
+    )
+    try:
+        done = anomalies.acknowledge(backup, by=request.user, note=request.POST.get("note", ""))
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    else:
+        if done:
+            messages.success(
+                request,
+                f"Backup {backup.pk} acknowledged as expected: it is no longer marked suspicious, its alert "
+                "is resolved, and later backups are compared with it.",
+            )
+        else:
+            messages.info(request, f"Backup {backup.pk} is not marked suspicious (any more).")
+    return redirect("catalog:client", pk=client_id)
 
 
 # --- Files of a recovery point --------------------------------------------------------------

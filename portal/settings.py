@@ -62,6 +62,8 @@ MIDDLEWARE = [
     # First, so it ticks after every other middleware has answered: the portal's own CPU time
     # (core.usage), one clock read per request and one UPDATE per process at most once a minute.
     "core.middleware.UsageMeterMiddleware",
+    # Second, so it times everything below it: the request latency histogram of /metrics (portal.metrics).
+    "portal.metrics.latency.LatencyMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -292,6 +294,8 @@ PORTAL_METRICS_TOKEN = env.get_str("PORTAL_METRICS_TOKEN") or ""
 PORTAL_METRICS_ALLOW = env.get_list("PORTAL_METRICS_ALLOW", [])
 # A storage target forecast to fill within this many days raises an alert (order capacity in time).
 PORTAL_CAPACITY_ALERT_DAYS = env.get_int("PORTAL_CAPACITY_ALERT_DAYS", 60, minimum=1)
+# Lets notification channels (Slack, Teams) call loopback/private addresses: development, a local receiver.
+PORTAL_WEBHOOK_ALLOW_PRIVATE = env.get_bool("PORTAL_WEBHOOK_ALLOW_PRIVATE", False)
 # An agent that has not polled for this long is "silent" (6 poll intervals at the default 30 s).
 PORTAL_AGENT_SILENT_AFTER = env.get_int("PORTAL_AGENT_SILENT_AFTER", 180, minimum=30)
 # How often agents poll, and how long a claimed job stays theirs without a progress report.

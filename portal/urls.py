@@ -17,10 +17,12 @@ admin.site.login_form = auth.AdminSignInForm
 
 urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
+    path("metrics", include("portal.metrics.urls")),  # Prometheus: docs/monitoring.md
     # Before admin.site.urls: a page of the admin that spans catalog and requests.
     path("admin/automation/", requests_views.automation_page, name="admin-automation"),
     path("admin/", admin.site.urls),
     path("api/agent/v1/", include("catalog.agent_api.urls")),
+    path("agent/", include("agent_dist.urls")),  # the agent's downloads and install.sh
     path("api/", include("portal.api_urls")),
     path("accounts/login/", auth.PortalLoginView.as_view(), name="login"),
     path("accounts/logout/", identity_views.LogoutView.as_view(), name="logout"),

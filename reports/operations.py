@@ -20,6 +20,8 @@ Definitions (the report prints them):
 - **Human actions per 1,000 jobs**: manual jobs + decisions by a person + alerts
   acknowledged, per 1,000 jobs run (``requests_app.metrics``' definitions, counted
   over the month). Company-wide only.
+- **Capacity forecast**: ``catalog.services.capacity``'s projection per target, as of the
+  report's generation (docs/capacity.md). Company-wide only: storage is the backup team's.
 """
 
 from __future__ import annotations
@@ -27,11 +29,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
+from django.conf import settings
 from django.db.models import Count, F, Q, Sum
 from django.db.models.functions import Coalesce, Least, TruncDate
+from django.utils import timezone
 
 from catalog.choices import AlertKind, BackupStatus, ErrorClass, JobKind, JobState, JobTrigger
 from catalog.models import Agent, Alert, Backup, BackupClient, Job
+from catalog.services import capacity
 from reports.base import GB, BuiltReport, percent
 from reports.periods import Month
 from reports.scope import Scope
@@ -145,6 +150,9 @@ class OperationsReport(BuiltReport):
     restores_completed: int = 0
     median_time_to_restore: timedelta | None = None
     work: metrics.Week | None = None  # company-wide only
+    forecasts: list[capacity.Forecast] | None = None  # company-wide only
+    capacity_alert_days: int = 0
+    capacity_as_of: date | None = None
 
     @property
     def total(self) -> KindRow:
@@ -243,6 +251,9 @@ def build(month: Month, scope: Scope, *, now=None) -> OperationsReport:
     report.restores_completed, report.median_time_to_restore = _time_to_restore(scope, month, as_of)
     if scope.is_company:
         report.work = _work_done(report, month, as_of)
+        report.forecasts = capacity.forecast_all(now=now)
+        report.capacity_alert_days = settings.PORTAL_CAPACITY_ALERT_DAYS
+        report.capacity_as_of = timezone.localdate(now or timezone.now())
     return report
 
 

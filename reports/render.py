@@ -157,6 +157,8 @@ def _operations(report, detail) -> dict:
         ("agents", "Silent agents"),
         ("storage", "Storage"),
     ]
+    if report.forecasts is not None:
+        contents.append(("capacity", "Capacity forecast"))
     if work is not None:
         contents.append(("people", "Requests and people"))
     contents.append(("definitions", "Definitions"))

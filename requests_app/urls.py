@@ -3,6 +3,7 @@
 from django.urls import path
 
 from requests_app import views
+from requests_app.channels import views as channels
 
 app_name = "requests"
 
@@ -10,6 +11,13 @@ urlpatterns = [
     path("backups/<int:pk>/restore/", views.restore_form, name="restore"),
     path("backups/<int:pk>/restore/decision", views.restore_decision, name="restore-decision"),
     path("applications/<slug:slug>/protect/", views.protect_form, name="protect"),
+    path("applications/<slug:slug>/notifications/", channels.channels, name="channels"),
+    path(
+        "applications/<slug:slug>/notifications/<int:pk>/remove",
+        channels.channel_delete,
+        name="channel-delete",
+    ),
+    path("applications/<slug:slug>/notifications/<int:pk>/test", channels.channel_test, name="channel-test"),
     path("requests/", views.request_list, name="list"),
     path("requests/client/<int:pk>/", views.client_request_detail, name="client-request"),
     path("requests/client/<int:pk>/enrol/", views.issue_enrolment, name="issue-enrolment"),

@@ -27,16 +27,18 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
+from agent_dist import artifacts as agent_artifacts
 from catalog import formatting
 from catalog.choices import BackupStatus
 from catalog.models import Application, Backup
 from catalog.protection import annotate_applications, count_of
+from catalog.services import anomalies
 from catalog.tenancy import is_backup_team
 from catalog.views import describe_options, open_unacknowledged_count
 from requests_app import metrics, rules, services
 from requests_app.actors import Actor
 from requests_app.choices import Channel, RequestStatus
-from requests_app.enrolment import enrol_command
+from requests_app.enrolment import enrol_command, install_command, manual_steps
 from requests_app.errors import InvalidRequest, InvalidTransition, NotPermitted
 from requests_app.forms import (
     DATABASE_PLUGINS,
@@ -129,6 +131,8 @@ def restore_form(request: HttpRequest, pk: int) -> HttpResponse:
             "decision": form.decision(),
             "selection": form.selected_paths(),
             "database": backup.client.plugin in DATABASE_PLUGINS,
+            # Suspicious, or taken after a suspicious point: say so, and where the last clean one is.
+            "anomaly_warning": anomalies.restore_warning(backup),
         },
     )
 
@@ -269,12 +273,18 @@ def _visible_client_request(request: HttpRequest, pk: int) -> ClientRequest:
     )
 
 
-def _client_request_page(request: HttpRequest, obj: ClientRequest, *, enrol: str = "") -> HttpResponse:
+def _client_request_page(request: HttpRequest, obj: ClientRequest, *, token: str = "") -> HttpResponse:
     context = _detail_context(request, obj)
     context["options"] = describe_options(obj.options)
     context["can_issue_enrolment"] = services.may_issue_enrolment(obj, request.user)
     context["waiting_for_rekey"] = services.waits_for_rekey(obj)
-    context["enrol_command"] = enrol
+    context["enrol_command"] = enrol_command(obj, token) if token else ""
+    if token:
+        # The one paste (install.sh) and the manual route beside it (requests_app/_agent_install.html).
+        agent = agent_artifacts.zipapp()
+        context["install_command"] = install_command(obj, token)
+        context["manual_steps"] = manual_steps(obj, token, agent.sha256)
+        context["agent"] = agent
     return render(request, "requests_app/client_request_detail.html", context)
 
 
@@ -298,7 +308,7 @@ def issue_enrolment(request: HttpRequest, pk: int) -> HttpResponse:
         messages.error(request, str(exc))
         return redirect(obj)
     fresh = _visible_client_request(request, obj.pk)
-    return _client_request_page(request, fresh, enrol=enrol_command(fresh, token))
+    return _client_request_page(request, fresh, token=token)
 
 
 def _visible_restore(request: HttpRequest, pk: int) -> RestoreRequest:

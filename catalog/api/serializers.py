@@ -117,6 +117,17 @@ class BackupSerializer(serializers.ModelSerializer):
         help_text="Available, not failed verification, and (an incremental) its chain whole: its full "
         "and every point between available and not failed verification.",
     )
+    suspicious = serializers.BooleanField(
+        read_only=True,
+        help_text="Unlike the client's history (possible ransomware or mass deletion) and not acknowledged "
+        "as expected; `anomaly` holds the evidence. docs/anomalies.md.",
+    )
+    anomaly = serializers.JSONField(
+        read_only=True,
+        help_text="The anomaly check's evidence: the rules fired (`rules`, `summaries`), the point's "
+        "figures, the baselines (median, MAD, robust z) and the points compared with; {} when nothing "
+        "was unusual.",
+    )
 
     class Meta:
         model = Backup
@@ -140,6 +151,8 @@ class BackupSerializer(serializers.ModelSerializer):
             "level",
             "base",
             "restorable",
+            "suspicious",
+            "anomaly",
         )
         read_only_fields = fields
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import django_filters
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
@@ -132,6 +133,21 @@ class ClientViewSet(CatalogViewSet):
         return Response(page.envelope(len(found), results, truncated=truncated))
 
 
+class BackupAnomalyFilterSet(BackupApiFilterSet):
+    """The API's recovery points, and ``suspicious``: unlike their history and not acknowledged."""
+
+    suspicious = django_filters.BooleanFilter(
+        method="filter_suspicious",
+        label="Only points found unlike their client's history and not acknowledged (true), or only others.",
+    )
+
+    class Meta(BackupApiFilterSet.Meta):
+        fields = [*BackupApiFilterSet.Meta.fields, "suspicious"]
+
+    def filter_suspicious(self, queryset, name, value):
+        return queryset.suspicious() if value else queryset.not_suspicious()
+
+
 @read_only_schema("backups (recovery points), newest first", BackupSerializer)
 class BackupViewSet(CatalogViewSet):
     """Recovery points, newest first, paged by cursor: follow `next` (page 10,000 costs what page 1 does).
@@ -139,7 +155,7 @@ class BackupViewSet(CatalogViewSet):
 
     queryset = Backup.objects.none()
     serializer_class = BackupSerializer
-    filterset_class = BackupApiFilterSet
+    filterset_class = BackupAnomalyFilterSet
     pagination_class = BackupPagination
     related = ("client__application", "storage_target")
     deferred = ("manifest",)

@@ -40,6 +40,7 @@ from catalog.failures import AGENT_ERROR_CLASSES, classify
 from catalog.models import Agent, Backup, BackupClient, Job, OpenJob
 from catalog.services import alerts, chains, file_lists
 from catalog.signals import job_changed
+from core.queue import enqueue
 
 log = logging.getLogger(__name__)
 
@@ -342,6 +343,8 @@ def complete_success(
             job.bytes_total = report.stored_size
             backup, note = _record_backup(job, report)
             job.log_tail = (job.log_tail + note)[-LOG_TAIL_LIMIT:]
+            # Unlike its history (ransomware, mass deletion)? Checked on a worker once this commits.
+            enqueue("catalog.tasks.evaluate_backup", backup.pk)
         job.save(
             update_fields=[
                 "state",

@@ -153,7 +153,13 @@ class EnrolmentSerializer(serializers.Serializer):
 
     token = serializers.CharField(help_text="Works once, for this host only; issuing another voids it.")
     expires_at = serializers.DateTimeField()
-    enrol_command = serializers.CharField(help_text="Run as root on the server, once.")
+    enrol_command = serializers.CharField(
+        help_text="Run as root on the server, once, where the agent is installed already (.deb, pip, zipapp)."
+    )
+    install_command = serializers.CharField(
+        help_text="The one paste, as root on a new server: the portal's install.sh downloads the agent, "
+        "verifies its SHA-256, enrols with this token and allow-list and starts the service."
+    )
 
 
 class ClientRequestCreateSerializer(serializers.Serializer):

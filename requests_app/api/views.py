@@ -43,7 +43,7 @@ from requests_app.api.serializers import (
     RestoreRequestSerializer,
 )
 from requests_app.choices import Channel
-from requests_app.enrolment import enrol_command
+from requests_app.enrolment import enrol_command, install_command
 from requests_app.errors import InvalidRequest
 from requests_app.filtersets import ClientRequestFilterSet, RestoreRequestFilterSet
 from requests_app.models import ApiKey, ClientRequest, RestoreRequest
@@ -194,7 +194,7 @@ class RestoreRequestViewSet(RequestViewSet):
 @request_schema("client request", ClientRequestSerializer, ClientRequestCreateSerializer)
 class ClientRequestViewSet(RequestViewSet):
     """New workloads to protect. Once approved, the requester issues a one-time enrolment token
-    (``POST …/enrolment-token/``) and runs the enrol command it comes with on the server; when the
+    (``POST …/enrolment-token/``) and pastes the install command it comes with on the server; when the
     agent has enrolled, the request is provisioned and names its client."""
 
     queryset = ClientRequest.objects.none()
@@ -224,6 +224,7 @@ class ClientRequestViewSet(RequestViewSet):
             "token": token,
             "expires_at": updated.enrolment.expires_at,
             "enrol_command": enrol_command(updated, token),
+            "install_command": install_command(updated, token),
         }
         return Response(EnrolmentSerializer(body).data, status=status.HTTP_201_CREATED)
 

@@ -23,8 +23,15 @@ from catalog.admin import CatalogAdmin, nowrap
 from catalog.admin_mixins import BackupTeamViewMixin, ReadOnlyAdminMixin
 from catalog.formatting import human_age
 from catalog.tenancy import is_backup_team
-from requests_app.models import ApiKey, DeliveryStatus, WebhookAttempt, WebhookDelivery, WebhookSubscription
-from requests_app.webhooks import Event, delivery, signing
+from requests_app.models import (
+    ApiKey,
+    DeliveryStatus,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookFormat,
+    WebhookSubscription,
+)
+from requests_app.webhooks import Event, delivery, destinations, signing
 
 SECRET_MIN_LENGTH = 16
 
@@ -49,9 +56,11 @@ class WebhookAdmin(CatalogAdmin):
 class WebhookSubscriptionForm(forms.ModelForm):
     url = forms.URLField(
         label="URL",
-        max_length=500,
+        max_length=1000,
+        required=False,
         assume_scheme="https",
-        help_text="https:// (or http:// on a trusted network). Redirects are not followed.",
+        help_text="https:// (or http:// on a trusted network). Redirects are not followed. "
+        "Empty for an e-mail channel.",
     )
     events = forms.MultipleChoiceField(
         choices=Event.choices,
@@ -70,9 +79,11 @@ class WebhookSubscriptionForm(forms.ModelForm):
 
     class Meta:
         model = WebhookSubscription
-        fields = ("name", "url", "api_key", "active")
+        fields = ("name", "format", "application", "url", "email_to", "api_key", "active")
         labels = {"api_key": "Integration (API key)"}
         help_texts = {
+            "format": "Signed JSON for integrations; Slack, Teams or e-mail for people "
+            "(alerts and request changes only: docs/notifications.md).",
             "api_key": "Events are limited to what the key's user may see. "
             "Empty: the backup team's own subscription, which hears about everything.",
         }
@@ -83,8 +94,16 @@ class WebhookSubscriptionForm(forms.ModelForm):
         self.fields["api_key"].queryset = ApiKey.objects.filter(
             Q(revoked_at__isnull=True) | Q(pk=self.instance.api_key_id)
         )
+        self.fields["format"].required = False  # empty: signed JSON, as before there were formats
         if self.instance.pk:
             self.fields["events"].initial = self.instance.event_types
+            if self.instance.format in (WebhookFormat.SLACK, WebhookFormat.TEAMS):
+                # A chat webhook URL is its channel's credential: shown masked, replaced, never read back.
+                self.initial["url"] = ""
+                self.fields["url"].label = "New URL"
+                self.fields["url"].help_text = (
+                    f"Now {destinations.masked_url(self.instance.url)}. Leave empty to keep it."
+                )
         else:
             secret = self.fields["new_secret"]
             secret.label, secret.required, secret.initial = "Secret", True, signing.new_secret()
@@ -97,6 +116,16 @@ class WebhookSubscriptionForm(forms.ModelForm):
         cleaned = super().clean()
         # Before the model's clean() runs (in _post_clean), which checks URL and events.
         self.instance.event_types = [value for value in Event.values if value in cleaned.get("events", ())]
+        cleaned["format"] = cleaned.get("format") or WebhookFormat.PORTAL
+        stored = WebhookSubscription.objects.filter(pk=self.instance.pk).first() if self.instance.pk else None
+        chat = stored and stored.format in (WebhookFormat.SLACK, WebhookFormat.TEAMS)
+        if chat and not cleaned.get("url") and "url" not in self.errors:
+            cleaned["url"] = stored.url  # kept: the field never shows it
+        if cleaned.get("application") and cleaned.get("url"):
+            try:
+                destinations.validate(cleaned["url"], cleaned.get("format", ""))
+            except forms.ValidationError as exc:
+                self.add_error("url", exc)
         if cleaned.get("new_secret"):
             self.instance.secret = cleaned["new_secret"]
         return cleaned
@@ -107,6 +136,7 @@ class WebhookSubscriptionAdmin(WebhookAdmin):
     form = WebhookSubscriptionForm
     list_display = (
         "name",
+        "format",
         "url_display",
         "event_list",
         "integration",
@@ -115,9 +145,9 @@ class WebhookSubscriptionAdmin(WebhookAdmin):
         "failed",
         "secret_display",
     )
-    list_filter = ("active",)
-    list_select_related = ("api_key",)
-    search_fields = ("name", "url")
+    list_filter = ("active", "format")
+    list_select_related = ("api_key", "application")
+    search_fields = ("name", "url", "application__slug")
     readonly_fields = ("secret_display", "created_at")
 
     def get_queryset(self, request):
@@ -131,7 +161,7 @@ class WebhookSubscriptionAdmin(WebhookAdmin):
         )
 
     def get_fieldsets(self, request, obj=None):
-        what = ("name", "url", "api_key", "events", "active")
+        what = ("name", "format", "application", "url", "email_to", "api_key", "events", "active")
         if obj is None:
             return ((None, {"fields": (*what, "new_secret")}),)
         return (
@@ -147,12 +177,18 @@ class WebhookSubscriptionAdmin(WebhookAdmin):
         counts = {"webhook subscriptions": len(objs), "webhook deliveries (with their attempts)": deliveries}
         return [str(obj) for obj in objs], counts, set(), []
 
-    @admin.display(description="URL", ordering="url")
+    @admin.display(description="where to")
     def url_display(self, obj):
-        return obj.url
+        if obj.format == WebhookFormat.EMAIL:
+            return ", ".join(obj.recipients)
+        if obj.format == WebhookFormat.PORTAL:
+            return obj.url
+        return destinations.masked_url(obj.url)  # a chat webhook URL is a credential
 
-    @admin.display(description="integration", ordering="api_key__name")
+    @admin.display(description="for", ordering="api_key__name")
     def integration(self, obj):
+        if obj.application_id:
+            return f"application {obj.application.slug}"
         return obj.api_key or "backup team"
 
     @admin.display(description="events")

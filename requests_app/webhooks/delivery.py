@@ -11,12 +11,21 @@ dispatch and ``retry_due``, or two ``retry_due`` runs — exactly one gets the
 row. No transaction is held open during the HTTP request. A worker that dies
 mid-send leaves the claim to expire (``CLAIM_LEASE``), and the delivery is
 tried again: at least once, never twice at the same time.
+
+The channels of chat.py travel the same way: Slack and Teams bodies are POSTed
+like any other (the signature headers go along, and are ignored there); an
+e-mail channel's body is a subject and a text, sent with Django's mail to the
+channel's addresses, and a mail server that refuses is retried like a 500.
+Before a channel of an application POSTs, its host is resolved and a private
+address refused (destinations.py).
 """
 
 from __future__ import annotations
 
 import http.client
+import json
 import logging
+import smtplib
 import ssl
 import time
 import urllib.error
@@ -25,13 +34,20 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
+from django.core.mail import EmailMessage
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
 from core.queue import enqueue
-from requests_app.models import DeliveryStatus, WebhookAttempt, WebhookDelivery, WebhookSubscription
-from requests_app.webhooks import signing
+from requests_app.models import (
+    DeliveryStatus,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookFormat,
+    WebhookSubscription,
+)
+from requests_app.webhooks import destinations, signing
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +75,11 @@ class Outcome:
     status_code: int | None
     error: str
     duration_ms: int
+    mailed: bool = False  # an e-mail channel's message, accepted by the mail server
 
     @property
     def delivered(self) -> bool:
-        return self.status_code is not None and 200 <= self.status_code < 300
+        return self.mailed or (self.status_code is not None and 200 <= self.status_code < 300)
 
 
 def backoff(attempts: int) -> timedelta:
@@ -173,6 +190,8 @@ def send(delivery: WebhookDelivery, now: datetime | None = None) -> Outcome:
     ``retry_due`` shares one ``now`` across RETRY_BUDGET_SECONDS, well within it.
     """
     subscription = delivery.subscription
+    if subscription.format == WebhookFormat.EMAIL:
+        return _mail(delivery)
     body = delivery.body.encode()
     timestamp = int((now or timezone.now()).timestamp())
     headers = {
@@ -184,11 +203,28 @@ def send(delivery: WebhookDelivery, now: datetime | None = None) -> Outcome:
         ),
     }
     started = time.monotonic()
+    refused = subscription.application_id and destinations.refusal(subscription.url)
     if urlsplit(subscription.url).scheme not in SCHEMES:
         status_code, error = None, "Refused: only http and https URLs are called."
+    elif refused:
+        status_code, error = None, refused
     else:
         status_code, error = _post(subscription.url, body, headers)
     return Outcome(status_code, error, int((time.monotonic() - started) * 1000))
+
+
+def _mail(delivery: WebhookDelivery) -> Outcome:
+    """An e-mail channel's message: one mail to the channel's addresses."""
+    started = time.monotonic()
+    message = json.loads(delivery.body)
+    to = delivery.subscription.recipients
+    try:
+        sent = EmailMessage(message["subject"], message["text"], None, to).send()
+    except (OSError, smtplib.SMTPException) as exc:
+        sent, error = 0, _describe(exc)
+    else:
+        error = "" if sent else "The mail server accepted nothing."
+    return Outcome(None, error, int((time.monotonic() - started) * 1000), mailed=bool(sent))
 
 
 def _post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int | None, str]:

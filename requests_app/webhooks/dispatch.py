@@ -6,8 +6,14 @@ API representation when the event is dispatched) under its own
 
 Tenancy: a subscription that belongs to an integration (``api_key``) hears
 only about objects its user may see — the same ``visible_to`` as the API —
-and nothing once the key is revoked. A subscription without a key is the
-backup team's own and hears about everything.
+and nothing once the key is revoked. An application's notification channel
+(``application``) hears only about that application's objects (the path from
+the object to its application is the queryset's ``application_path``, as
+``visible_to`` uses it). A subscription with neither is the backup team's own
+and hears about everything.
+
+Bodies: signed JSON for the integrations, the same bytes for all of them; a
+channel's is its format's rendering (chat.py), made once per format.
 """
 
 from __future__ import annotations
@@ -26,8 +32,15 @@ from django.utils import timezone
 
 from catalog.models import Alert, Job
 from core.queue import enqueue
-from requests_app.models import ClientRequest, RestoreRequest, WebhookDelivery, WebhookSubscription
-from requests_app.webhooks import ALERT_OPEN, Event, representation
+from requests_app.models import (
+    CHANNEL_EVENTS,
+    ClientRequest,
+    RestoreRequest,
+    WebhookDelivery,
+    WebhookFormat,
+    WebhookSubscription,
+)
+from requests_app.webhooks import ALERT_OPEN, Event, chat, representation
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +80,18 @@ def subscribers(event: str) -> list[WebhookSubscription]:
         Q(api_key__isnull=True) | Q(api_key__revoked_at__isnull=True)
     )
     # event_types is a short JSON list; filtered here because SQLite has no JSON "contains".
-    return [sub for sub in live.select_related("api_key__user") if sub.wants(event)]
+    return [sub for sub in live.select_related("api_key__user") if _hears(sub, event)]
 
 
 def anyone_wants(event: str) -> bool:
     """The cheap question a hot path (an agent's job report) asks before it enqueues anything."""
-    active = WebhookSubscription.objects.filter(active=True).only("active", "event_types")
-    return any(sub.wants(event) for sub in active)
+    active = WebhookSubscription.objects.filter(active=True).only("active", "event_types", "format")
+    return any(_hears(sub, event) for sub in active)
+
+
+def _hears(sub: WebhookSubscription, event: str) -> bool:
+    """Wants it, and its format has a message for it (a chat channel saved without events wants all)."""
+    return sub.wants(event) and (sub.format == WebhookFormat.PORTAL or event in CHANNEL_EVENTS)
 
 
 def dispatch(
@@ -89,22 +107,37 @@ def dispatch(
     if not audience:
         return []
     source = SOURCES[event]
-    obj = source.model.objects.select_related(*source.related).filter(pk=pk).first()
+    related = source.related
+    if any(sub.format != WebhookFormat.PORTAL for sub in audience):
+        related += chat.RELATED.get(event, ())
+    obj = source.model.objects.select_related(*related).filter(pk=pk).first()
     if obj is None:
         return []  # gone since: nothing to tell
     audience = _entitled(audience, source.model, pk)
     if not audience:
         return []
-    body = json.dumps(
-        {
-            "event": str(event),
-            "object": source.represent(obj),
-            "previous_status": previous or None,  # null when the object was just created
-            "status": status,
-            "occurred_at": representation.timestamp(occurred_at or timezone.now()),
-        },
-        separators=(",", ":"),
-    )
+    bodies: dict[str, str] = {}
+    for fmt in {sub.format for sub in audience}:
+        if fmt == WebhookFormat.PORTAL:
+            bodies[fmt] = json.dumps(
+                {
+                    "event": str(event),
+                    "object": source.represent(obj),
+                    "previous_status": previous or None,  # null when the object was just created
+                    "status": status,
+                    "occurred_at": representation.timestamp(occurred_at or timezone.now()),
+                },
+                separators=(",", ":"),
+            )
+        else:
+            bodies[fmt] = chat.render(fmt, chat.message(event, obj, status=status, previous=previous))
+    deliveries = queue(event, [(sub, bodies[sub.format]) for sub in audience])
+    log.info("%s about %s #%s: %d delivery(ies) queued", event, source.model.__name__, pk, len(deliveries))
+    return deliveries
+
+
+def queue(event: str, items: list[tuple[WebhookSubscription, str]]) -> list[WebhookDelivery]:
+    """Store one delivery per (subscription, body) and enqueue its sending for after the commit."""
     now = timezone.now()
     with transaction.atomic():
         deliveries = WebhookDelivery.objects.bulk_create(
@@ -116,19 +149,29 @@ def dispatch(
                 created_at=now,
                 next_attempt_at=now,
             )
-            for sub in audience
+            for sub, body in items
         )
         for delivery in deliveries:
             enqueue(DELIVER, str(delivery.delivery_id))
-    log.info("%s about %s #%s: %d delivery(ies) queued", event, source.model.__name__, pk, len(deliveries))
     return deliveries
 
 
 def _entitled(audience: list[WebhookSubscription], model: type[models.Model], pk: int):
-    """The subscriptions whose integration may see the object; one query per distinct user at most."""
+    """The subscriptions whose integration may see the object; one query per distinct user at most.
+
+    An application's channel: only if the object belongs to that application (one query in all).
+    """
     seen: dict[int, bool] = {}
     entitled = []
+    owner_application: list[int | None] = []  # looked up once, and only if a channel asks
     for sub in audience:
+        if sub.application_id is not None:
+            if not owner_application:
+                path = model.objects.all().application_path
+                owner_application.append(model.objects.filter(pk=pk).values_list(path, flat=True).first())
+            if owner_application[0] == sub.application_id:
+                entitled.append(sub)
+            continue
         if sub.api_key_id is None:
             entitled.append(sub)  # the backup team's own subscription
             continue

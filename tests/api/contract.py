@@ -78,6 +78,8 @@ BACKUP_FIELDS = {
     "level",
     "base",
     "restorable",
+    "suspicious",
+    "anomaly",
 }
 POLICY_FIELDS = {
     "id",

@@ -1,6 +1,7 @@
 """The dependency directions of docs/architecture.md, read from every import in the tree.
 
-demo → reports → requests_app → catalog → core → Django; portal (the project)
+demo → reports → requests_app → catalog → core → Django; agent_dist (the agent's
+packages) knows no app and requests_app may use it; portal (the project)
 may import every app and no app imports it; the agent imports the standard
 library only. An import in the wrong direction fails here, not in a review.
 """
@@ -23,6 +24,8 @@ FORBIDDEN = {
     "requests_app": {"reports", "demo", "portal"},
     "reports": {"demo", "portal"},
     "demo": {"portal"},
+    # What the portal serves a new server: built from backup_agent's files, knowing no app.
+    "agent_dist": {"core", "catalog", "requests_app", "reports", "demo", "identity", "portal"},
 }
 #: The one import of the project by core: the Celery app, loaded only when Celery is the backend.
 ALLOWED = {("core/queue.py", "portal")}

@@ -1,0 +1,238 @@
+"""The catalog as Prometheus series, read at scrape time from a few aggregate queries.
+
+Every figure comes from the database when Prometheus asks, so any gunicorn worker
+answers the same (docs/monitoring.md); the one exception is the capacity forecast,
+which moves by the day and is reused for an hour (``full_in_days``). The number of
+queries is fixed (14), whatever the number of clients, jobs or agents; the per-client
+series are one query (``catalog.protection.with_rpo``, the dashboard's own RPO rule).
+
+Series stay bounded: labels are clients (one workload each, the size of the estate),
+storage targets, and the catalog's own enumerations (kinds, states, error classes,
+statuses, severities). No job, backup, user or request ever becomes a label.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+
+from django.core.cache import cache
+from django.db.models import Count, Min, Q
+from django.utils import timezone
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+
+from catalog.choices import (
+    AgentStatus,
+    AlertKind,
+    AlertSeverity,
+    ClientStatus,
+    JobKind,
+    JobState,
+)
+from catalog.models import Agent, Alert, Backup, BackupClient, Job, StorageTarget, agent_silent_cutoff
+from catalog.protection import with_rpo
+from catalog.services import capacity
+from requests_app.choices import RequestStatus
+from requests_app.models import ClientRequest, RestoreRequest
+
+PREFIX = "backup_portal"
+#: Jobs "finished" are those that ended in this window: a rate over a day, immune to purges and restarts.
+FINISHED_WINDOW = timedelta(hours=24)
+CLIENT_LABELS = ["application", "client", "policy"]
+FORECAST_CACHE_KEY = "portal.metrics:storage_full_in_days"
+FORECAST_TTL = timedelta(hours=1)
+
+
+def gauge(name: str, documentation: str, labels: list[str] | None = None) -> GaugeMetricFamily:
+    return GaugeMetricFamily(f"{PREFIX}_{name}", documentation, labels=labels)
+
+
+def full_in_days(now: datetime) -> list[tuple[str, float]]:
+    """Each filling target's days until full, from ``capacity.forecast_all``, at most FORECAST_TTL old.
+
+    The forecast reads every stored backup (seconds on a large catalog: docs/performance.md) and moves
+    by the day, so a scrape reuses it for an hour instead of computing it every minute. In Django's
+    cache: per process with the default local-memory cache, shared when a shared one is configured.
+    """
+
+    def compute() -> list[tuple[str, float]]:
+        return [
+            (forecast.target_name, forecast.days_until_full)
+            for forecast in capacity.forecast_all(now=now)
+            if forecast.days_until_full is not None
+        ]
+
+    return cache.get_or_set(FORECAST_CACHE_KEY, compute, FORECAST_TTL.total_seconds())
+
+
+class PortalCollector:
+    """A prometheus_client collector: ``collect()`` yields one family per metric of docs/monitoring.md."""
+
+    def __init__(self, now: datetime | None = None) -> None:
+        self.now = now
+
+    def describe(self) -> list[Metric]:
+        # Registering must not run the queries (without describe(), prometheus_client would collect()).
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        started = time.perf_counter()
+        now = self.now or timezone.now()
+        yield from self.clients(now)
+        yield from self.jobs(now)
+        yield self.agents(now)
+        yield from self.storage(now)
+        yield self.requests()
+        yield self.alerts()
+        yield self.suspicious()
+        scrape = gauge("metrics_collect_seconds", "Time the portal took to compute these metrics.")
+        scrape.add_metric([], time.perf_counter() - started)
+        yield scrape
+
+    def clients(self, now: datetime) -> Iterator[Metric]:
+        last_good = gauge(
+            "client_last_good_backup_timestamp_seconds",
+            "When the client's newest restorable recovery point was taken (absent: none).",
+            CLIENT_LABELS,
+        )
+        rpo = gauge("client_rpo_seconds", "The client's policy RPO: the oldest acceptable last good backup.",
+                    CLIENT_LABELS)  # fmt: skip
+        met = gauge("client_rpo_met", "1 when the last good backup is within the RPO, else 0.", CLIENT_LABELS)
+        rows = (
+            with_rpo(BackupClient.objects.filter(status=ClientStatus.ACTIVE), now)
+            .order_by()
+            .values_list("application__slug", "name", "policy__name", "policy__rpo_hours", "last_good_at",
+                         "rpo_met")  # fmt: skip
+        )
+        for slug, name, policy, rpo_hours, last_good_at, rpo_met in rows:
+            labels = [slug, name, policy]
+            if last_good_at is not None:
+                last_good.add_metric(labels, last_good_at.timestamp())
+            rpo.add_metric(labels, rpo_hours * 3600)
+            met.add_metric(labels, 1 if rpo_met else 0)
+        yield from (last_good, rpo, met)
+
+        by_status = gauge("clients", "Clients by status.", ["status"])
+        counts = dict(BackupClient.objects.order_by().values_list("status").annotate(n=Count("pk")))
+        for status in ClientStatus.values:
+            by_status.add_metric([status], counts.get(status, 0))
+        yield by_status
+
+    def jobs(self, now: datetime) -> Iterator[Metric]:
+        finished = gauge(
+            "jobs_finished_24h",
+            "Jobs that ended in the last 24 hours, by kind, final state and error class ('' unless failed).",
+            ["kind", "state", "error_class"],
+        )
+        tests = gauge(
+            "restore_tests_24h",
+            "Restore tests that ended in the last 24 hours, by verdict (passed, failed).",
+            ["verdict"],
+        )
+        verdicts = {"passed": 0, "failed": 0}
+        rows = (
+            Job.objects.filter(finished_at__gte=now - FINISHED_WINDOW, state__in=JobState.terminal())
+            .order_by()
+            .values_list("kind", "state", "error_class")
+            .annotate(n=Count("pk"))
+        )
+        for kind, state, error_class, n in rows:
+            finished.add_metric([kind, state, error_class], n)
+            if kind == JobKind.RESTORE_TEST and state == JobState.SUCCEEDED:
+                verdicts["passed"] += n
+            elif kind == JobKind.RESTORE_TEST and state == JobState.FAILED:
+                verdicts["failed"] += n
+        for verdict, n in verdicts.items():
+            tests.add_metric([verdict], n)
+        yield from (finished, tests)
+
+        open_jobs = gauge("jobs_open", "Queued and running jobs, by kind and state.", ["kind", "state"])
+        counts = {
+            (kind, state): n
+            for kind, state, n in Job.objects.filter(state__in=JobState.open())
+            .order_by()
+            .values_list("kind", "state")
+            .annotate(n=Count("pk"))
+        }
+        for kind in JobKind.values:
+            for state in JobState.open():
+                open_jobs.add_metric([kind, state], counts.get((kind, state), 0))
+        yield open_jobs
+
+        # Waiting since it became due (a retry's backoff is not a backlog); 0 with nothing waiting.
+        oldest = (
+            Job.objects.filter(state=JobState.QUEUED, not_before__lte=now)
+            .order_by()
+            .aggregate(oldest=Min("not_before"))["oldest"]
+        )
+        age = gauge("jobs_queued_oldest_age_seconds", "How long the longest-waiting due job has waited.")
+        age.add_metric([], (now - oldest).total_seconds() if oldest else 0)
+        yield age
+
+    def agents(self, now: datetime) -> Metric:
+        """Agents by ``Agent.status``, counted in SQL with the same rule (``AgentQuerySet.with_status``)."""
+        cutoff = agent_silent_cutoff(now)
+        live = Q(revoked_at__isnull=True)
+        counts = Agent.objects.order_by().aggregate(
+            **{
+                AgentStatus.REVOKED: Count("pk", filter=Q(revoked_at__isnull=False)),
+                AgentStatus.NEVER_SEEN: Count("pk", filter=live & Q(last_seen_at__isnull=True)),
+                AgentStatus.SILENT: Count("pk", filter=live & Q(last_seen_at__lt=cutoff)),
+                AgentStatus.ONLINE: Count("pk", filter=live & Q(last_seen_at__gte=cutoff)),
+            }
+        )
+        family = gauge("agents", "Agents by status (online, silent, never_seen, revoked).", ["status"])
+        for status in AgentStatus.values:
+            family.add_metric([status], counts[status])
+        return family
+
+    def storage(self, now: datetime) -> Iterator[Metric]:
+        used = gauge("storage_used_bytes", "Bytes stored on the target (the catalog's count).", ["target"])
+        total = gauge("storage_capacity_bytes", "What the portal may store on the target.", ["target"])
+        for name, used_bytes, capacity_bytes in StorageTarget.objects.order_by("name").values_list(
+            "name", "used_bytes", "capacity_bytes"
+        ):
+            used.add_metric([name], used_bytes)
+            total.add_metric([name], capacity_bytes)
+        yield from (used, total)
+
+        full_in = gauge(
+            "storage_full_in_days",
+            "Days until the target is full at its current trend, retention included (absent: not filling).",
+            ["target"],
+        )
+        for target_name, days in full_in_days(now):
+            full_in.add_metric([target_name], days)
+        yield full_in
+
+    def requests(self) -> Metric:
+        family = gauge("requests", "Client and restore requests, by kind and status.", ["kind", "status"])
+        for model in (ClientRequest, RestoreRequest):
+            counts = dict(model.objects.order_by().values_list("status").annotate(n=Count("pk")))
+            for status in RequestStatus.values:
+                family.add_metric([model.kind, status], counts.get(status, 0))
+        return family
+
+    def suspicious(self) -> Metric:
+        family = gauge(
+            "suspicious_backups",
+            "Recovery points unlike their client's history and not acknowledged (docs/anomalies.md).",
+        )
+        family.add_metric([], Backup.objects.suspicious().count())
+        return family
+
+    def alerts(self) -> Metric:
+        family = gauge("alerts_open", "Open (unresolved) alerts, by kind and severity.", ["kind", "severity"])
+        counts = {
+            (kind, severity): n
+            for kind, severity, n in Alert.objects.open()
+            .order_by()
+            .values_list("kind", "severity")
+            .annotate(n=Count("pk"))
+        }
+        for kind in AlertKind.values:
+            for severity in AlertSeverity.values:
+                family.add_metric([kind, severity], counts.get((kind, severity), 0))
+        return family
