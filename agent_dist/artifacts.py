@@ -34,7 +34,7 @@ class Zipapp:
 
 
 def dist_dir() -> Path:
-    return Path(getattr(settings, "PORTAL_AGENT_DIST_DIR", None) or Path(settings.VAR_DIR) / "agent")
+    return Path(settings.PORTAL_AGENT_DIST_DIR)
 
 
 def source_digest() -> str:

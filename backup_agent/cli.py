@@ -1,4 +1,4 @@
-"""Command line: `backup-agent enrol | run | status | allow | deny | policy`.
+"""Command line: `backup-agent enrol | run | status | allow | deny | policy | upgrade | uninstall`.
 
 Exit codes: 0 success; 1 a job report or poll did not reach the portal (it
 stays spooled); 2 usage or configuration error.
@@ -88,6 +88,25 @@ def build_parser() -> argparse.ArgumentParser:
     policy = commands.add_parser("policy", help="show what the portal may ask of this server")
     policy.add_argument("--json", action="store_true", help="print the allow-list as JSON")
     _config_arg(policy)
+    upgrade = commands.add_parser(
+        "upgrade", help="install the portal's current agent (verified), then restart the service"
+    )
+    upgrade.add_argument("--force", action="store_true", help="install it even if it is older (a downgrade)")
+    upgrade.add_argument(
+        "--when-idle", action="store_true", help="wait for the running jobs to finish instead of refusing"
+    )
+    upgrade.add_argument("--no-restart", action="store_true", help="do not restart the backup-agent service")
+    _config_arg(upgrade)
+    uninstall = commands.add_parser(
+        "uninstall",
+        help="stop and remove the service, the agent and its config (install.sh's); unsent reports are "
+        "sent first or kept; backups on storage are never touched",
+    )
+    uninstall.add_argument("--dry-run", action="store_true", help="list what would go; change nothing")
+    uninstall.add_argument(
+        "--discard-spool", action="store_true", help="drop unsent job reports instead of keeping them"
+    )
+    _config_arg(uninstall)
     return parser
 
 
@@ -230,6 +249,45 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_upgrade(args: argparse.Namespace) -> int:
+    """backup_agent/upgrade.py: download, verify, swap atomically, restart; never during a job."""
+    from backup_agent import upgrade
+
+    config = load(config_path(args.config))
+    try:
+        result = upgrade.upgrade(
+            config, force=args.force, when_idle=args.when_idle, restart=not args.no_restart
+        )
+    except upgrade.UpgradeError as exc:
+        log.error("upgrade refused: %s", exc)
+        return 1
+    if not result.replaced:
+        print(f"backup-agent {result.old} is the version the portal ships: nothing to do")
+        return 0
+    print(f"backup-agent {result.old} -> {result.new}: {result.path} replaced (SHA-256 verified)")
+    if result.restarted:
+        print("the backup-agent service was restarted (if it was running)")
+    else:
+        print("restart the agent (backup-agent run) to run the new version")
+    return 0
+
+
+def cmd_uninstall(args: argparse.Namespace) -> int:
+    """backup_agent/uninstall.py: what install.sh installed goes; unsent reports and backups stay."""
+    from backup_agent import uninstall
+
+    try:
+        outcome = uninstall.uninstall(
+            config_file=args.config, dry_run=args.dry_run, discard_spool=args.discard_spool
+        )
+    except uninstall.UninstallError as exc:
+        log.error("%s", exc)
+        return 2
+    for line in outcome.lines:
+        print(line)
+    return outcome.exit_code
+
+
 def cmd_allow(args: argparse.Namespace) -> int:
     return _edit_allow_list(args, add=True)
 
@@ -301,4 +359,6 @@ COMMANDS = {
     "allow": cmd_allow,
     "deny": cmd_deny,
     "policy": cmd_policy,
+    "upgrade": cmd_upgrade,
+    "uninstall": cmd_uninstall,
 }

@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 API_PREFIX = "/api/agent/v1/"
 # 409 code of a poll (or report) from a copy of this agent's config on another host.
 AGENT_CLONED = "agent_cloned"
+# 426 code of every call from an agent older than the oldest protocol the portal speaks.
+AGENT_UNSUPPORTED = "agent_unsupported"
 NOT_IMPLEMENTED = 501
 
 
@@ -48,7 +50,8 @@ class PortalClient:
         if not server.startswith(("https://", "http://")):
             # urllib would also open file:// and ftp:// URLs; the portal is HTTP(S) only.
             raise ValueError(f"portal URL must be http(s): {server!r}")
-        self.base = server.rstrip("/") + API_PREFIX
+        self.server = server.rstrip("/")
+        self.base = self.server + API_PREFIX
         self._token = agent_token
         self.timeout = timeout
         self._ssl = ssl.create_default_context(cafile=ca_file) if ca_file else None
@@ -136,6 +139,23 @@ class PortalClient:
                 self._request("PUT", f"jobs/{int(job_id)}/index", fh, headers)
 
         self._retrying(send, tries)
+
+    def download(self, path: str, limit: int) -> bytes:
+        """GET ``path`` of the portal (e.g. /agent/backup-agent.pyz), unauthenticated, with the
+        client's TLS settings; at most ``limit`` bytes. PortalError / PortalUnreachable as the calls."""
+        request = urllib.request.Request(  # noqa: S310 - scheme checked in __init__
+            self.server + path, headers={"User-Agent": f"backup-agent/{__version__}"}, method="GET"
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout, context=self._ssl) as resp:  # noqa: S310
+                data = resp.read(limit + 1)
+        except urllib.error.HTTPError as exc:
+            raise PortalError(exc.code, "http_error", f"GET {path}: {exc.reason}") from None
+        except (OSError, http.client.HTTPException) as exc:
+            raise PortalUnreachable(f"{self.server}{path}: {getattr(exc, 'reason', exc)}") from None
+        if len(data) > limit:
+            raise PortalError(502, "too_large", f"GET {path}: more than {limit} bytes")
+        return data
 
     def _retrying(self, send: Callable[[], object], tries: int) -> None:
         """Call ``send`` up to ``tries`` times, backing off, while the portal is down or answers 5xx.

@@ -16,10 +16,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from backup_agent import plugins
+from backup_agent import __version__, plugins, upgrade
 from backup_agent.allow import AllowList
 from backup_agent.archives import ArchiveRecord
-from backup_agent.client import AGENT_CLONED, NOT_IMPLEMENTED, PortalClient
+from backup_agent.client import AGENT_CLONED, AGENT_UNSUPPORTED, NOT_IMPLEMENTED, PortalClient
 from backup_agent.config import Config
 from backup_agent.context import JobContext
 from backup_agent.errors import PortalError, PortalUnreachable, RefusedByAgent
@@ -47,6 +47,13 @@ CLONED_MESSAGE = (
     "to re-key this server: backup-agent enrol --token … --force (no jobs run until then)"
 )
 
+# While the portal refuses this agent as too old (426 agent_unsupported): poll this slowly, and
+# log the portal's message (how to upgrade) at most once per UNSUPPORTED_LOG_EVERY.
+UNSUPPORTED_RETRY = 600.0
+UNSUPPORTED_LOG_EVERY = 1800.0
+# After a failed automatic upgrade (the portal offered one): try again after this long.
+UPGRADE_RETRY = 3600.0
+
 
 def backoff_delay(failures: int, rand: Callable[[], float] = random.random) -> float:
     """Seconds to wait after `failures` consecutive failed polls.
@@ -69,6 +76,11 @@ def spool_retry_delay(failures: int, interval: float, rand: Callable[[], float] 
 def cloned_retry_delay(rand: Callable[[], float] = random.random) -> float:
     """Seconds between polls while the portal says this config is a copy: slow, jittered."""
     return CLONED_RETRY * (0.5 + 0.5 * rand())
+
+
+def unsupported_retry_delay(rand: Callable[[], float] = random.random) -> float:
+    """Seconds between polls while the portal refuses this agent as too old: slow, jittered."""
+    return UNSUPPORTED_RETRY * (0.5 + 0.5 * rand())
 
 
 def job_locations(raw: Any) -> set[str]:
@@ -101,6 +113,12 @@ class Agent:
         self._instance: dict[str, str] | None = None
         # Set while the portal answers polls with 409 agent_cloned.
         self.cloned = False
+        # Set while the portal refuses this agent's protocol (426 agent_unsupported).
+        self.unsupported = False
+        self._unsupported_logged_at: float | None = None
+        self._upgrade_failed_at: float | None = None
+        # run_forever's exit status: upgrade.RESTART_EXIT after an automatic upgrade.
+        self.exit_code = 0
         self._poll_after = float(config.poll_after)
         self._spool_lock = threading.Lock()
         self.stop_event = threading.Event()
@@ -200,7 +218,7 @@ class Agent:
         failures = 0
         while not self.stop_event.wait(spool_retry_delay(failures, self.spool_interval())):
             try:
-                if self.cloned or self.resend_spool():
+                if self.cloned or self.unsupported or self.resend_spool():
                     failures = 0
                 else:
                     failures += 1
@@ -253,7 +271,12 @@ class Agent:
         log.info("job %s: %s of %s started", ctx.job_id, raw.get("kind"), ctx.client or "?")
         progress = Progress()
         try:
-            with ProgressReporter(self.client, ctx, progress, self.config.progress_interval), self._slots:
+            with (
+                ProgressReporter(self.client, ctx, progress, self.config.progress_interval),
+                self._slots,
+                # Held while the job runs: `backup-agent upgrade` waits for it or refuses.
+                upgrade.job_running(self.config.state_path, self.stop_event),
+            ):
                 report = self.executor.execute(raw, ctx, progress)
             log.info("job %s: %s", ctx.job_id, report["status"])
             index = index_path(raw, report)
@@ -364,8 +387,11 @@ class Agent:
             if exc.status == 409 and exc.code == AGENT_CLONED:
                 self.cloned = True
                 log.error("%s", CLONED_MESSAGE)
+            elif exc.code == AGENT_UNSUPPORTED:
+                self.unsupported = True
+                self.log_unsupported(exc.detail)
             raise
-        self.cloned = False
+        self.cloned = self.unsupported = False
         if report_due:  # an unreadable record is tried again only at the next interval
             self._archives_reported_at = self.clock()
         if "remove_archives" in answer:
@@ -377,7 +403,62 @@ class Agent:
             poll_after = self.config.poll_after
         poll_after = min(max(poll_after, 1), MAX_POLL_AFTER)
         self._poll_after = float(poll_after)
+        self.upgrade_offer = answer.get("upgrade") if isinstance(answer.get("upgrade"), dict) else None
         return (jobs if isinstance(jobs, list) else []), poll_after
+
+    def log_unsupported(self, detail: str) -> None:
+        """The portal's refusal (and how to upgrade), at most once per UNSUPPORTED_LOG_EVERY."""
+        now = self.clock()
+        last = self._unsupported_logged_at
+        if last is None or now - last >= UNSUPPORTED_LOG_EVERY:
+            self._unsupported_logged_at = now
+            log.error(
+                "the portal refuses this agent (backup-agent %s): %s; no jobs run until it is upgraded",
+                __version__,
+                detail or "its protocol is too old",
+            )
+
+    # --- automatic upgrade (the poll's `upgrade`, backup_agent/upgrade.py) ----------
+
+    upgrade_offer: dict[str, Any] | None = None
+
+    def upgrade_if_offered(self) -> bool:
+        """Between jobs, never during one: install the portal's agent when the poll offered it.
+
+        True when the agent was replaced: run_forever then stops and exits with
+        upgrade.RESTART_EXIT, and the service manager starts the new one (the unit's
+        Restart=on-failure). A failure is logged and tried again after UPGRADE_RETRY.
+        """
+        offer = self.upgrade_offer
+        if offer is None or self.running():
+            return False
+        failed = self._upgrade_failed_at
+        if failed is not None and self.clock() - failed < UPGRADE_RETRY:
+            return False
+        log.info(
+            "the portal offers backup-agent %s (this is %s): upgrading",
+            offer.get("version"),
+            __version__,
+        )
+        try:
+            client = self.client if isinstance(self.client, PortalClient) else None
+            result = upgrade.upgrade(self.config, restart=False, automatic=True, client=client)
+        except upgrade.UpgradeError as exc:
+            self._upgrade_failed_at = self.clock()
+            log.error("automatic upgrade failed: %s; trying again in %.0f minutes", exc, UPGRADE_RETRY / 60)
+            return False
+        except Exception:  # an upgrade gone wrong must never stop the agent polling
+            self._upgrade_failed_at = self.clock()
+            log.exception("automatic upgrade failed")
+            return False
+        if not result.replaced:
+            self._upgrade_failed_at = self.clock()  # the portal's build is this one: ask again later
+            return False
+        self.exit_code = upgrade.RESTART_EXIT
+        self.request_stop(
+            f"upgraded to backup-agent {result.new}; exiting for the service manager to restart it"
+        )
+        return True
 
     def run_once(self) -> int:
         """Resend the spool, poll once, run what came, report. 0 if every report was acknowledged."""
@@ -402,7 +483,7 @@ class Agent:
         timer = threading.Thread(target=self._spool_timer, name="spool-timer", daemon=True)
         timer.start()
         while not self.stop_event.is_set():
-            if not self.cloned:
+            if not (self.cloned or self.unsupported):
                 self.resend_spool()
             try:
                 jobs, delay = self.poll()
@@ -416,6 +497,8 @@ class Agent:
                 delay = backoff_delay(failures)
                 if exc.status == 409 and exc.code == AGENT_CLONED:
                     delay = cloned_retry_delay()  # the error is logged by poll()
+                elif exc.code == AGENT_UNSUPPORTED:
+                    delay = unsupported_retry_delay()  # the error is logged by poll()
                 elif exc.status == 401:
                     log.error("the portal rejected this agent's token (revoked?); re-enrol the agent")
                 else:
@@ -423,6 +506,8 @@ class Agent:
             else:
                 for raw in jobs:
                     self.start_job(raw)
+                if not jobs and self.upgrade_if_offered():
+                    continue  # the loop ends: stop requested
             self._threads = [t for t in self._threads if t.is_alive()]
             self._acknowledged.clear()  # only run_once reads it; do not grow forever
             self.stop_event.wait(delay)
@@ -430,4 +515,4 @@ class Agent:
         self.shutdown()
         self.wait_for_jobs()
         timer.join(5)
-        return 0
+        return self.exit_code

@@ -20,7 +20,7 @@ import shlex
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
-from django.db.models import Count, F, OuterRef, Prefetch, Subquery
+from django.db.models import Count, F, OuterRef, Prefetch, Q, Subquery
 from django.db.models.deletion import PROTECT
 from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -31,7 +31,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 from django.utils.text import Truncator
 
-from catalog import levels
+from catalog import agent_versions, levels
 from catalog.admin_mixins import (
     BackupTeamViewMixin,
     NoAddMixin,
@@ -40,7 +40,7 @@ from catalog.admin_mixins import (
     ReadOnlyAdminMixin,
 )
 from catalog.allow_list import describe as describe_allow_list
-from catalog.choices import AgentStatus, BackupLevel, BackupStatus, JobTrigger, Verification
+from catalog.choices import AgentAction, AgentStatus, BackupLevel, BackupStatus, JobTrigger, Verification
 from catalog.errors import InvalidTransition
 from catalog.formatting import human_age, human_duration, human_size
 from catalog.models import (
@@ -293,6 +293,35 @@ class AgentStatusFilter(admin.SimpleListFilter):
         return queryset.with_status(self.value()) if self.value() else queryset
 
 
+class AgentVersionFilter(admin.SimpleListFilter):
+    """current / outdated / unsupported (catalog.agent_versions): versions compared as numbers, in Python.
+
+    An estate runs a handful of agent versions: one query lists them, and the filter is a
+    plain ``IN`` on the (version, protocol) pairs that have the chosen status.
+    """
+
+    title = "agent version"
+    parameter_name = "version_status"
+
+    def lookups(self, request, model_admin):
+        return [
+            (agent_versions.CURRENT, f"current ({agent_versions.shipped_version()})"),
+            (agent_versions.OUTDATED, "outdated (an upgrade is available)"),
+            (agent_versions.UNSUPPORTED, "unsupported (refused)"),
+        ]
+
+    def queryset(self, request, queryset):
+        wanted = self.value()
+        if wanted not in agent_versions.STATUSES:
+            return queryset
+        pairs = set(queryset.order_by().values_list("version", "protocol").distinct())
+        match = Q(pk__in=[])
+        for version, protocol in pairs:
+            if agent_versions.status(version, protocol) == wanted:
+                match |= Q(version=version, protocol=protocol)
+        return queryset.filter(match)
+
+
 class AgentEventInline(BackupTeamViewMixin, NoAddMixin, NoChangeMixin, NoDeleteMixin, admin.TabularInline):
     """The agent's audit trail, for the team that decides who a host serves: read-only, append-only."""
 
@@ -331,25 +360,27 @@ class AgentAdmin(CatalogAdmin):
         "hostname",
         "status_display",
         "application_list",
-        "version",
+        "version_display",
+        "auto_upgrade",
         "last_seen",
         "enrolled_at",
         "revoked_at",
     )
-    list_filter = (AgentStatusFilter, "version")
+    list_filter = (AgentStatusFilter, AgentVersionFilter, "auto_upgrade", "version")
     search_fields = ("hostname",)
     autocomplete_fields = ("applications",)
     # token_hash is not editable on the model, so it is in no form; it is in no list either.
     readonly_fields = (
         "status_display",
-        "version",
+        "version_display",
+        "protocol",
         "plugins",
         "allow_list_display",
         "enrolled_at",
         "last_seen_at",
         "revoked_at",
     )
-    fields = ("hostname", "applications", *readonly_fields)
+    fields = ("hostname", "applications", "auto_upgrade", *readonly_fields)
     actions = ("revoke_token", "issue_rekey_token")
     inlines = (AgentEventInline,)
 
@@ -365,7 +396,17 @@ class AgentAdmin(CatalogAdmin):
 
     def get_readonly_fields(self, request, obj=None):
         # A host name is the agent's identity: renaming one would hand its jobs to another server.
-        return ("hostname", *self.readonly_fields) if obj else self.readonly_fields
+        fields = ("hostname", *self.readonly_fields) if obj else self.readonly_fields
+        # Upgrading a server's software without its administrator is the backup team's decision alone.
+        return fields if is_backup_team(request.user) else ("auto_upgrade", *fields)
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if change and "auto_upgrade" in form.changed_data:
+            state = "on" if obj.auto_upgrade else "off"
+            agents.record(
+                obj, AgentAction.AUTO_UPGRADE, user=request.user, message=f"automatic upgrade {state}"
+            )
 
     def save_related(self, request, form, formsets, change):
         before = set(form.instance.applications.values_list("slug", flat=True)) if change else set()
@@ -376,6 +417,23 @@ class AgentAdmin(CatalogAdmin):
     @admin.display(description="status")
     def status_display(self, obj):
         return AgentStatus(obj.status).label
+
+    @admin.display(description="version", ordering="version")
+    def version_display(self, obj):
+        status = obj.version_status
+        version = obj.version or "unknown"
+        if status == agent_versions.UNSUPPORTED:
+            return format_html(
+                "{} <strong>unsupported</strong> (protocol {}; refused: this portal speaks {} or newer)",
+                version,
+                obj.protocol,
+                Agent.OLDEST_PROTOCOL,
+            )
+        if status == agent_versions.OUTDATED:
+            return format_html(
+                "{} <strong>outdated</strong> ({} available)", version, agent_versions.shipped_version()
+            )
+        return version
 
     @admin.display(description="allow-list (as the agent reports it)")
     def allow_list_display(self, obj):

@@ -126,6 +126,7 @@ class AlertKind(models.TextChoices):
     AGENT_CLONED = "agent_cloned", "Agent token used by a second host"
     ANOMALY_DETECTED = "anomaly_detected", "Backup unlike its history (possible ransomware or mass deletion)"
     STORAGE_FULL_SOON = "storage_full_soon", "Storage forecast to fill"
+    AGENT_UNSUPPORTED = "agent_unsupported", "Agent too old for this portal"
 
 
 class EnrolmentPurpose(models.TextChoices):
@@ -146,3 +147,4 @@ class AgentAction(models.TextChoices):
     ENROLLED = "enrolled", "Enrolled"
     REKEYED = "rekeyed", "Re-keyed"
     REVOKED = "revoked", "Revoked"
+    AUTO_UPGRADE = "auto_upgrade", "Automatic upgrade switched on or off"

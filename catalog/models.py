@@ -17,6 +17,7 @@ from django.db.models.functions import Length
 from django.db.models.lookups import Exact
 from django.utils import timezone
 
+from catalog import agent_versions
 from catalog.append_only import AppendOnlyModel, AppendOnlyQuerySet
 from catalog.choices import (
     AgentAction,
@@ -275,6 +276,11 @@ class Agent(models.Model):
     SELECTIVE_RESTORE_PROTOCOL = 3
     #: The protocol from which an agent takes incremental backups and restores chains.
     INCREMENTAL_PROTOCOL = 4
+    #: The oldest protocol this portal still speaks: an agent speaking an older one is refused at
+    #: every call (426 ``agent_unsupported``, docs/agent-protocol.md). 1, because the portal still
+    #: answers every older protocol in full (selective restores and incrementals are simply not
+    #: offered to agents below 3 and 4); raised here, in a release, when a compatibility path goes.
+    OLDEST_PROTOCOL = 1
 
     hostname = models.CharField(max_length=253, unique=True, validators=[hostname_validator])
     applications = models.ManyToManyField(Application, blank=True, related_name="agents")
@@ -298,6 +304,11 @@ class Agent(models.Model):
     instance_id = models.CharField(max_length=64, blank=True, editable=False)
     instance_host = models.CharField(
         max_length=253, blank=True, editable=False, help_text="The host name the bound instance reported."
+    )
+    auto_upgrade = models.BooleanField(
+        default=False,
+        help_text="Upgrade this agent to the portal's version between jobs, without asking its server's "
+        "administrator (the backup team decides; docs/agent.md, \"Upgrading\").",
     )
 
     objects = AgentQuerySet.as_manager()
@@ -324,6 +335,20 @@ class Agent(models.Model):
     def restores_chains(self) -> bool:
         """Whether it takes incrementals and rebuilds a tree from a chain (protocol 4)."""
         return self.protocol >= self.INCREMENTAL_PROTOCOL
+
+    @property
+    def version_status(self) -> str:
+        """current, outdated (older than the agent shipped) or unsupported: catalog.agent_versions."""
+        return agent_versions.status(self.version, self.protocol)
+
+    @property
+    def is_outdated(self) -> bool:
+        return self.version_status != agent_versions.CURRENT
+
+    @property
+    def shipped_version(self) -> str:
+        """The version an upgrade installs: the agent this portal serves."""
+        return agent_versions.shipped_version()
 
     @property
     def is_enrolled(self) -> bool:

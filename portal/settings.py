@@ -280,6 +280,8 @@ MEDIA_URL = "media/"
 # --- Backup Portal ----------------------------------------------------------
 # Where the demo's filesystem storage target lives; real targets are mounted on the agents.
 PORTAL_STORAGE_ROOT = Path(env.get_str("PORTAL_STORAGE_ROOT") or VAR_DIR / "storage")
+# The agent's packages the portal serves at /agent/, built from its own backup_agent/ (docs/agent.md).
+PORTAL_AGENT_DIST_DIR = Path(env.get_str("PORTAL_AGENT_DIST_DIR") or VAR_DIR / "agent")
 # Recovery points' file lists (one compressed file each, uploaded by the agents).
 PORTAL_INDEX_ROOT = Path(env.get_str("PORTAL_INDEX_ROOT") or VAR_DIR / "indexes")
 # The largest file list an agent may upload (a million entries take about 15 MB).

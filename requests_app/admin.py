@@ -53,6 +53,9 @@ REASON_HELP = "The requester reads it, in the mail and on the request page."
 OVERWRITES = format_html('<strong style="color: var(--error-fg)">{}</strong>', "overwrites existing data")
 
 
+RETIRES = format_html('<strong style="color: var(--error-fg)">{}</strong>', "retire")
+
+
 def _label(obj) -> str:
     return f"{obj._meta.verbose_name.capitalize()} #{obj.pk}"
 
@@ -295,6 +298,7 @@ class ClientRequestAdmin(RequestAdmin):
     list_display = ("id", "summary", "requester", "status", "approval", "ticket", "age")
     list_filter = (
         WaitingForMeFilter,
+        "action",
         "status",
         "needs_approval",
         ("application", admin.RelatedOnlyFieldListFilter),
@@ -305,7 +309,7 @@ class ClientRequestAdmin(RequestAdmin):
     search_help_text = "Client name, host name, ticket, application slug (exact) or requester."
     fieldsets = (
         (None, {"fields": RequestAdmin.common_fields}),
-        ("What", {"fields": ("application", "name", "hostname", "plugin", "options", "policy",
+        ("What", {"fields": ("action", "application", "name", "hostname", "plugin", "options", "policy",
                              "justification")}),
         ("Decision", {"fields": RequestAdmin.decision_fields}),
         ("Outcome", {"fields": ("client", "enrolment", "error")}),
@@ -314,6 +318,17 @@ class ClientRequestAdmin(RequestAdmin):
 
     @admin.display(description="what")
     def summary(self, obj):
+        if obj.is_retire:
+            # Read twice before approving: it ends the client's backups and may revoke the host's agent.
+            return format_html(
+                '{} {}/{} on {}<br><span class="quiet">{} · {}</span>',
+                RETIRES,
+                obj.application.slug,
+                obj.name,
+                obj.hostname,
+                obj.get_plugin_display(),
+                obj.policy.name,
+            )
         return format_html(
             '{}/{} on {}<br><span class="quiet">{} · {}</span>',
             obj.application.slug,

@@ -7,6 +7,7 @@ class RequestStatus(models.TextChoices):
     """submitted → approved | rejected | cancelled
     approved → running → completed | failed          (restore requests)
     approved → provisioned                           (client requests, once the agent enrolled)
+    approved → completed                             (retire requests: done at approval)
     approved → cancelled                             (before the work started)
     """
 
@@ -26,6 +27,13 @@ class RequestStatus(models.TextChoices):
     @classmethod
     def terminal(cls) -> tuple[str, ...]:
         return (cls.REJECTED, cls.CANCELLED, cls.COMPLETED, cls.FAILED, cls.PROVISIONED)
+
+
+class ClientAction(models.TextChoices):
+    """What a client request asks for: protect a new workload, or retire one that is protected."""
+
+    PROTECT = "protect", "Protect a new client"
+    RETIRE = "retire", "Retire a client"
 
 
 class ActorKind(models.TextChoices):

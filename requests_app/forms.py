@@ -377,3 +377,28 @@ class RequestFilterForm(forms.Form):
         required=False, choices=[("", "Both kinds"), ("client", "New clients"), ("restore", "Restores")]
     )
     application = forms.SlugField(required=False, widget=forms.HiddenInput)
+
+
+class RetireForm(forms.Form):
+    """Retire a client: why, and the server's name typed again, so nobody retires the wrong one."""
+
+    justification = forms.CharField(
+        label="Why is this client retired?",
+        max_length=10_000,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="The backup team reads it when they approve, e.g. the server is decommissioned.",
+        error_messages={"required": "Say why: the backup team reads it before approving."},
+    )
+    confirm_hostname = forms.CharField(label="Type the server's name to confirm", max_length=253)
+    external_ref = forms.CharField(label="Ticket (optional)", max_length=100, required=False)
+
+    def __init__(self, *args, client: BackupClient, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.client = client
+        self.fields["confirm_hostname"].help_text = f"{client.hostname}, as on the client page."
+
+    def clean_confirm_hostname(self) -> str:
+        value = self.cleaned_data["confirm_hostname"].strip().lower()
+        if value != self.client.hostname.lower():
+            raise ValidationError(f"Type {self.client.hostname} to confirm which server's client you retire.")
+        return value

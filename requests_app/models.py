@@ -26,7 +26,7 @@ from catalog.models import (
     new_token,
 )
 from catalog.tenancy import TenantQuerySet
-from requests_app.choices import ActorKind, Channel, RequestStatus
+from requests_app.choices import ActorKind, Channel, ClientAction, RequestStatus
 from requests_app.webhooks import Event
 
 
@@ -98,11 +98,21 @@ class RequestBase(models.Model):
 
 
 class ClientRequest(RequestBase):
-    """A request to protect a new workload on a server.
+    """A request to protect a new workload on a server, or to retire a protected one (``action``).
 
-    submitted → approved → provisioned (agent enrolled); or rejected / cancelled
+    protect: submitted → approved → provisioned (agent enrolled); or rejected / cancelled
+    retire:  submitted → approved → completed (at once: the client is retired); or rejected / cancelled
+
+    A retire request names its ``client`` from the start and copies the client's host, name,
+    plugin, options and policy, so lists, mails and the API read it like any client request.
     """
 
+    action = models.CharField(
+        max_length=8,
+        choices=ClientAction,
+        default=ClientAction.PROTECT,
+        help_text="Protect a new client, or retire the client it names.",
+    )
     application = models.ForeignKey(Application, on_delete=models.PROTECT, related_name="client_requests")
     hostname = models.CharField(max_length=253, validators=[hostname_validator])
     name = models.SlugField(max_length=100, help_text="Name of the new client within the application.")
@@ -110,8 +120,9 @@ class ClientRequest(RequestBase):
     options = models.JSONField(default=dict)
     policy = models.ForeignKey(ProtectionPolicy, on_delete=models.PROTECT, related_name="client_requests")
     justification = models.TextField(blank=True)
-    client = models.OneToOneField(
-        BackupClient, on_delete=models.PROTECT, related_name="request", null=True, blank=True
+    # protect: the client it created, once approved (one request per client); retire: the client to retire.
+    client = models.ForeignKey(
+        BackupClient, on_delete=models.PROTECT, related_name="requests", null=True, blank=True
     )
     # The newest token issued for this request. Only its hash is kept: the requester
     # sees the clear text once, when they issue it (docs/security.md).
@@ -125,8 +136,24 @@ class ClientRequest(RequestBase):
         constraints = [
             models.UniqueConstraint(
                 fields=["application", "name"],
-                condition=Q(status__in=[RequestStatus.SUBMITTED, RequestStatus.APPROVED]),
+                condition=Q(
+                    action=ClientAction.PROTECT, status__in=[RequestStatus.SUBMITTED, RequestStatus.APPROVED]
+                ),
                 name="clientrequest_one_open_per_name",
+            ),
+            # A client is created by one request.
+            models.UniqueConstraint(
+                fields=["client"],
+                condition=Q(action=ClientAction.PROTECT),
+                name="clientrequest_one_per_client",
+            ),
+            # One open request to retire a client.
+            models.UniqueConstraint(
+                fields=["client"],
+                condition=Q(
+                    action=ClientAction.RETIRE, status__in=[RequestStatus.SUBMITTED, RequestStatus.APPROVED]
+                ),
+                name="clientrequest_one_open_retire",
             ),
             # A ticket opens one request per integration: a retried POST finds the first.
             models.UniqueConstraint(
@@ -141,10 +168,15 @@ class ClientRequest(RequestBase):
         ]
 
     def __str__(self) -> str:
-        return f"Client request #{self.pk}: {self.application.slug}/{self.name} on {self.hostname}"
+        what = "retire " if self.is_retire else ""
+        return f"Client request #{self.pk}: {what}{self.application.slug}/{self.name} on {self.hostname}"
 
     def get_absolute_url(self) -> str:
         return reverse("requests:client-request", args=[self.pk])
+
+    @property
+    def is_retire(self) -> bool:
+        return self.action == ClientAction.RETIRE
 
     kind = "client"
 

@@ -19,6 +19,8 @@ The rules today:
    for one, and the system never approves one.
 6. Otherwise a new client is approved by the system when its **policy** says so
    (``ProtectionPolicy.auto_approve_clients``); else by the backup team.
+7. **Retiring** a client always needs the backup team: it ends the client's protection
+   and, on the host's last client, revokes the agent; the system never approves one.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from catalog.choices import Plugin
-from catalog.models import Agent, Backup, ProtectionPolicy
+from catalog.models import Agent, Backup, BackupClient, ProtectionPolicy
 from catalog.tenancy import is_backup_team
 
 
@@ -57,6 +59,13 @@ def client_decision(*, policy: ProtectionPolicy, plugin: str = "", host_conflict
     if policy.auto_approve_clients:
         return Decision(False, f"New clients on {policy.name} are approved automatically.")
     return Decision(True, f"New clients on {policy.name} need the backup team's approval.")
+
+
+def retire_decision(*, client: BackupClient) -> Decision:
+    return Decision(
+        True,
+        f"Retiring a client ends its backups (on {client.hostname}): the backup team approves it.",
+    )
 
 
 def may_request_plugin(user, plugin: str) -> bool:

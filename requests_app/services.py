@@ -20,13 +20,13 @@ from catalog.choices import BackupLevel, BackupStatus, ClientStatus, JobState, J
 from catalog.errors import InvalidEnrolment, InvalidPath, NoFileList
 from catalog.models import Agent, Backup, BackupClient, EnrolmentToken, ProtectionPolicy
 from catalog.plugin_options import validate_options, validate_restore_target
-from catalog.services import agents, chains, file_lists, hosts, jobs
+from catalog.services import agents, chains, clients, file_lists, hosts, jobs
 from catalog.tenancy import is_backup_team
 from core.queue import enqueue
 from identity import mfa
 from requests_app import audit, rules
 from requests_app.actors import Actor
-from requests_app.choices import RequestStatus
+from requests_app.choices import ClientAction, RequestStatus
 from requests_app.errors import (
     FourEyesViolation,
     InvalidRequest,
@@ -248,6 +248,49 @@ def _create_client_request(actor: Actor, *, hostname: str, **fields) -> ClientRe
     return request
 
 
+def submit_retire(
+    *, actor: Actor, client: BackupClient, justification: str = "", external_ref: str = ""
+) -> ClientRequest:
+    """Ask to retire a client. The caller has already checked the actor sees the client (its owners).
+
+    Approved like a new client, by the backup team (``rules.retire_decision``); see ``_retire``.
+    """
+    if client.status == ClientStatus.PENDING_ENROLMENT:
+        raise InvalidRequest(
+            {"client": f"{client} is still waiting for its agent: cancel the request that asked for it."}
+        )
+    if client.status not in clients.RETIRABLE:
+        raise InvalidRequest({"client": f"{client} is already {client.get_status_display().lower()}."})
+    if ClientRequest.objects.open().filter(action=ClientAction.RETIRE, client=client).exists():
+        raise InvalidRequest({"client": f"A request to retire {client} is already open."})
+    decision = rules.retire_decision(client=client)
+    try:
+        with transaction.atomic():
+            request = ClientRequest.objects.create(
+                action=ClientAction.RETIRE,
+                client=client,
+                application_id=client.application_id,
+                hostname=client.hostname,
+                name=client.name,
+                plugin=client.plugin,
+                options=client.options,
+                policy_id=client.policy_id,
+                justification=justification,
+                external_ref=external_ref,
+                requester=actor.user,
+                api_key=actor.api_key,
+                needs_approval=decision.needs_approval,
+                approval_rule=decision.reason,
+            )
+            _changed(request, actor, "submitted", "")
+            if not decision.needs_approval:
+                _approve(request, Actor.system(), message=decision.reason)
+    except IntegrityError as exc:
+        # Two submissions raced past the check above; clientrequest_one_open_retire kept one.
+        raise InvalidRequest({"client": f"A request to retire {client} is already open."}) from exc
+    return request
+
+
 # --- Deciding ----------------------------------------------------------------------------
 
 
@@ -262,7 +305,7 @@ def approve(model: type[Request], pk: int, *, actor: Actor) -> Request:
         if actor.user_id is not None and actor.user_id == request.requester_id:
             raise FourEyesViolation("Nobody approves their own request: another member of the team must.")
         message = ""
-        if isinstance(request, ClientRequest):
+        if isinstance(request, ClientRequest) and not request.is_retire:
             hosts.lock(request.hostname)
             # Said now, not at submission: the host may have changed hands since.
             if conflict := hosts.conflict(request.hostname, request.application):
@@ -280,6 +323,8 @@ def _approve(request: Request, actor: Actor, *, message: str = "") -> None:
     _changed(request, actor, "approved", previous, message=message)
     if isinstance(request, RestoreRequest):
         _start_restore(request)
+    elif request.is_retire:
+        _retire(request, actor)
     else:
         _provision(request, actor)
 
@@ -315,7 +360,7 @@ def cancel(model: type[Request], pk: int, *, actor: Actor) -> Request:
             if job.state != JobState.QUEUED:
                 raise InvalidTransition("The restore has already started; it cannot be cancelled now.")
             jobs.cancel(job.pk)
-        if isinstance(request, ClientRequest) and request.client_id:
+        if isinstance(request, ClientRequest) and request.client_id and not request.is_retire:
             _withdraw_provisioning(request)
         previous = request.status
         request.status = RequestStatus.CANCELLED
@@ -373,9 +418,47 @@ def _provision(request: ClientRequest, actor: Actor) -> None:
     _changed(request, Actor.system(), "provisioned", previous, message=f"Attached to agent {agent.hostname}.")
 
 
+def _retire(request: ClientRequest, actor: Actor) -> None:
+    """Retire the client; revoke the host's agent if no client of any application uses it any more.
+
+    In the approval's transaction: the client's row is locked (``clients.retire``), and so is
+    the host's name, so a request approved for the same host at the same time either sees the
+    client still there or finds the agent revoked. Backups are not touched: they expire with
+    their retention, and can be restored meanwhile.
+    """
+    hosts.lock(request.hostname)
+    try:
+        retired = clients.retire(request.client_id)
+    except InvalidTransition as exc:
+        raise InvalidTransition(f"{request}: {exc}") from exc
+    done = [f"{retired.client} is retired: no new backups; its recovery points are kept until their "
+            "retention ends."]
+    if retired.cancelled:
+        done.append(f"Cancelled {len(retired.cancelled)} queued job(s): {_job_ids(retired.cancelled)}.")
+    if retired.stopping:
+        done.append(f"Asked the agent to stop {_job_ids(retired.stopping)}.")
+    agent = retired.client.agent
+    if agent is not None and agent.revoked_at is None:
+        if clients.agent_still_needed(agent):
+            done.append(f"The agent on {agent.hostname} stays: other clients still use it.")
+        else:
+            agents.revoke(Agent.objects.filter(pk=agent.pk), by=actor.user)
+            done.append(
+                f"The agent on {agent.hostname} is revoked (its last client): its token no longer works. "
+                "Run `backup-agent uninstall` on the server to remove it."
+            )
+    previous, request.status = request.status, RequestStatus.COMPLETED
+    request.save(update_fields=["status", "updated_at"])
+    _changed(request, Actor.system(), "retired", previous, message=" ".join(done))
+
+
+def _job_ids(ids: list[int]) -> str:
+    return ", ".join(f"#{pk}" for pk in ids)
+
+
 def waits_for_rekey(request: ClientRequest) -> bool:
     """Approved for a host whose agent enrolled before (and was revoked): the team must re-key it."""
-    if request.status != RequestStatus.APPROVED or request.client is None:
+    if request.is_retire or request.status != RequestStatus.APPROVED or request.client is None:
         return False
     if request.client.status != ClientStatus.PENDING_ENROLMENT:
         return False
@@ -387,7 +470,7 @@ def may_issue_enrolment(request: ClientRequest, user) -> bool:
     """Whether ``user`` gets the "enrol the server" button: the check ``issue_enrolment`` makes, read-only."""
     if user.pk != request.requester_id and not is_backup_team(user):
         return False
-    if request.status != RequestStatus.APPROVED or request.client is None:
+    if request.is_retire or request.status != RequestStatus.APPROVED or request.client is None:
         return False
     return request.client.status == ClientStatus.PENDING_ENROLMENT and not waits_for_rekey(request)
 
@@ -404,7 +487,8 @@ def issue_enrolment(pk: int, *, actor: Actor) -> tuple[ClientRequest, str]:
         if actor.user_id != request.requester_id and not actor.is_backup_team:
             raise NotPermitted("Only the person who asked, or the backup team, can enrol the server.")
         _expect(request, "enrolled", RequestStatus.APPROVED)
-        if request.client is None or request.client.status != ClientStatus.PENDING_ENROLMENT:
+        waiting = request.client is not None and request.client.status == ClientStatus.PENDING_ENROLMENT
+        if request.is_retire or not waiting:
             raise InvalidTransition(f"{request} is not waiting for an agent.")
         # Two requests for one host issuing at once: one token per host, so one at a time.
         hosts.lock(request.hostname)
@@ -481,7 +565,7 @@ def mark_provisioned(client_ids: list[int], hostname: str) -> list[ClientRequest
     done = []
     with transaction.atomic():
         waiting = ClientRequest.objects.select_for_update().filter(
-            client_id__in=client_ids, status=RequestStatus.APPROVED
+            action=ClientAction.PROTECT, client_id__in=client_ids, status=RequestStatus.APPROVED
         )
         for request in waiting.order_by("pk"):
             previous = request.status

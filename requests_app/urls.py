@@ -11,6 +11,7 @@ urlpatterns = [
     path("backups/<int:pk>/restore/", views.restore_form, name="restore"),
     path("backups/<int:pk>/restore/decision", views.restore_decision, name="restore-decision"),
     path("applications/<slug:slug>/protect/", views.protect_form, name="protect"),
+    path("clients/<int:pk>/retire/", views.retire_form, name="retire"),
     path("applications/<slug:slug>/notifications/", channels.channels, name="channels"),
     path(
         "applications/<slug:slug>/notifications/<int:pk>/remove",

@@ -20,7 +20,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import IntegrityError
-from django.db.models import CharField, OuterRef, Value
+from django.db.models import CharField, OuterRef, Q, Value
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
@@ -29,15 +29,15 @@ from django.views.decorators.http import require_GET, require_POST
 
 from agent_dist import artifacts as agent_artifacts
 from catalog import formatting
-from catalog.choices import BackupStatus
-from catalog.models import Application, Backup
+from catalog.choices import BackupStatus, ClientStatus
+from catalog.models import Application, Backup, BackupClient
 from catalog.protection import annotate_applications, count_of
-from catalog.services import anomalies
+from catalog.services import anomalies, clients
 from catalog.tenancy import is_backup_team
 from catalog.views import describe_options, open_unacknowledged_count
 from requests_app import metrics, rules, services
 from requests_app.actors import Actor
-from requests_app.choices import Channel, RequestStatus
+from requests_app.choices import Channel, ClientAction, RequestStatus
 from requests_app.enrolment import enrol_command, install_command, manual_steps
 from requests_app.errors import InvalidRequest, InvalidTransition, NotPermitted
 from requests_app.forms import (
@@ -45,6 +45,7 @@ from requests_app.forms import (
     ClientRequestForm,
     RequestFilterForm,
     RestoreForm,
+    RetireForm,
     apply_errors,
     restore_targets,
 )
@@ -208,6 +209,60 @@ def _submitted_message(client_request: ClientRequest) -> str:
             f"on {client_request.hostname}."
         )
     return f"{client_request} is submitted and waits for the backup team."
+
+
+# --- Retire a client ------------------------------------------------------------------------------
+
+
+@login_required
+def retire_form(request: HttpRequest, pk: int) -> HttpResponse:
+    """Ask to retire a client of one's application (another application's client: 404)."""
+    client = get_object_or_404(
+        BackupClient.objects.visible_to(request.user).select_related("application", "agent", "policy"), pk=pk
+    )
+    open_request = ClientRequest.objects.open().filter(action=ClientAction.RETIRE, client=client).first()
+    if open_request is not None:
+        messages.info(request, f"{open_request} is already open.")
+        return redirect(open_request)
+    if client.status not in clients.RETIRABLE:
+        if client.status == ClientStatus.PENDING_ENROLMENT:
+            why = "still waits for its agent: cancel the request that asked for it instead."
+        else:
+            why = f"is {client.get_status_display().lower()} already."
+        messages.error(request, f"{client} {why}")
+        return redirect("catalog:client", pk=client.pk)
+    form = RetireForm(request.POST if request.method == "POST" else None, client=client)
+    if form.is_bound and form.is_valid():
+        data = form.cleaned_data
+        try:
+            retire_request = services.submit_retire(
+                actor=_actor(request),
+                client=client,
+                justification=data["justification"],
+                external_ref=data["external_ref"],
+            )
+        except InvalidRequest as exc:
+            apply_errors(form, exc.errors)
+        else:
+            messages.success(request, f"{retire_request} is submitted and waits for the backup team.")
+            return redirect(retire_request)
+    context = {
+        "client": client,
+        "form": form,
+        "decision": rules.retire_decision(client=client),
+        "agent_goes": client.agent is not None and not _shared_after(client),
+    }
+    return render(request, "requests_app/retire_form.html", context)
+
+
+def _shared_after(client: BackupClient) -> bool:
+    """Whether another client (any application) keeps the host's agent once ``client`` is retired."""
+    return (
+        BackupClient.objects.filter(status__in=clients.RETIRABLE)
+        .filter(Q(agent=client.agent) | Q(hostname__iexact=client.hostname))
+        .exclude(pk=client.pk)
+        .exists()
+    )
 
 
 # --- Following requests ----------------------------------------------------------------------------

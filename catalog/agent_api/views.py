@@ -22,6 +22,7 @@ from rest_framework.response import Response
 from rest_framework.throttling import AnonRateThrottle
 from rest_framework.views import APIView
 
+from catalog import agent_versions
 from catalog.agent_api.authentication import AgentTokenAuthentication, IsAgent, agent_of
 from catalog.agent_api.serializers import (
     SHA256_HEX,
@@ -53,6 +54,7 @@ class EnrolView(APIView):
     def post(self, request):
         data = EnrolSerializer(data=request.data)
         data.is_valid(raise_exception=True)
+        agents.check_protocol(None, data.validated_data.get("protocol", 1))
         agent, token = agents.enrol(**data.validated_data)
         return Response(
             {
@@ -82,9 +84,18 @@ class AgentView(APIView):
     renderer_classes = [JSONRenderer]
     content_negotiation_class = JSONAnswers
 
+    #: Refuse an agent whose recorded protocol is older than the oldest the portal speaks. The poll
+    #: checks the protocol of its own body instead: the first poll after an upgrade must pass.
+    checks_recorded_protocol = True
+
     @property
     def agent(self):
         return self.request.auth
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        if self.checks_recorded_protocol:
+            agents.check_protocol(self.agent, self.agent.protocol)
 
 
 def answer_poll(agent: Agent, poll: dict) -> dict:
@@ -100,6 +111,8 @@ def answer_poll(agent: Agent, poll: dict) -> dict:
         protocol=poll["protocol"],
         now=arrived,
     )
+    # After the heartbeat: a refused agent's version and protocol show in the admin and the metrics.
+    agents.check_protocol(agent, poll["protocol"])
     # The agent's queued and running jobs, read with its token, decide whether there is anything
     # to do: an idle poll is that one read (and the connection's health check), no transaction.
     seen = agent.open_jobs
@@ -117,11 +130,15 @@ def answer_poll(agent: Agent, poll: dict) -> dict:
     }
     if remove is not None:
         body["remove_archives"] = remove
+    if (upgrade := agents.upgrade_offer(agent, poll["version"])) is not None:
+        body["upgrade"] = upgrade
     return body
 
 
 class PollView(AgentView):
     """The poll through DRF: every case, errors in the API's shape (``poll`` sends what it does not take)."""
+
+    checks_recorded_protocol = False
 
     def post(self, request):
         return Response(answer_poll(self.agent, validated_poll(request.data)))
@@ -149,7 +166,11 @@ def poll(request: HttpRequest) -> HttpResponse:
                 body = plain_poll(json.loads(request.body))
             except (ValueError, RecursionError):
                 body = None
-            if body is not None and (body["instance"] is None or body["instance"]["id"] == agent.instance_id):
+            if (
+                body is not None
+                and (body["instance"] is None or body["instance"]["id"] == agent.instance_id)
+                and agent_versions.is_supported(body["protocol"])  # a refusal is worded by PollView
+            ):
                 answer = JSONRenderer().render(answer_poll(agent, body))
                 return HttpResponse(answer, content_type="application/json")
     return _POLL_VIEW(request)

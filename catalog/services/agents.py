@@ -9,6 +9,7 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from catalog import agent_versions
 from catalog import allow_list as allow_lists
 from catalog.choices import (
     AgentAction,
@@ -17,6 +18,7 @@ from catalog.choices import (
     AlertSeverity,
     ClientStatus,
     EnrolmentPurpose,
+    JobState,
 )
 from catalog.errors import CatalogError, InvalidEnrolment
 from catalog.models import (
@@ -26,12 +28,13 @@ from catalog.models import (
     Application,
     BackupClient,
     EnrolmentToken,
+    Job,
     agent_heartbeat_period,
     agent_silent_cutoff,
     hash_token,
     new_token,
 )
-from catalog.services import alerts
+from catalog.services import alerts, jobs
 from catalog.signals import agent_enrolled
 
 
@@ -41,7 +44,58 @@ class AgentCloned(CatalogError):
     code = "agent_cloned"
 
 
+class AgentUnsupported(CatalogError):
+    """The agent speaks an older protocol than ``Agent.OLDEST_PROTOCOL`` (426 Upgrade Required)."""
+
+    code = "agent_unsupported"
+    http_status = 426
+
+
 REKEY_VALID_FOR = timedelta(days=1)
+
+
+def unsupported_message(protocol: int) -> str:
+    """What the refused agent logs, and the alert says: the way out included."""
+    portal = settings.PORTAL_BASE_URL.rstrip("/")
+    return (
+        f"This portal speaks agent protocol {Agent.OLDEST_PROTOCOL} or newer; this agent speaks {protocol}: "
+        f"upgrade it with `backup-agent upgrade` or reinstall it from {portal}/agent/install.sh "
+        f"(the portal ships backup-agent {agent_versions.shipped_version()})."
+    )
+
+
+def check_protocol(agent: Agent | None, protocol: int) -> None:
+    """Refuse (AgentUnsupported) a call from an agent older than the oldest protocol the portal speaks.
+
+    ``agent``: the calling agent (None at enrolment); it gets one open alert
+    ``agent_unsupported`` however often it calls, closed by its first supported poll
+    (``heartbeat``). A supported protocol costs one comparison.
+    """
+    if agent_versions.is_supported(protocol):
+        return
+    message = unsupported_message(protocol)
+    if agent is not None:
+        apps = list(agent.applications.all())
+        alerts.raise_alert(
+            kind=AlertKind.AGENT_UNSUPPORTED,
+            severity=AlertSeverity.CRITICAL,
+            key=alerts.agent_key(AlertKind.AGENT_UNSUPPORTED, agent.pk),
+            message=f"Agent {agent.hostname} ({agent.version or 'version unknown'}) is refused, "
+            f"its clients get no backups. {message}",
+            agent=agent,
+            application=apps[0] if len(apps) == 1 else None,
+        )
+    raise AgentUnsupported(message)
+
+
+def upgrade_offer(agent: Agent, reported_version: str) -> dict | None:
+    """The poll answer's ``upgrade``: for an agent the team switched to automatic upgrades, when outdated.
+
+    From the row the authentication read and the poll's body: no query on an idle poll.
+    """
+    if agent.auto_upgrade and agent_versions.is_outdated(reported_version):
+        return {"version": agent_versions.shipped_version(), "url": "/agent/backup-agent.pyz"}
+    return None
 
 
 def record(agent: Agent, action: str, *, user=None, label: str = "", message: str = "") -> AgentEvent:
@@ -288,6 +342,8 @@ def heartbeat(
         setattr(agent, field, value)
     if seen is None or seen < agent_silent_cutoff(now):
         alerts.resolve_alerts(alerts.agent_key(AlertKind.AGENT_SILENT, agent.pk))
+    if "protocol" in changes and agent_versions.is_supported(protocol):
+        alerts.resolve_alerts(alerts.agent_key(AlertKind.AGENT_UNSUPPORTED, agent.pk))
     return True
 
 
@@ -325,11 +381,18 @@ def watch_silent_agents(*, now: datetime | None = None) -> int:
 
 
 def revoke(agents: QuerySet[Agent], *, by=None) -> int:
-    """Revoke the tokens of ``agents``; their next poll gets 401. Returns how many were revoked."""
+    """Revoke the tokens of ``agents``; their next poll gets 401. Returns how many were revoked.
+
+    Their queued jobs are cancelled: no revoked agent will ever claim them, and left queued they
+    would stand in the queue's backlog for good (the metrics' oldest queued job, its alert).
+    """
     with transaction.atomic():
         # Conditional: an agent already revoked keeps its original revocation time.
         live = list(agents.select_for_update().filter(revoked_at__isnull=True))
         Agent.objects.filter(pk__in=[a.pk for a in live]).update(revoked_at=timezone.now())
         for agent in live:
             record(agent, AgentAction.REVOKED, user=by)
+        queued = Job.objects.filter(agent__in=[a.pk for a in live], state=JobState.QUEUED)
+        for job_id in queued.values_list("pk", flat=True):
+            jobs.cancel(job_id)
     return len(live)

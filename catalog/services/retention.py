@@ -62,7 +62,7 @@ def _expire_leaves(now: datetime, batch: int) -> list[Backup]:
     """Expire up to ``batch`` due points that nothing builds on, locked; the points expired."""
     due = list(
         Backup.objects.select_for_update(skip_locked=True, of=("self",))
-        .select_related("client")
+        .select_related("client__agent")
         .filter(status=BackupStatus.AVAILABLE, expires_at__lte=now, legal_hold=False)
         .exclude(_needed())
         .order_by("expires_at")[:batch]
@@ -93,9 +93,10 @@ def _queue_removals(backups: list[Backup], now: datetime) -> int:
             created_at=now,
             not_before=now,
         )
-        # A client whose agent is gone cannot remove its data; it stays expired for a person to see.
+        # A client whose agent is gone or revoked (its host retired) cannot remove its data: it
+        # stays expired for a person to see, instead of a job no agent will ever claim.
         for backup in backups
-        if backup.client.agent_id is not None
+        if backup.client.agent_id is not None and backup.client.agent.revoked_at is None
     ]
     Job.objects.bulk_create(jobs)
     return len(jobs)
@@ -105,7 +106,7 @@ def _requeue_stalled_removals(now: datetime) -> int:
     """Expired backups whose removal failed (agent error, lease lost) get another expire job."""
     open_removals = Job.objects.filter(kind=JobKind.EXPIRE, state__in=JobState.open()).values("backup_id")
     stalled = list(
-        Backup.objects.select_related("client")
+        Backup.objects.select_related("client__agent")
         .filter(status=BackupStatus.EXPIRED, legal_hold=False)
         .exclude(pk__in=open_removals)[:BATCH]
     )

@@ -3,7 +3,7 @@
 Every figure comes from the database when Prometheus asks, so any gunicorn worker
 answers the same (docs/monitoring.md); the one exception is the capacity forecast,
 which moves by the day and is reused for an hour (``full_in_days``). The number of
-queries is fixed (14), whatever the number of clients, jobs or agents; the per-client
+queries is fixed (15), whatever the number of clients, jobs or agents; the per-client
 series are one query (``catalog.protection.with_rpo``, the dashboard's own RPO rule).
 
 Series stay bounded: labels are clients (one workload each, the size of the estate),
@@ -23,6 +23,7 @@ from django.utils import timezone
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
+from catalog import agent_versions
 from catalog.choices import (
     AgentStatus,
     AlertKind,
@@ -83,6 +84,7 @@ class PortalCollector:
         yield from self.clients(now)
         yield from self.jobs(now)
         yield self.agents(now)
+        yield from self.agents_by_version()
         yield from self.storage(now)
         yield self.requests()
         yield self.alerts()
@@ -187,6 +189,34 @@ class PortalCollector:
         for status in AgentStatus.values:
             family.add_metric([status], counts[status])
         return family
+
+    def agents_by_version(self) -> Iterator[Metric]:
+        """Live agents by ``version_status`` (current, outdated, unsupported: catalog.agent_versions).
+
+        One query: the (version, protocol) pairs in use, counted; an estate runs a handful.
+        """
+        counts = dict.fromkeys(agent_versions.STATUSES, 0)
+        pairs = (
+            Agent.objects.filter(revoked_at__isnull=True)
+            .order_by()
+            .values_list("version", "protocol")
+            .annotate(n=Count("pk"))
+        )
+        for version, protocol, n in pairs:
+            counts[agent_versions.status(version, protocol)] += n
+        family = gauge(
+            "agents_by_version",
+            "Live agents by version status: current, outdated (older than the agent the portal ships), "
+            "unsupported (older than its oldest protocol: refused).",
+            ["version_status"],
+        )
+        for status in agent_versions.STATUSES:
+            family.add_metric([status], counts[status])
+        shipped = gauge(
+            "agent_shipped_version_info", "The agent version the portal ships (always 1).", ["version"]
+        )
+        shipped.add_metric([agent_versions.shipped_version()], 1)
+        yield from (family, shipped)
 
     def storage(self, now: datetime) -> Iterator[Metric]:
         used = gauge("storage_used_bytes", "Bytes stored on the target (the catalog's count).", ["target"])

@@ -16,10 +16,10 @@ from rest_framework import serializers
 
 from catalog.choices import Plugin
 from catalog.filtersets import MAX_ID
-from catalog.models import Agent, Application, Backup, ProtectionPolicy, hostname_validator
+from catalog.models import Agent, Application, Backup, BackupClient, ProtectionPolicy, hostname_validator
 from catalog.plugin_options import validate_options
 from catalog.services.file_lists import MAX_SELECTION
-from requests_app.choices import RequestStatus
+from requests_app.choices import ClientAction, RequestStatus
 from requests_app.models import ClientRequest, RestoreRequest
 
 #: Free text a person writes; generous, but bounded.
@@ -116,7 +116,9 @@ class ClientRequestSerializer(serializers.ModelSerializer):
     application = serializers.SlugRelatedField(slug_field="slug", read_only=True)
     policy = serializers.SlugRelatedField(slug_field="name", read_only=True)
     options = serializers.DictField(read_only=True)
-    client = serializers.SerializerMethodField(help_text="The new client's id, once provisioned.")
+    client = serializers.SerializerMethodField(
+        help_text="protect: the new client's id, once provisioned; retire: the id of the client to retire."
+    )
     approval_rule = serializers.CharField(
         read_only=True, help_text="Why it needs (or did not need) the backup team's approval."
     )
@@ -125,6 +127,7 @@ class ClientRequestSerializer(serializers.ModelSerializer):
         model = ClientRequest
         fields = (
             "id",
+            "action",
             "status",
             "needs_approval",
             "application",
@@ -145,7 +148,9 @@ class ClientRequestSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(serializers.IntegerField(allow_null=True))
     def get_client(self, obj: ClientRequest) -> int | None:
-        return obj.client_id if obj.status == RequestStatus.PROVISIONED else None
+        if obj.action == ClientAction.RETIRE or obj.status == RequestStatus.PROVISIONED:
+            return obj.client_id
+        return None
 
 
 class EnrolmentSerializer(serializers.Serializer):
@@ -162,24 +167,47 @@ class EnrolmentSerializer(serializers.Serializer):
     )
 
 
+#: What a protect request must name; a retire request names only its ``client``.
+PROTECT_FIELDS = ("application", "hostname", "plugin", "options", "policy")
+
+
 class ClientRequestCreateSerializer(serializers.Serializer):
-    application = serializers.SlugRelatedField(
-        slug_field="slug", queryset=Application.objects.none(), help_text="The application's slug."
+    action = serializers.ChoiceField(
+        choices=ClientAction.choices,
+        default=ClientAction.PROTECT,
+        help_text="protect (default): a new client, named by application, hostname, plugin, options and "
+        "policy. retire: end the protection of the client named by ``client``; nothing else is needed.",
     )
-    hostname = serializers.CharField(max_length=253, validators=[hostname_validator])
+    client = serializers.PrimaryKeyRelatedField(
+        queryset=BackupClient.objects.none(),
+        required=False,
+        pk_field=serializers.IntegerField(min_value=1, max_value=MAX_ID),
+        help_text="retire: the id of the client to retire (GET /clients/).",
+    )
+    application = serializers.SlugRelatedField(
+        slug_field="slug",
+        queryset=Application.objects.none(),
+        required=False,
+        help_text="protect: the application's slug.",
+    )
+    hostname = serializers.CharField(max_length=253, validators=[hostname_validator], required=False)
     name = serializers.SlugField(
         max_length=100,
         required=False,
         help_text="The client's name in the application; default: the host's first label and the plugin, "
         "e.g. db01-postgresql for db01.example.com.",
     )
-    plugin = serializers.ChoiceField(choices=Plugin.choices)
+    plugin = serializers.ChoiceField(choices=Plugin.choices, required=False)
     options = serializers.DictField(
+        required=False,
         help_text="Per plugin: files {paths, exclude}; postgresql and mysql "
-        "{database, host, port, user}; command {backup_argv, restore_argv}."
+        "{database, host, port, user}; command {backup_argv, restore_argv}.",
     )
     policy = serializers.SlugRelatedField(
-        slug_field="name", queryset=ProtectionPolicy.objects.none(), help_text="The policy's name."
+        slug_field="name",
+        queryset=ProtectionPolicy.objects.none(),
+        required=False,
+        help_text="protect: the policy's name.",
     )
     justification = serializers.CharField(max_length=TEXT_LIMIT, allow_blank=True, default="")
     external_ref = serializers.CharField(
@@ -191,11 +219,20 @@ class ClientRequestCreateSerializer(serializers.Serializer):
         request = self.context.get("request")
         self.fields["application"].queryset = _visible(Application.objects, request)
         self.fields["policy"].queryset = _visible(ProtectionPolicy.objects, request)
+        self.fields["client"].queryset = _visible(BackupClient.objects, request).select_related("application")
 
     def validate_hostname(self, value: str) -> str:
         return value.lower()
 
     def validate(self, attrs: dict) -> dict:
+        if attrs["action"] == ClientAction.RETIRE:
+            if "client" not in attrs:
+                raise serializers.ValidationError({"client": ["This field is required."]})
+            return {key: attrs[key] for key in ("action", "client", "justification", "external_ref")}
+        missing = [name for name in PROTECT_FIELDS if name not in attrs]
+        if missing:
+            raise serializers.ValidationError({name: ["This field is required."] for name in missing})
+        attrs.pop("client", None)
         try:
             validate_options(attrs["plugin"], attrs["options"])
         except DjangoValidationError as exc:

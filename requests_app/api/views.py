@@ -42,7 +42,7 @@ from requests_app.api.serializers import (
     RestoreRequestCreateSerializer,
     RestoreRequestSerializer,
 )
-from requests_app.choices import Channel
+from requests_app.choices import Channel, ClientAction
 from requests_app.enrolment import enrol_command, install_command
 from requests_app.errors import InvalidRequest
 from requests_app.filtersets import ClientRequestFilterSet, RestoreRequestFilterSet
@@ -193,9 +193,13 @@ class RestoreRequestViewSet(RequestViewSet):
 
 @request_schema("client request", ClientRequestSerializer, ClientRequestCreateSerializer)
 class ClientRequestViewSet(RequestViewSet):
-    """New workloads to protect. Once approved, the requester issues a one-time enrolment token
-    (``POST …/enrolment-token/``) and pastes the install command it comes with on the server; when the
-    agent has enrolled, the request is provisioned and names its client."""
+    """New workloads to protect, and protected ones to retire (``action``). Once a protect request is
+    approved, the requester issues a one-time enrolment token (``POST …/enrolment-token/``) and pastes
+    the install command it comes with on the server; when the agent has enrolled, the request is
+    provisioned and names its client. A retire request (``{"action": "retire", "client": <id>}``) waits
+    for the backup team; approved, the client is retired (no new backups; its recovery points are kept
+    until their retention ends), its queued backups are cancelled, the host's agent is revoked when no
+    client of any application uses it any more, and the request is completed."""
 
     queryset = ClientRequest.objects.none()
     serializer_class = ClientRequestSerializer
@@ -206,6 +210,8 @@ class ClientRequestViewSet(RequestViewSet):
     unreplayable_actions = ("enrolment_token",)
 
     def submit(self, actor: Actor, data: dict) -> ClientRequest:
+        if data.pop("action") == ClientAction.RETIRE:
+            return services.submit_retire(actor=actor, **data)
         return services.submit_client(actor=actor, **data)
 
     @extend_schema(

@@ -32,7 +32,7 @@ from django.utils import timezone
 
 from catalog.choices import AlertSeverity
 from catalog.models import Alert
-from requests_app.choices import RequestStatus
+from requests_app.choices import ClientAction, RequestStatus
 from requests_app.models import ClientRequest, RestoreRequest, WebhookFormat
 from requests_app.webhooks import Event
 
@@ -129,7 +129,8 @@ def _request(request: RestoreRequest | ClientRequest, *, status: str, previous: 
             ("Restore onto", f"{request.target_agent.hostname}:{request.target_location}"),
         ]
     else:
-        title = f"Client request #{request.pk} for {request.name} on {request.hostname}: {label}"
+        what = "Retire request" if request.action == ClientAction.RETIRE else "Client request"
+        title = f"{what} #{request.pk} for {request.name} on {request.hostname}: {label}"
         facts += [("Server", request.hostname), ("Client", request.name), ("Policy", request.policy.name)]
     facts.append(("Requested by", request.requester.get_full_name() or request.requester.get_username()))
     if request.external_ref:

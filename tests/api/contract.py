@@ -25,6 +25,7 @@ RESTORE_REQUEST_FIELDS = {
 
 CLIENT_REQUEST_FIELDS = {
     "id",
+    "action",
     "status",
     "needs_approval",
     "approval_rule",

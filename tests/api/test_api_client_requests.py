@@ -39,6 +39,7 @@ def test_auto_approved_request_says_why_and_holds_no_token(owner_api, app, auto_
     request = ClientRequest.objects.get(pk=data["id"])
     assert data == {
         "id": request.pk,
+        "action": "protect",
         "status": "approved",
         "needs_approval": False,
         "approval_rule": "New clients on Silver are approved automatically.",

@@ -35,6 +35,8 @@ GAUGES = {
     "backup_portal_jobs_open": {"kind", "state"},
     "backup_portal_jobs_queued_oldest_age_seconds": set(),
     "backup_portal_agents": {"status"},
+    "backup_portal_agents_by_version": {"version_status"},
+    "backup_portal_agent_shipped_version_info": {"version"},
     "backup_portal_storage_used_bytes": {"target"},
     "backup_portal_storage_capacity_bytes": {"target"},
     "backup_portal_storage_full_in_days": {"target"},

@@ -205,3 +205,16 @@ def test_test_message_links_to_the_channels_page(app):
 def test_job_changes_have_no_chat_message(mine):
     with pytest.raises(ValueError, match="no chat message"):
         chat.message(Event.JOB_CHANGED, mine.backup)
+
+
+
+def test_a_retire_request_says_so_in_its_title(owner, app):
+    from requests_app import services
+    from requests_app.actors import Actor
+
+    client = factories.BackupClientFactory(application=app, name="web", hostname="web1.example.com")
+    request = services.submit_retire(actor=Actor.person(owner), client=client)
+
+    msg = chat.message(Event.CLIENT_REQUEST_CHANGED, request, previous=None, status=RequestStatus.SUBMITTED)
+
+    assert msg.title == f"Retire request #{request.pk} for web on web1.example.com: submitted"

@@ -163,6 +163,7 @@ def test_client_request_object_is_the_contract_representation_and_holds_no_token
     assert list(approved["object"]) == CLIENT_REQUEST_FIELDS
     assert approved["object"] | {"created_at": None, "updated_at": None} == {
         "id": request.pk,
+        "action": "protect",
         "status": "approved",
         "needs_approval": True,
         "approval_rule": "New clients on Gold need the backup team's approval.",

@@ -1,0 +1,283 @@
+"""`backup-agent uninstall`: remove what install.sh installed, keep unsent reports, never touch backups.
+
+What install.sh (agent_dist/install.sh.in) puts on a server, and what this removes:
+
+    /etc/systemd/system/backup-agent.service   the unit (stopped and disabled first)
+    /usr/local/lib/backup-agent/backup-agent.pyz   the agent
+    /usr/local/bin/backup-agent                the link to it
+    /etc/backup-agent/                         the config: the agent's token, the allow-list
+    /var/lib/backup-agent/                     the report spool, this host's instance id, staging
+
+Only these, and only when they are install.sh's (the unit runs /usr/local/bin/backup-agent, the
+link points at the zipapp). An agent installed from the .deb is removed by `apt purge backup-agent`;
+one installed with pip by `pip uninstall backup-agent` and the administrator's own files.
+
+The report spool holds finished jobs' reports the portal has not acknowledged: the catalog would
+never learn about those backups. They are sent once more first; whatever is still unsent is kept
+with what sending it needs (the agent, its config, the spool), and the run says so: run it again
+later, or drop them with ``--discard-spool``. Backups on protection storage are never touched:
+nothing under a storage root of the allow-list is removed, whatever the layout.
+
+The same overrides as install.sh, for tests and packaging: BACKUP_AGENT_PREFIX (a root other than
+/), BACKUP_AGENT_NO_SYSTEMD=1 (no systemctl), BACKUP_AGENT_SYSTEMD_RUN_DIR (instead of
+/run/systemd/system, the sign that systemd runs).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from backup_agent.config import CONFIG_ENV, Config, load
+from backup_agent.errors import ConfigError
+from backup_agent.spool import Spool
+
+UNIT_NAME = "backup-agent.service"
+#: How install.sh's unit starts the agent (deploy/systemd/backup-agent.service); the .deb's runs /usr/bin.
+UNIT_EXEC = "ExecStart=/usr/local/bin/backup-agent run"
+LINK_TARGET = "../lib/backup-agent/backup-agent.pyz"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """install.sh's paths under ``prefix`` (BACKUP_AGENT_PREFIX; empty for /)."""
+
+    prefix: str = ""
+
+    def _at(self, path: str) -> Path:
+        return Path(self.prefix + path)
+
+    @property
+    def lib_dir(self) -> Path:
+        return self._at("/usr/local/lib/backup-agent")
+
+    @property
+    def pyz(self) -> Path:
+        return self.lib_dir / "backup-agent.pyz"
+
+    @property
+    def bin(self) -> Path:
+        return self._at("/usr/local/bin/backup-agent")
+
+    @property
+    def unit(self) -> Path:
+        return self._at(f"/etc/systemd/system/{UNIT_NAME}")
+
+    @property
+    def config_dir(self) -> Path:
+        return self._at("/etc/backup-agent")
+
+    @property
+    def state_dir(self) -> Path:
+        return self._at("/var/lib/backup-agent")
+
+    @property
+    def deb_markers(self) -> tuple[Path, ...]:
+        return (
+            self._at("/var/lib/dpkg/info/backup-agent.list"),
+            self._at("/usr/lib/backup-agent/backup-agent.pyz"),
+        )
+
+
+@dataclass
+class Outcome:
+    """What a run did, for the command's output and its exit status."""
+
+    lines: list[str] = field(default_factory=list)
+    exit_code: int = 0
+
+    def say(self, line: str) -> None:
+        self.lines.append(line)
+
+
+class UninstallError(Exception):
+    """Refused: not root, or installed some other way (the message says what to do)."""
+
+
+def layout_from_env(environ: dict[str, str] | None = None) -> Layout:
+    env = os.environ if environ is None else environ
+    return Layout(env.get("BACKUP_AGENT_PREFIX", "").rstrip("/"))
+
+
+def uninstall(
+    *,
+    config_file: str | None = None,
+    dry_run: bool = False,
+    discard_spool: bool = False,
+    layout: Layout | None = None,
+    environ: dict[str, str] | None = None,
+) -> Outcome:
+    env = dict(os.environ if environ is None else environ)
+    layout = layout or layout_from_env(env)
+    out = Outcome()
+    if not layout.prefix and hasattr(os, "geteuid") and os.geteuid() != 0:
+        raise UninstallError("run this as root (sudo backup-agent uninstall): it removes a system service")
+    if any(marker.exists() for marker in layout.deb_markers):
+        raise UninstallError(
+            "this agent was installed from the Debian package: remove it with `apt purge backup-agent` "
+            "(it stops the service and removes the agent, its config and its state; backups on storage "
+            "are not touched). Nothing was removed."
+        )
+    config_path = Path(config_file or env.get(CONFIG_ENV) or layout.config_dir / "config.json")
+    config = _load(config_path)
+    spool_dir = Path(config.spool_dir) if config else layout.state_dir / "spool"
+    state_dir = config.state_path if config else layout.state_dir
+    storage = [Path(root) for root in config.allow.storage] if config else []
+
+    unit = layout.unit if _ours_unit(layout.unit) else None
+    link = layout.bin if _ours_link(layout.bin) else None
+    program = [path for path in (link, layout.pyz) if path is not None and path.exists()]
+    # install.sh's folders whole; a config or spool elsewhere (enrolled by hand) only itself.
+    config_dirs = _outermost([path for path in (layout.config_dir, config_path) if path.exists()])
+    state_dirs = _outermost([path for path in (layout.state_dir, spool_dir) if path.exists()])
+    if state_dir.exists() and not state_dir.absolute().is_relative_to(layout.state_dir.absolute()):
+        out.say(f"note: {state_dir} (this host's state, not install.sh's folder) is kept: remove it yourself")
+    for path in (*config_dirs, *state_dirs):
+        if _touches_storage(path, storage):
+            raise UninstallError(
+                f"{path} is, holds or lies in a storage root of the allow-list: it is not removed "
+                "(backups on storage are never touched). Nothing was removed."
+            )
+    if unit is None and not program and not config_dirs and not state_dirs:
+        out.say("nothing left to remove: backup-agent is not installed here (install.sh's layout)")
+        return out
+
+    pending = Spool(spool_dir).pending()
+    if dry_run:
+        out.say("dry run: nothing is changed. `backup-agent uninstall` would:")
+        if unit is not None:
+            out.say(f"  stop and disable {UNIT_NAME} and remove {unit}")
+        for path in (*program, *config_dirs, *state_dirs):
+            out.say(f"  remove {path}")
+        if pending:
+            out.say(
+                f"  first send the {len(pending)} unsent report(s) in {spool_dir}; if some cannot be sent, "
+                "keep them, the agent and its config (or drop them with --discard-spool)"
+            )
+        out.say(_storage_line(storage))
+        return out
+
+    if unit is not None:
+        _stop_service(unit, env, out)
+    if pending and not discard_spool:
+        remaining = _flush(config, spool_dir, out)
+        stopped = " The service is stopped and removed." if unit is not None else ""
+        if remaining:
+            out.say(
+                f"{remaining} report(s) could not be sent to the portal: kept in {spool_dir}, with the agent "
+                f"and its config ({config_path}) needed to send them.{stopped} Run "
+                "`backup-agent uninstall` again when the portal is reachable, or "
+                "`backup-agent uninstall --discard-spool` to drop them (the portal then never learns "
+                "about those jobs; a revoked agent's reports are refused for good)."
+            )
+            out.say(_storage_line(storage))
+            out.exit_code = 1
+            return out
+    elif pending:
+        out.say(f"dropped {len(pending)} unsent report(s) (--discard-spool)")
+    for path in program:
+        _remove(path, out)
+    if layout.lib_dir.is_dir() and not any(layout.lib_dir.iterdir()):
+        layout.lib_dir.rmdir()
+    for path in (*config_dirs, *state_dirs):
+        _remove(path, out)
+    out.say("backup-agent is uninstalled")
+    out.say(_storage_line(storage))
+    return out
+
+
+def _load(path: Path) -> Config | None:
+    if not path.exists():
+        return None
+    try:
+        return load(path)
+    except ConfigError:
+        return None  # unreadable: removed all the same; its spool cannot be sent
+
+
+def _ours_unit(path: Path) -> bool:
+    try:
+        return UNIT_EXEC in path.read_text(encoding="utf-8")
+    except OSError:
+        return False
+
+
+def _ours_link(path: Path) -> bool:
+    return path.is_symlink() and os.readlink(path) == LINK_TARGET
+
+
+def _outermost(paths: list[Path]) -> list[Path]:
+    """The paths not inside another of them, sorted."""
+    resolved = sorted({path.absolute() for path in paths}, key=lambda p: len(p.parts))
+    kept: list[Path] = []
+    for path in resolved:
+        if not any(path.is_relative_to(outer) for outer in kept):
+            kept.append(path)
+    return sorted(kept)
+
+
+def _touches_storage(path: Path, storage: list[Path]) -> bool:
+    real = Path(os.path.realpath(path))
+    for root in storage:
+        root_real = Path(os.path.realpath(root))
+        if real.is_relative_to(root_real) or root_real.is_relative_to(real):
+            return True
+    return False
+
+
+def _systemctl(env: dict[str, str]) -> str | None:
+    """systemctl's path when systemd runs here (as install.sh decides), else None."""
+    if env.get("BACKUP_AGENT_NO_SYSTEMD", "0") == "1":
+        return None
+    run_dir = Path(env.get("BACKUP_AGENT_SYSTEMD_RUN_DIR") or "/run/systemd/system")
+    return shutil.which("systemctl", path=env.get("PATH")) if run_dir.is_dir() else None
+
+
+def _stop_service(unit: Path, env: dict[str, str], out: Outcome) -> None:
+    systemctl = _systemctl(env)
+    if systemctl:
+        done = subprocess.run(  # noqa: S603 - a fixed command
+            [systemctl, "disable", "--now", UNIT_NAME], env=env, capture_output=True, text=True, check=False
+        )
+        if done.returncode == 0:
+            out.say(f"stopped and disabled {UNIT_NAME}")
+        else:
+            why = done.stderr.strip() or f"exit {done.returncode}"
+            out.say(f"note: systemctl disable --now {UNIT_NAME} failed: {why}")
+    _remove(unit, out)
+    if systemctl:
+        subprocess.run([systemctl, "daemon-reload"], env=env, capture_output=True, check=False)  # noqa: S603
+
+
+def _flush(config: Config | None, spool_dir: Path, out: Outcome) -> int:
+    """Send the spool once, as the running agent would; how many reports are still unsent."""
+    pending = len(Spool(spool_dir).pending())
+    if config is None:
+        out.say(f"{pending} unsent report(s) in {spool_dir}, but no config to send them with")
+        return pending
+    from backup_agent.runner import Agent
+
+    out.say(f"sending {pending} unsent report(s) to {config.server} before removing the spool")
+    Agent(config).resend_spool()
+    remaining = len(Spool(spool_dir).pending())
+    if remaining < pending:
+        out.say(f"sent {pending - remaining} report(s)")
+    return remaining
+
+
+def _remove(path: Path, out: Outcome) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path)
+    else:
+        return
+    out.say(f"removed {path}")
+
+
+def _storage_line(storage: list[Path]) -> str:
+    where = f" ({', '.join(str(root) for root in storage)})" if storage else ""
+    return f"backups on protection storage{where} are not touched"
