@@ -85,12 +85,17 @@ def zipapp() -> Zipapp:
 
 def deb() -> Path:
     """The current .deb (built from the current zipapp); BuildError without Debian's dpkg-deb."""
+    return deb_with_sha256()[0]
+
+
+def deb_with_sha256() -> tuple[Path, str]:
+    """The current .deb and the SHA-256 of the whole file (recorded in the manifest as ``deb_sha256``)."""
     app = zipapp()
     folder = app.path.parent
     manifest = _read_manifest(folder)
     path = folder / build.deb_name(app.version)
-    if manifest.get("deb_for") == app.sha256 and path.is_file():
-        return path
+    if manifest.get("deb_for") == app.sha256 and path.is_file() and manifest.get("deb_sha256"):
+        return path, manifest["deb_sha256"]
     with (folder / ".lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         manifest = _read_manifest(folder)
@@ -100,5 +105,8 @@ def deb() -> Path:
                 old.unlink(missing_ok=True)
             build.build_deb(folder, app.path)
             manifest["deb_for"] = app.sha256
+            manifest.pop("deb_sha256", None)
+        if not manifest.get("deb_sha256"):
+            manifest["deb_sha256"] = build.sha256_of(path)
             _write_manifest(folder, manifest)
-    return path
+    return path, manifest["deb_sha256"]

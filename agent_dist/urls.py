@@ -11,5 +11,6 @@ urlpatterns = [
     path("backup-agent.pyz", views.zipapp, name="pyz"),
     path("backup-agent.pyz.sha256", views.zipapp_sha256, name="pyz-sha256"),
     path("backup-agent.deb", views.deb_latest, name="deb-latest"),
+    path("backup-agent.deb.sha256", views.deb_sha256, name="deb-sha256"),
     path("backup-agent_<str:version>_all.deb", views.deb, name="deb"),
 ]

@@ -95,7 +95,6 @@ def build_parser() -> argparse.ArgumentParser:
     upgrade.add_argument(
         "--when-idle", action="store_true", help="wait for the running jobs to finish instead of refusing"
     )
-    upgrade.add_argument("--no-restart", action="store_true", help="do not restart the backup-agent service")
     _config_arg(upgrade)
     uninstall = commands.add_parser(
         "uninstall",
@@ -255,9 +254,9 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
 
     config = load(config_path(args.config))
     try:
-        result = upgrade.upgrade(
-            config, force=args.force, when_idle=args.when_idle, restart=not args.no_restart
-        )
+        # Always restarted: a running agent whose zipapp was replaced under it breaks at its next
+        # import (zipimport reads the new file at the old offsets); there is no --no-restart.
+        result = upgrade.upgrade(config, force=args.force, when_idle=args.when_idle)
     except upgrade.UpgradeError as exc:
         log.error("upgrade refused: %s", exc)
         return 1

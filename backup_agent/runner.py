@@ -8,6 +8,7 @@ kept alive even while it waits for a free slot.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import threading
@@ -117,6 +118,8 @@ class Agent:
         self.unsupported = False
         self._unsupported_logged_at: float | None = None
         self._upgrade_failed_at: float | None = None
+        # The offered version last logged as "not installed automatically": said once per version.
+        self._upgrade_noticed: str | None = None
         # run_forever's exit status: upgrade.RESTART_EXIT after an automatic upgrade.
         self.exit_code = 0
         self._poll_after = float(config.poll_after)
@@ -262,20 +265,34 @@ class Agent:
             self._locations[job_id] = job_locations(raw)
             if self.stop_event.is_set():
                 ctx.request_cancel("cancelled: the agent is shutting down")
-        thread = threading.Thread(target=self._run_job, args=(raw, ctx), name=f"job-{job_id}", daemon=True)
-        self._threads.append(thread)
-        thread.start()
+        # The job lock (shared), from the claim until the report is sent or spooled: released in the
+        # job thread's finally. `backup-agent upgrade` (and the .deb's postinst) waits for it or
+        # refuses, so no restart cuts a job, its index upload or its report short.
+        held = contextlib.ExitStack()
+        try:
+            held.enter_context(upgrade.job_running(self.config.state_path, self.stop_event))
+            thread = threading.Thread(
+                target=self._run_job, args=(raw, ctx, held), name=f"job-{job_id}", daemon=True
+            )
+            self._threads.append(thread)
+            thread.start()
+        except BaseException:
+            held.close()
+            with self._lock:
+                self._running.pop(job_id, None)
+                self._locations.pop(job_id, None)
+            raise
         return thread
 
-    def _run_job(self, raw: dict[str, Any], ctx: JobContext) -> None:
+    def _run_job(
+        self, raw: dict[str, Any], ctx: JobContext, held: contextlib.ExitStack | None = None
+    ) -> None:
         log.info("job %s: %s of %s started", ctx.job_id, raw.get("kind"), ctx.client or "?")
         progress = Progress()
         try:
             with (
                 ProgressReporter(self.client, ctx, progress, self.config.progress_interval),
                 self._slots,
-                # Held while the job runs: `backup-agent upgrade` waits for it or refuses.
-                upgrade.job_running(self.config.state_path, self.stop_event),
             ):
                 report = self.executor.execute(raw, ctx, progress)
             log.info("job %s: %s", ctx.job_id, report["status"])
@@ -288,6 +305,8 @@ class Agent:
                 self._running.pop(ctx.job_id, None)
                 self._locations.pop(ctx.job_id, None)
             self.sweep(everywhere=False)
+            if held is not None:
+                held.close()  # the job lock: an upgrade may go ahead
 
     def running(self) -> list[int]:
         with self._lock:
@@ -425,12 +444,26 @@ class Agent:
     def upgrade_if_offered(self) -> bool:
         """Between jobs, never during one: install the portal's agent when the poll offered it.
 
-        True when the agent was replaced: run_forever then stops and exits with
-        upgrade.RESTART_EXIT, and the service manager starts the new one (the unit's
-        Restart=on-failure). A failure is logged and tried again after UPGRADE_RETRY.
+        True when the agent was replaced: run_forever then stops at once and exits with
+        upgrade.RESTART_EXIT, and systemd starts the new one (the unit's RestartForceExitStatus=75).
+        Only as the systemd service, from install.sh's zipapp (upgrade.automatic_blocker): otherwise
+        the offer is logged once per version with what to run instead. A failure is logged and tried
+        again after UPGRADE_RETRY.
         """
         offer = self.upgrade_offer
         if offer is None or self.running():
+            return False
+        blocker = upgrade.automatic_blocker()
+        if blocker is not None:
+            offered = str(offer.get("version") or "?")
+            if self._upgrade_noticed != offered:
+                self._upgrade_noticed = offered
+                log.warning(
+                    "the portal offers backup-agent %s (this is %s), not installed automatically: %s",
+                    offered,
+                    __version__,
+                    blocker,
+                )
             return False
         failed = self._upgrade_failed_at
         if failed is not None and self.clock() - failed < UPGRADE_RETRY:
@@ -442,7 +475,7 @@ class Agent:
         )
         try:
             client = self.client if isinstance(self.client, PortalClient) else None
-            result = upgrade.upgrade(self.config, restart=False, automatic=True, client=client)
+            result = upgrade.upgrade(self.config, automatic=True, client=client)
         except upgrade.UpgradeError as exc:
             self._upgrade_failed_at = self.clock()
             log.error("automatic upgrade failed: %s; trying again in %.0f minutes", exc, UPGRADE_RETRY / 60)

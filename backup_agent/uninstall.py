@@ -9,7 +9,10 @@ What install.sh (agent_dist/install.sh.in) puts on a server, and what this remov
     /var/lib/backup-agent/                     the report spool, this host's instance id, staging
 
 Only these, and only when they are install.sh's (the unit runs /usr/local/bin/backup-agent, the
-link points at the zipapp). An agent installed from the .deb is removed by `apt purge backup-agent`;
+link points at the zipapp). A spool folder the config names elsewhere (`enrol --spool-dir`) is
+never removed whole: only the spool's own files (`<job id>.json`, `.bad`, their temporary files,
+backup_agent/spool.py) go, and the folder only if nothing else is left in it. A state folder
+elsewhere is kept (the run says so). An agent installed from the .deb is removed by `apt purge backup-agent`;
 one installed with pip by `pip uninstall backup-agent` and the administrator's own files.
 
 The report spool holds finished jobs' reports the portal has not acknowledged: the catalog would
@@ -26,6 +29,7 @@ The same overrides as install.sh, for tests and packaging: BACKUP_AGENT_PREFIX (
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -39,6 +43,8 @@ UNIT_NAME = "backup-agent.service"
 #: How install.sh's unit starts the agent (deploy/systemd/backup-agent.service); the .deb's runs /usr/bin.
 UNIT_EXEC = "ExecStart=/usr/local/bin/backup-agent run"
 LINK_TARGET = "../lib/backup-agent/backup-agent.pyz"
+#: The files backup_agent/spool.py writes: a report, one parked as unreadable, a report being written.
+SPOOL_FILE = re.compile(r"\d+\.json|\d+\.bad|\.\d+\.json\.tmp-[0-9a-f]+")
 
 
 @dataclass(frozen=True)
@@ -130,9 +136,18 @@ def uninstall(
     unit = layout.unit if _ours_unit(layout.unit) else None
     link = layout.bin if _ours_link(layout.bin) else None
     program = [path for path in (link, layout.pyz) if path is not None and path.exists()]
-    # install.sh's folders whole; a config or spool elsewhere (enrolled by hand) only itself.
-    config_dirs = _outermost([path for path in (layout.config_dir, config_path) if path.exists()])
-    state_dirs = _outermost([path for path in (layout.state_dir, spool_dir) if path.exists()])
+    # install.sh's folders whole; a config elsewhere (enrolled by hand) only itself; a spool
+    # elsewhere only its own files (the folder may be /var/spool or /srv: never removed whole).
+    config_dirs = _outermost(
+        [path for path in (layout.config_dir, config_path) if path == layout.config_dir or path.is_file()]
+    )
+    config_dirs = [path for path in config_dirs if path.exists()]
+    state_dirs = [layout.state_dir] if layout.state_dir.exists() else []
+    inside = spool_dir.absolute().is_relative_to(layout.state_dir.absolute())
+    foreign_spool = spool_dir if spool_dir.is_dir() and not inside else None
+    if foreign_spool is not None and _touches_storage(foreign_spool, storage):
+        out.say(f"note: the spool {foreign_spool} is or holds or lies in a storage root: kept as it is")
+        foreign_spool = None
     if state_dir.exists() and not state_dir.absolute().is_relative_to(layout.state_dir.absolute()):
         out.say(f"note: {state_dir} (this host's state, not install.sh's folder) is kept: remove it yourself")
     for path in (*config_dirs, *state_dirs):
@@ -141,7 +156,7 @@ def uninstall(
                 f"{path} is, holds or lies in a storage root of the allow-list: it is not removed "
                 "(backups on storage are never touched). Nothing was removed."
             )
-    if unit is None and not program and not config_dirs and not state_dirs:
+    if unit is None and not program and not config_dirs and not state_dirs and foreign_spool is None:
         out.say("nothing left to remove: backup-agent is not installed here (install.sh's layout)")
         return out
 
@@ -152,6 +167,11 @@ def uninstall(
             out.say(f"  stop and disable {UNIT_NAME} and remove {unit}")
         for path in (*program, *config_dirs, *state_dirs):
             out.say(f"  remove {path}")
+        if foreign_spool is not None:
+            out.say(
+                f"  remove the spool's own files in {foreign_spool} (and the folder only if nothing else "
+                "is in it)"
+            )
         if pending:
             out.say(
                 f"  first send the {len(pending)} unsent report(s) in {spool_dir}; if some cannot be sent, "
@@ -184,6 +204,8 @@ def uninstall(
         layout.lib_dir.rmdir()
     for path in (*config_dirs, *state_dirs):
         _remove(path, out)
+    if foreign_spool is not None:
+        _remove_spool_files(foreign_spool, out)
     out.say("backup-agent is uninstalled")
     out.say(_storage_line(storage))
     return out
@@ -276,6 +298,22 @@ def _remove(path: Path, out: Outcome) -> None:
     else:
         return
     out.say(f"removed {path}")
+
+
+def _remove_spool_files(folder: Path, out: Outcome) -> None:
+    """Only what the spool wrote in a folder install.sh did not make; the folder only if then empty."""
+    removed = 0
+    for path in folder.iterdir():
+        if SPOOL_FILE.fullmatch(path.name) and path.is_file() and not path.is_symlink():
+            path.unlink()
+            removed += 1
+    if removed:
+        out.say(f"removed {removed} spool file(s) from {folder}")
+    if any(folder.iterdir()):
+        out.say(f"note: {folder} holds other files than the spool's: it is kept")
+    else:
+        folder.rmdir()
+        out.say(f"removed {folder}")
 
 
 def _storage_line(storage: list[Path]) -> str:

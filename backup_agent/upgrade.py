@@ -7,13 +7,14 @@ against the checksum and run once (`--version`) before anything on the host chan
 beside the running zipapp, fsynced and renamed over it, so the host has the old agent or the
 new one, never half of one. A downgrade is refused unless forced.
 
-A job is never interrupted: the runner holds ``jobs.lock`` in the state folder (shared) while
-a job runs; the swap and the restart take it exclusively, at once (or refuse: "a job is
-running") or, with --when-idle, as soon as the jobs are done.
+A job is never interrupted: the runner holds ``jobs.lock`` in the state folder (shared) from a
+job's claim until its report is sent or spooled; the swap and the restart take it exclusively,
+at once (or refuse: "a job is running") or, with --when-idle, as soon as the jobs are done.
 
 A zipapp installed from the Debian package is upgraded with dpkg instead: the portal's .deb,
-once the zipapp inside it has the published SHA-256 (its postinst restarts the service). A
-wheel (pip, pipx) belongs to the tool that installed it, and is left to it.
+once the whole file has the SHA-256 the portal publishes for it (/agent/backup-agent.deb.sha256)
+and the zipapp inside it the zipapp's (its postinst restarts the service). A wheel (pip, pipx)
+belongs to the tool that installed it, and is left to it.
 """
 
 from __future__ import annotations
@@ -47,15 +48,21 @@ log = logging.getLogger(__name__)
 PYZ_PATH = "/agent/backup-agent.pyz"
 DEB_PATH = "/agent/backup-agent.deb"
 SHA256_PATH = PYZ_PATH + ".sha256"
+DEB_SHA256_PATH = DEB_PATH + ".sha256"
 MAX_DOWNLOAD = 64 * 1024 * 1024
 SERVICE = "backup-agent.service"
 JOB_LOCK = "jobs.lock"
 # Where the Debian package puts the zipapp, and dpkg's list of the package's files.
 DEB_PYZ = "/usr/lib/backup-agent/backup-agent.pyz"
 DPKG_LIST = "/var/lib/dpkg/info/backup-agent.list"
-# The exit status of `backup-agent run` after an automatic upgrade: the unit's Restart=on-failure
-# starts the new version (EX_TEMPFAIL: "try again").
+# The exit status of `backup-agent run` after an automatic upgrade (EX_TEMPFAIL: "try again"): the
+# unit's RestartForceExitStatus=75 starts the new version, SuccessExitStatus=75 keeps it from
+# counting as a failure (deploy/systemd/backup-agent.service).
 RESTART_EXIT = 75
+# Set by systemd for every unit it starts: the agent runs as the service, which restarts it.
+INVOCATION_ENV = "INVOCATION_ID"
+# Told to the package's postinst by `_upgrade_deb`: this process holds jobs.lock around `dpkg -i`.
+LOCK_HELD_ENV = "BACKUP_AGENT_JOB_LOCK_HELD"
 # As install.sh: BACKUP_AGENT_NO_SYSTEMD=1 calls no systemctl; BACKUP_AGENT_SYSTEMD_RUN_DIR replaces
 # /run/systemd/system, the sign that systemd is running (tests, containers).
 NO_SYSTEMD_ENV = "BACKUP_AGENT_NO_SYSTEMD"
@@ -89,6 +96,46 @@ def version_key(version: str) -> tuple[int, ...]:
     while len(parts) > 1 and parts[-1] == 0:
         parts.pop()
     return tuple(parts)
+
+
+def check_version(new: str, *, force: bool) -> bool:
+    """Whether ``new`` is to be installed over this agent: False when it is this version (nothing to
+    do); UpgradeError for an older one unless ``force``."""
+    if force:
+        return True
+    if version_key(new) == version_key(__version__):
+        log.info("backup-agent %s is the portal's version already; nothing to do", __version__)
+        return False
+    if version_key(new) < version_key(__version__):
+        raise UpgradeError(
+            f"the portal ships backup-agent {new}, older than this one ({__version__}): "
+            "refusing a downgrade (--force installs it anyway)"
+        )
+    return True
+
+
+def under_systemd(environ: dict[str, str] | None = None) -> bool:
+    """This process is a systemd service (INVOCATION_ID set): an exit with RESTART_EXIT restarts it."""
+    env = os.environ if environ is None else environ
+    return bool(env.get(INVOCATION_ENV)) and env.get(NO_SYSTEMD_ENV) != "1"
+
+
+def automatic_blocker(target: Path | None = None, environ: dict[str, str] | None = None) -> str | None:
+    """Why the running agent cannot upgrade itself (what to run instead), or None when it can."""
+    target = target or running_zipapp()
+    if target is None:
+        return "this agent was installed by pip or pipx: pip install --upgrade backup-agent"
+    if managed_by_dpkg(target):
+        return (
+            f"{target} belongs to the Debian package, which dpkg upgrades, not the running service: "
+            "run `sudo backup-agent upgrade` on this server"
+        )
+    if not under_systemd(environ):
+        return (
+            "this agent does not run as the systemd service, which would start the new version: "
+            "run `sudo backup-agent upgrade` on this server, then restart the agent"
+        )
+    return None
 
 
 def running_zipapp() -> Path | None:
@@ -195,11 +242,11 @@ def restart_service() -> bool:
     return True
 
 
-def _expected_sha256(client: PortalClient) -> str:
-    text = client.download(SHA256_PATH, 4096).decode("ascii", "replace")
+def _expected_sha256(client: PortalClient, path: str = SHA256_PATH) -> str:
+    text = client.download(path, 4096).decode("ascii", "replace")
     value = text.split()[0].lower() if text.split() else ""
-    if not _SHA256.match(value):
-        raise UpgradeError(f"{client.server}{SHA256_PATH} holds no SHA-256; nothing changed")
+    if not _SHA256.fullmatch(value):
+        raise UpgradeError(f"{client.server}{path} holds no SHA-256; nothing changed")
     return value
 
 
@@ -237,15 +284,15 @@ def upgrade(
     *,
     force: bool = False,
     when_idle: bool = False,
-    restart: bool = True,
     automatic: bool = False,
     target: Path | None = None,
     client: PortalClient | None = None,
 ) -> Result:
     """Replace the running zipapp by the portal's, verified first; UpgradeError when nothing changed.
 
-    ``automatic``: asked by the running agent itself (the poll's ``upgrade``), which exits
-    afterwards for its service manager to restart it.
+    ``automatic``: asked by the running agent itself (the poll's ``upgrade``), which exits straight
+    afterwards for systemd to restart it; otherwise the service is restarted here (always: an agent
+    left running on a replaced zipapp breaks at its next import).
     """
     target = target or running_zipapp()
     if target is None:
@@ -292,14 +339,8 @@ def upgrade(
         raise UpgradeError(f"cannot write beside {target}: {exc.strerror or exc}; nothing changed") from None
     try:
         new = _version_of(candidate)
-        if version_key(new) == version_key(__version__) and not force:
-            log.info("backup-agent %s is the portal's version already; nothing to do", __version__)
+        if not check_version(new, force=force):
             return Result(target, __version__, new, replaced=False)
-        if version_key(new) < version_key(__version__) and not force:
-            raise UpgradeError(
-                f"the portal ships backup-agent {new}, older than this one ({__version__}): "
-                "refusing a downgrade (--force installs it anyway)"
-            )
 
         def waiting() -> None:
             log.info("a job is running: upgrading as soon as it is done (--when-idle)")
@@ -309,7 +350,7 @@ def upgrade(
             _fsync_dir(folder)
             log.info("backup-agent %s replaced by %s in %s (SHA-256 %s)", __version__, new, target, actual)
             # Restarted under the lock: no job starts in the old agent that the restart would cut short.
-            restarted = restart_service() if restart else False
+            restarted = False if automatic else restart_service()
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(candidate)
@@ -359,9 +400,17 @@ def _upgrade_deb(config: Config, client: PortalClient, *, force: bool, when_idle
         raise UpgradeError("this agent belongs to the Debian package, but dpkg is not on the PATH")
     try:
         expected = _expected_sha256(client)
+        expected_deb = _expected_sha256(client, DEB_SHA256_PATH)
         data = client.download(DEB_PATH, MAX_DOWNLOAD)
     except (PortalError, PortalUnreachable) as exc:
         raise UpgradeError(f"cannot download the package from the portal: {exc}; nothing changed") from None
+    actual_deb = hashlib.sha256(data).hexdigest()
+    if actual_deb != expected_deb:
+        # The whole package: its maintainer scripts run as root, not only the zipapp inside it.
+        raise UpgradeError(
+            f"the package's SHA-256 is {actual_deb}, the portal publishes {expected_deb}: "
+            "refusing it; nothing changed"
+        )
     with tempfile.TemporaryDirectory(prefix="backup-agent-upgrade-") as tmp:
         deb = Path(tmp) / "backup-agent.deb"
         deb.write_bytes(data)
@@ -374,20 +423,15 @@ def _upgrade_deb(config: Config, client: PortalClient, *, force: bool, when_idle
                 "refusing it; nothing changed"
             )
         new = _deb_field(dpkg_deb, deb, "Version")
-        if version_key(new) == version_key(__version__) and not force:
-            log.info("backup-agent %s is the portal's version already; nothing to do", __version__)
+        if not check_version(new, force=force):
             return Result(Path(DEB_PYZ), __version__, new, replaced=False)
-        if version_key(new) < version_key(__version__) and not force:
-            raise UpgradeError(
-                f"the portal ships backup-agent {new}, older than this one ({__version__}): "
-                "refusing a downgrade (--force installs it anyway)"
-            )
 
         def waiting() -> None:
             log.info("a job is running: upgrading as soon as it is done (--when-idle)")
 
         with idle(config.state_path, wait=when_idle, log_wait=waiting):
-            env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+            # The postinst restarts the service once jobs.lock is free: this process holds it.
+            env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive", LOCK_HELD_ENV: "1"}
             done = subprocess.run(  # noqa: S603 - Debian's tool on the verified package
                 [dpkg, "-i", str(deb)], capture_output=True, text=True, timeout=600, check=False, env=env
             )

@@ -308,6 +308,7 @@ class AgentVersionFilter(admin.SimpleListFilter):
             (agent_versions.CURRENT, f"current ({agent_versions.shipped_version()})"),
             (agent_versions.OUTDATED, "outdated (an upgrade is available)"),
             (agent_versions.UNSUPPORTED, "unsupported (refused)"),
+            (agent_versions.UNKNOWN, "not reported yet (never polled)"),
         ]
 
     def queryset(self, request, queryset):
@@ -421,7 +422,7 @@ class AgentAdmin(CatalogAdmin):
     @admin.display(description="version", ordering="version")
     def version_display(self, obj):
         status = obj.version_status
-        version = obj.version or "unknown"
+        version = obj.version or "—"
         if status == agent_versions.UNSUPPORTED:
             return format_html(
                 "{} <strong>unsupported</strong> (protocol {}; refused: this portal speaks {} or newer)",
@@ -790,8 +791,15 @@ class BackupAdmin(NoAddMixin, NoDeleteMixin, CatalogAdmin):  # the retention flo
     def acknowledge_anomaly(self, request, queryset):
         """The backup team vouches for the selected suspicious points (e.g. after asking the owner)."""
         note = f"Expected: acknowledged by the backup team ({request.user}) in the admin."
-        points = queryset.suspicious()
-        done = sum(anomalies.acknowledge(backup, by=request.user, note=note) for backup in points)
+        passed = mfa.session_passed_mfa(request)
+        points = queryset.flagged()
+        try:
+            done = sum(
+                anomalies.acknowledge(backup, by=request.user, note=note, mfa=passed) for backup in points
+            )
+        except MfaRequired as exc:  # raised before anything changes (the check comes first)
+            self.message_user(request, mfa.refusal_html(str(exc), request.get_full_path()), messages.ERROR)
+            return
         self.message_user(
             request,
             f"{done} suspicious backup(s) acknowledged as expected; their alerts are resolved."

@@ -20,8 +20,10 @@ from pathlib import Path
 CURRENT = "current"
 OUTDATED = "outdated"
 UNSUPPORTED = "unsupported"
+#: An agent that has reported no version yet (enrolment issued, never polled): nothing to upgrade.
+UNKNOWN = "unknown"
 #: The values of the metrics' ``version_status`` label and of the admin's filter: bounded.
-STATUSES = (CURRENT, OUTDATED, UNSUPPORTED)
+STATUSES = (CURRENT, OUTDATED, UNSUPPORTED, UNKNOWN)
 
 _LEADING = re.compile(r"\d+(?:\.\d+)*")
 
@@ -55,8 +57,8 @@ def is_older(version: str, than: str) -> bool:
 
 
 def is_outdated(version: str) -> bool:
-    """Older than the shipped agent; an agent that reports no readable version is outdated too."""
-    return is_older(version, shipped_version())
+    """Older than the shipped agent; a version reported but unreadable counts as older (none: unknown)."""
+    return bool((version or "").strip()) and is_older(version, shipped_version())
 
 
 def is_supported(protocol: int) -> bool:
@@ -66,6 +68,8 @@ def is_supported(protocol: int) -> bool:
 
 
 def status(version: str, protocol: int) -> str:
+    if not (version or "").strip():
+        return UNKNOWN  # never polled: its protocol is the default, not one it spoke
     if not is_supported(protocol):
         return UNSUPPORTED
     return OUTDATED if is_outdated(version) else CURRENT

@@ -293,7 +293,7 @@ def judge(point: Point, history: list[Point]) -> Verdict:
         verdict.judged = True
         size = compare(point, same_level, [p.size_bytes for p in same_level], point.size_bytes, log=True)
         verdict.comparisons["size_bytes"] = size
-        _size_rules(verdict, size)
+        _size_rules(verdict, size, point.level)
     counted = [p for p in history if p.entries is not None]
     if point.entries is not None and len(counted) >= MIN_HISTORY:
         verdict.judged = True
@@ -321,10 +321,16 @@ def judge(point: Point, history: list[Point]) -> Verdict:
     return verdict
 
 
-def _size_rules(verdict: Verdict, size: Comparison) -> None:
+#: The level whose size is the data held. An incremental's size is what changed since its base: a
+#: quiet day's small incremental is not data gone, so ``shrink_size`` judges fulls only (the file
+#: count, ``shrink_files``, sees a wiped tree in an incremental as well). ``unusual_size`` judges both.
+FULL = "full"
+
+
+def _size_rules(verdict: Verdict, size: Comparison, level: str) -> None:
     value, expected = size.value, size.expected
     moved = abs(value - expected) >= MIN_BYTES_CHANGE
-    if size.z <= -Z_THRESHOLD and value <= SHRINK_MAX_LEFT * expected and moved:
+    if level == FULL and size.z <= -Z_THRESHOLD and value <= SHRINK_MAX_LEFT * expected and moved:
         verdict.findings.append(
             Finding(
                 "shrink_size",

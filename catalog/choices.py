@@ -126,6 +126,7 @@ class AlertKind(models.TextChoices):
     AGENT_CLONED = "agent_cloned", "Agent token used by a second host"
     ANOMALY_DETECTED = "anomaly_detected", "Backup unlike its history (possible ransomware or mass deletion)"
     STORAGE_FULL_SOON = "storage_full_soon", "Storage forecast to fill"
+    EXPIRED_NOT_REMOVED = "expired_not_removed", "Expired backups left on storage (no agent to remove them)"
     AGENT_UNSUPPORTED = "agent_unsupported", "Agent too old for this portal"
 
 

@@ -41,6 +41,18 @@ PHRASES: dict[str, tuple[str, str]] = {
         "1 client is overdue for a restore test",
         "{n} clients are overdue for a restore test",
     ),
+    AlertKind.ANOMALY_DETECTED: (
+        "1 client's backup is unlike its history (possible ransomware or mass deletion)",
+        "{n} clients' backups are unlike their history (possible ransomware or mass deletion)",
+    ),
+    AlertKind.STORAGE_FULL_SOON: (
+        "1 storage target is forecast to fill",
+        "{n} storage targets are forecast to fill",
+    ),
+    AlertKind.EXPIRED_NOT_REMOVED: (
+        "1 retired client's expired backups are left on storage",
+        "{n} retired clients' expired backups are left on storage",
+    ),
 }
 
 #: Kinds in the order of AlertKind (the order people learn them in), not alphabetical.

@@ -17,6 +17,21 @@ from catalog.choices import ErrorClass, JobKind, JobState, JobTrigger
 from catalog.models import Alert, Job
 
 
+def restore_test_failed() -> Q:
+    """A restore test that failed with a verdict on its backup: not one whose agent went away.
+
+    The rule of ``catalog.services.jobs._restore_test_failed``: a lease-expired test says nothing
+    about the backup (no alert, no verification) and tomorrow's run tries again. The one definition
+    of a "failed restore test" for counts: this report's and /metrics (``portal.metrics.collector``).
+    """
+    return Q(kind=JobKind.RESTORE_TEST, state=JobState.FAILED) & ~Q(error_class=ErrorClass.LEASE_EXPIRED)
+
+
+def restore_test_passed() -> Q:
+    """A restore test that passed: the backup was restored and verified."""
+    return Q(kind=JobKind.RESTORE_TEST, state=JobState.SUCCEEDED)
+
+
 def by_week(queryset: QuerySet, moment: str, since: datetime, until: datetime, **counts) -> QuerySet:
     """``counts`` of the rows whose ``moment`` falls in [since, until), one row per week."""
     return (
@@ -39,11 +54,7 @@ def job_counts(since: datetime, until: datetime) -> QuerySet:
         jobs_run=Count("pk"),
         retries_recovered=Count("pk", filter=Q(trigger=JobTrigger.RETRY, state=JobState.SUCCEEDED)),
         restore_tests_run=Count("pk", filter=Q(kind=JobKind.RESTORE_TEST)),
-        restore_tests_failed=Count(
-            "pk",
-            filter=Q(kind=JobKind.RESTORE_TEST, state=JobState.FAILED)
-            & ~Q(error_class=ErrorClass.LEASE_EXPIRED),
-        ),
+        restore_tests_failed=Count("pk", filter=restore_test_failed()),
     )
 
 

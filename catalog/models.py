@@ -198,9 +198,21 @@ class BackupQuerySet(TenantQuerySet):
             .exclude(Q(full__isnull=False) & Exists(broken))
         )
 
-    def suspicious(self):
-        """Points the anomaly check found unusual (catalog/anomaly.py) that nobody acknowledged yet."""
+    def flagged(self):
+        """Points the anomaly check found unusual (catalog/anomaly.py) that nobody acknowledged yet,
+        whatever became of them: what a question about one point asks (is it, or a point before it,
+        suspicious? the restore page; a retired client's points can still be restored)."""
         return self.filter(anomaly__has_key="rules", anomaly_acknowledged_at__isnull=True)
+
+    def suspicious(self):
+        """Flagged points still stored (available or expired) of clients not retired: what is open and
+        someone should look at (the client's page, its alert, retention waiting, the metrics). A deleted
+        point, or a retired client's, is history: it does not count for ever."""
+        return (
+            self.flagged()
+            .filter(status__in=(BackupStatus.AVAILABLE, BackupStatus.EXPIRED))
+            .exclude(client__status=ClientStatus.RETIRED)
+        )
 
     def not_suspicious(self):
         """Every other point: nothing unusual, not checked yet, or acknowledged as expected."""
@@ -338,12 +350,12 @@ class Agent(models.Model):
 
     @property
     def version_status(self) -> str:
-        """current, outdated (older than the agent shipped) or unsupported: catalog.agent_versions."""
+        """current, outdated (older than the one shipped), unsupported or unknown: catalog.agent_versions."""
         return agent_versions.status(self.version, self.protocol)
 
     @property
     def is_outdated(self) -> bool:
-        return self.version_status != agent_versions.CURRENT
+        return self.version_status in (agent_versions.OUTDATED, agent_versions.UNSUPPORTED)
 
     @property
     def shipped_version(self) -> str:

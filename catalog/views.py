@@ -35,6 +35,8 @@ from catalog.models import Agent, Alert, Application, Backup, BackupClient, Job
 from catalog.services import alerts as alert_service
 from catalog.services import anomalies, file_lists
 from catalog.tables import AgentTable, BackupTable, ClientTable
+from core.errors import MfaRequired
+from identity import mfa as identity_mfa
 
 BACKUPS_PER_PAGE = 25
 RECENT_JOBS = 10
@@ -146,9 +148,17 @@ def acknowledge_anomaly(request: HttpRequest, client_id: int, backup_id: int) ->
         Backup.objects.visible_to(request.user).select_related("client"), pk=backup_id, client_id=client_id
     )
     try:
-        done = anomalies.acknowledge(backup, by=request.user, note=request.POST.get("note", ""))
+        done = anomalies.acknowledge(
+            backup,
+            by=request.user,
+            note=request.POST.get("note", ""),
+            mfa=identity_mfa.session_passed_mfa(request),
+        )
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
+    except MfaRequired as exc:
+        page = reverse("catalog:client", args=[client_id])
+        messages.error(request, identity_mfa.refusal_html(str(exc), page))
     else:
         if done:
             messages.success(

@@ -24,6 +24,7 @@ from django.db import transaction
 from django.db.models import Sum
 from django.utils import timezone
 
+from catalog import agent_versions
 from catalog.choices import (
     AlertKind,
     AlertSeverity,
@@ -104,6 +105,8 @@ AGENTS = [
     ("hr01.demo.local", ["payroll"]),
 ]
 AGENT_PLUGINS = [Plugin.FILES, Plugin.POSTGRESQL, Plugin.MYSQL, Plugin.COMMAND]
+#: The demo's hosts run the agent this portal ships (the admin would show an older one as outdated).
+AGENT_VERSION = agent_versions.shipped_version()
 
 # What goes wrong, per plugin: error class, message, and whether data had started flowing.
 FAILURES = {
@@ -279,7 +282,7 @@ def _seed_policies(target: StorageTarget) -> dict[str, ProtectionPolicy]:
 def _seed_agents(apps: dict[str, Application], now: datetime) -> dict[str, Agent]:
     agents = {}
     for hostname, slugs in AGENTS:
-        values = {"version": "0.1.0", "plugins": list(AGENT_PLUGINS), "last_seen_at": now}
+        values = {"version": AGENT_VERSION, "plugins": list(AGENT_PLUGINS), "last_seen_at": now}
         agents[hostname], _ = Agent.objects.update_or_create(
             hostname=hostname,
             defaults=values,
@@ -426,7 +429,7 @@ def _fail(job: Job, client: BackupClient, failure, rng: random.Random) -> None:
     # A dump that never connected cannot know how much there was to read.
     job.bytes_total = job.bytes_total if partial else None
     job.error_class, job.error_message = error_class, message
-    job.log_tail = f"backup-agent 0.1.0: {client.plugin} backup of {client}\n{message}"
+    job.log_tail = f"backup-agent {AGENT_VERSION}: {client.plugin} backup of {client}\n{message}"
 
 
 def _backup_for(job: Job, rng: random.Random, now: datetime) -> Backup:

@@ -59,11 +59,11 @@ from catalog.choices import (
     AlertSeverity,
     BackupStatus,
     ClientStatus,
-    ErrorClass,
     JobKind,
     JobState,
     Verification,
 )
+from catalog.metrics import restore_test_failed, restore_test_passed
 from catalog.models import Alert, Backup, BackupClient, Job, ProtectionPolicy
 from catalog.services import chains
 from reports.base import BuiltReport, percent
@@ -548,11 +548,9 @@ def _last_tests(scope: Scope, as_of: datetime) -> dict[int, dict]:
     tests = (
         Job.objects.filter(
             scope.q("client__application"),
-            kind=JobKind.RESTORE_TEST,
-            state__in=(JobState.SUCCEEDED, JobState.FAILED),
+            restore_test_passed() | restore_test_failed(),  # a verdict: not a test whose agent went away
             finished_at__lt=as_of,
         )
-        .exclude(error_class=ErrorClass.LEASE_EXPIRED)
         .annotate(
             rank=Window(
                 RowNumber(), partition_by=[F("client_id")], order_by=[F("finished_at").desc(), F("pk").desc()]

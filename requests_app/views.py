@@ -20,7 +20,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import IntegrityError
-from django.db.models import CharField, OuterRef, Q, Value
+from django.db.models import CharField, OuterRef, Value
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
@@ -250,19 +250,10 @@ def retire_form(request: HttpRequest, pk: int) -> HttpResponse:
         "client": client,
         "form": form,
         "decision": rules.retire_decision(client=client),
-        "agent_goes": client.agent is not None and not _shared_after(client),
+        "agent_goes": client.agent is not None
+        and not clients.agent_still_needed(client.agent, besides=client),
     }
     return render(request, "requests_app/retire_form.html", context)
-
-
-def _shared_after(client: BackupClient) -> bool:
-    """Whether another client (any application) keeps the host's agent once ``client`` is retired."""
-    return (
-        BackupClient.objects.filter(status__in=clients.RETIRABLE)
-        .filter(Q(agent=client.agent) | Q(hostname__iexact=client.hostname))
-        .exclude(pk=client.pk)
-        .exists()
-    )
 
 
 # --- Following requests ----------------------------------------------------------------------------

@@ -20,14 +20,15 @@ from datetime import datetime, timedelta
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from catalog import anomaly
 from catalog.choices import AlertKind, AlertSeverity, BackupStatus
 from catalog.file_index import DATABASE_KINDS, DIRECTORY, IndexError_, IndexReader
-from catalog.models import Backup, BackupClient
+from catalog.models import Alert, Backup, BackupClient
 from catalog.services import alerts, file_lists
+from identity import mfa as identity_mfa
 
 log = logging.getLogger(__name__)
 
@@ -267,55 +268,98 @@ def check_missed(*, now: datetime | None = None, batch: int = CATCH_UP_BATCH) ->
     for backup_id in pending:  # oldest first: each point's history is judged before it
         try:
             done += evaluate(backup_id) is not None
-        except Exception:  # one point that cannot be judged must not hold up the others
-            log.exception("Anomaly check of backup %s failed; the next run tries again", backup_id)
+        except Exception as exc:  # one point that cannot be judged must not hold up the others
+            log.exception("Anomaly check of backup %s failed; marked checked with the error", backup_id)
+            _mark_unjudgeable(backup_id, exc, now)
     return done
+
+
+def _mark_unjudgeable(backup_id: int, exc: Exception, now: datetime) -> None:
+    """A point whose check raises (an unreadable file list: zlib, struct, OSError) would raise at every
+    run and, 200 of them, fill every batch: it is marked checked, with the error as its evidence (no
+    ``rules``: not suspicious), and the safety net moves on."""
+    error = f"{type(exc).__name__}: {exc}"[:500]
+    Backup.objects.filter(pk=backup_id, anomaly_checked_at__isnull=True).update(
+        anomaly_checked_at=now, anomaly={"version": 1, "error": f"not judged: {error}"}
+    )
 
 
 # --- Acknowledge, last known clean -------------------------------------------------------------
 
 
-def acknowledge(backup: Backup, *, by, note: str, now: datetime | None = None) -> bool:
+def acknowledge(backup: Backup, *, by, note: str, mfa: bool, now: datetime | None = None) -> bool:
     """The owner says the point is expected ("one-off import"): not suspicious any more, the client's
     alert resolved once none of its points is, and it counts in later baselines. False when it was
     not suspicious (or already acknowledged).
 
-    The caller decides who may (``visible_to``: the application's owners and the backup team).
+    Silencing a detection is a four-eyes decision like an approval: ``mfa`` is what the door saw
+    (``identity.mfa.session_passed_mfa``); without it, when ``PORTAL_MFA_FOR_APPROVALS`` is on,
+    ``MfaRequired`` is raised and nothing changes. The backup team is told in the client's anomaly
+    alert: who acknowledged which point, and the note, are added to its message (kept once it is
+    resolved). The caller decides who may (``visible_to``: the application's owners and the team).
     """
     note = (note or "").strip()
     if not note:
         raise ValidationError("Say why this backup is expected (e.g. 'one-off import of the archive').")
+    if identity_mfa.required() and not mfa:
+        raise identity_mfa.refusal("acknowledging an anomaly")
+    note = note[:500]
     with transaction.atomic():
         done = (
             Backup.objects.filter(pk=backup.pk)
-            .suspicious()
+            .flagged()
             .update(
                 anomaly_acknowledged_at=now or timezone.now(),
                 anomaly_acknowledged_by=by,
-                anomaly_acknowledged_note=note[:500],
+                anomaly_acknowledged_note=note,
             )
         )
-        if done and not Backup.objects.filter(client_id=backup.client_id).suspicious().exists():
-            alerts.resolve_alerts(alert_key(backup.client_id))
+        if done:
+            _tell_the_team(backup, by, note)
+            if not Backup.objects.filter(client_id=backup.client_id).suspicious().exists():
+                alerts.resolve_alerts(alert_key(backup.client_id))
     return bool(done)
+
+
+def _tell_the_team(backup: Backup, by, note: str) -> None:
+    """Add "Backup N acknowledged as expected by X: note" to the client's anomaly alert (the open one,
+    else the newest): the team sees who silenced a detection and why, in the alert they were paged by."""
+    alert = (
+        Alert.objects.select_for_update()
+        .filter(key=alert_key(backup.client_id))
+        .order_by(F("resolved_at").desc(nulls_first=True), "-created_at")
+        .first()
+    )
+    if alert is not None:
+        alert.message = f"{alert.message}\nBackup {backup.pk} acknowledged as expected by {by}: {note}"
+        alert.save(update_fields=["message"])
 
 
 def last_known_clean(client: BackupClient | int) -> Backup | None:
     """The newest restorable, unsuspicious point taken before the client's newest suspicious point;
     None when nothing of the client is suspicious (or no clean point is left before it)."""
     client_id = client if isinstance(client, int) else client.pk
-    newest = Backup.objects.filter(client_id=client_id).suspicious().order_by("-taken_at", "-pk").first()
+    newest = Backup.objects.filter(client_id=client_id).flagged().order_by("-taken_at", "-pk").first()
     if newest is None:
         return None
     return clean_before(client_id, newest)
 
 
 def clean_before(client_id: int, point: Backup) -> Backup | None:
-    """The newest restorable, unsuspicious point of the client taken before ``point``."""
+    """The newest restorable point of the client taken before ``point`` whose whole chain is clean.
+
+    Restoring an incremental restores its full and every point between them: one of them suspicious
+    (a full of encrypted files, an incremental clean because little changed since) makes it as bad.
+    The chain's members are the ones ``restorable()`` asks about (same ``full``, taken no later).
+    """
+    tainted = Backup.objects.filter(
+        Q(pk=OuterRef("full_id")) | Q(full_id=OuterRef("full_id"), taken_at__lt=OuterRef("taken_at"))
+    ).flagged()
     return (
         Backup.objects.restorable()
         .filter(client_id=client_id, taken_at__lt=point.taken_at)
         .not_suspicious()
+        .exclude(Q(full__isnull=False) & Exists(tainted))
         .order_by("-taken_at", "-pk")
         .first()
     )
@@ -340,7 +384,7 @@ def restore_warning(backup: Backup) -> RestoreWarning | None:
         backup
         if backup.suspicious
         else Backup.objects.filter(client_id=backup.client_id, taken_at__lt=backup.taken_at)
-        .suspicious()
+        .flagged()
         .order_by("-taken_at", "-pk")
         .first()
     )

@@ -20,10 +20,14 @@ it climbing.
   backups and available ones already past expiry leave tomorrow (the sweep removes them).
 - **Arriving**: the stored bytes of the backups taken each complete day, as a 7-day average
   (a weekly full and its incrementals count whole in every point), on each of the last
-  ``WINDOW_DAYS`` days (fewer for a young target), fitted with a Theil–Sen line (the median of
-  the slopes between every two points: robust to a one-off big backup); the line, never below
-  zero, gives each future day's arrivals. Today's backups are already in "used now" (the
-  forecast runs after the night's backups), so arrivals start tomorrow.
+  ``WINDOW_DAYS`` days (fewer for a young target). Future arrivals start from the **current
+  level**, the last week's average, and grow by a **trend** only when one holds up: a Theil–Sen
+  slope (the median of the slopes between every two points: robust to a one-off big backup) of
+  the whole window, kept only if the slopes of its two halves agree (same direction, neither more
+  than ``TREND_AGREEMENT`` times the other). A step (a client onboarded, arrivals doubled once)
+  is flat on both sides of it: one half rises, the other does not, so it is a new level, not
+  growth. Never below zero. Today's backups are already in "used now" (the forecast runs after
+  the night's backups), so arrivals start tomorrow.
 - **Future arrivals leave** after the retention recent arrivals actually got (their leaving day
   minus the day taken, holds ignored), in the same proportions by bytes.
 
@@ -74,6 +78,9 @@ MIN_HISTORY_DAYS = 14
 HORIZON_DAYS = 730
 #: The arrivals and expiries per day reported as evidence are averages over the next this many days.
 RATE_DAYS = 30
+#: The two halves of the window must agree on the slope: same sign, neither more than this times the
+#: other; otherwise the arrivals are taken as level (a step change, noise), not as growth.
+TREND_AGREEMENT = 2.0
 #: The aggregate queries ``forecast_all`` runs, whatever the number of targets.
 QUERIES = 2
 #: A "full soon" alert is critical (mailed at once) when the target fills within this many days;
@@ -97,8 +104,11 @@ class Forecast:
     arriving_bytes_per_day: float = 0.0
     #: Projected departures per day (scheduled expiries + expiring future arrivals), same days.
     expiring_bytes_per_day: float = 0.0
-    #: Slope of the arrivals trend: how much more arrives each day than the day before.
+    #: Slope of the arrivals trend: how much more arrives each day than the day before (0: no trend
+    #: holds up, arrivals stay at the last week's level; see ``trend``).
     arrival_trend_bytes_per_day: float = 0.0
+    #: The last week's average arrivals per day: where the projection of arrivals starts.
+    arrival_level_bytes_per_day: float = 0.0
     #: Days of arrival history the trend rests on (at most ``HISTORY_DAYS``).
     basis_days: int = 0
     #: Byte-weighted mean retention of recent arrivals, in days (None: nothing arrived).
@@ -242,6 +252,24 @@ def theil_sen(points: list[tuple[float, float]]) -> tuple[float, float]:
     return intercept, slope
 
 
+def trend(points: list[tuple[float, float]]) -> float:
+    """The slope of the arrivals, if it holds up; else 0.
+
+    Theil–Sen over all the points, kept only when the halves' own slopes agree with each other: both
+    rising (or both falling), neither more than ``TREND_AGREEMENT`` times the other. Steady growth
+    rises the same in both halves; a step change rises in one half only, and is a new level.
+    """
+    if len(points) < 4:
+        return 0.0
+    _, slope = theil_sen(points)
+    half = len(points) // 2
+    first, second = theil_sen(points[:half])[1], theil_sen(points[-half:])[1]
+    if slope == 0 or first * slope <= 0 or second * slope <= 0:
+        return 0.0
+    small, large = sorted((abs(first), abs(second)))
+    return slope if large <= TREND_AGREEMENT * small else 0.0
+
+
 def _project(target, today: date, stored, arrived) -> Forecast:
     used = sum(total for _, _, total in stored)
     held = sum(total for _, is_held, total in stored if is_held)
@@ -286,7 +314,10 @@ def _project(target, today: date, stored, arrived) -> Forecast:
         (x - (SMOOTHING_DAYS - 1) / 2, sum(daily[x - n] for n in range(SMOOTHING_DAYS)) / SMOOTHING_DAYS)
         for x in range(max(-basis + SMOOTHING_DAYS - 1, -WINDOW_DAYS), 0)
     ]
-    intercept, slope = theil_sen(weeks)
+    # From the current level (the last week's average, placed at the middle of its week), plus the
+    # trend if one holds up: steady growth continues its line, a step stays at its new level.
+    current_x, current = weeks[-1]
+    slope = trend(weeks)
     weight = sum(retention.values())
     shares = [(days, total / weight) for days, total in retention.items()] if weight else []
 
@@ -301,7 +332,7 @@ def _project(target, today: date, stored, arrived) -> Forecast:
             leaving[d] += total
     arriving = [0.0] * (horizon + 1)
     for k in range(1, horizon + 1):
-        arriving[k] = max(0.0, intercept + slope * k)
+        arriving[k] = max(0.0, current + slope * (k - current_x))
         for days, share in shares:
             if k + days <= horizon:
                 leaving[k + days] += arriving[k] * share
@@ -323,6 +354,7 @@ def _project(target, today: date, stored, arrived) -> Forecast:
         arriving_bytes_per_day=arriving_rate,
         expiring_bytes_per_day=expiring_rate,
         arrival_trend_bytes_per_day=slope,
+        arrival_level_bytes_per_day=current,
         basis_days=basis,
         retention_days=sum(days * share for days, share in shares) if shares else None,
         horizon_bytes=round(series[-1]),

@@ -56,10 +56,13 @@ def retire(client_id: int) -> Retired:
     return Retired(client, cancelled, stopping)
 
 
-def agent_still_needed(agent: Agent) -> bool:
-    """Whether a client of any application still uses ``agent``'s host (active or paused): shared hosts."""
-    return (
-        BackupClient.objects.filter(Q(agent=agent) | Q(hostname__iexact=agent.hostname))
-        .filter(status__in=RETIRABLE)
-        .exists()
-    )
+def agent_still_needed(agent: Agent, *, besides: BackupClient | None = None) -> bool:
+    """Whether a client of any application still uses ``agent``'s host (active or paused): shared hosts.
+
+    ``besides``: a client about to be retired, which does not count (the retire form's "the agent
+    stays" or "the agent goes" asks before the client is retired).
+    """
+    users = BackupClient.objects.filter(Q(agent=agent) | Q(hostname__iexact=agent.hostname))
+    if besides is not None:
+        users = users.exclude(pk=besides.pk)
+    return users.filter(status__in=RETIRABLE).exists()

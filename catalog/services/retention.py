@@ -11,20 +11,28 @@ until that dependent goes, and so does the base an open backup job builds on; th
 database refuses the opposite too (the triggers of migration 0013). A sweep therefore
 expires leaves first, pass after pass: a chain whose last dependent is due goes whole,
 in one sweep. A legal hold on a point holds its chain the same way.
+
+Under suspicion (docs/anomalies.md): while a client has a stored point the anomaly check found
+unusual and nobody acknowledged, none of its points taken before that one expires: they may be
+the last clean copies. Acknowledging the point lets retention go on at the next sweep.
+
+A client whose agent was revoked (its host retired) gets no expire job: its expired points stay
+on storage, and one alert per client tells the backup team to remove them by hand.
 """
 
 from __future__ import annotations
 
+import posixpath
 from datetime import datetime
 
 from django.db import transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
-from catalog.choices import BackupStatus, JobKind, JobState, JobTrigger
+from catalog.choices import AlertKind, AlertSeverity, BackupStatus, JobKind, JobState, JobTrigger
 from catalog.errors import InvalidTransition
-from catalog.models import Backup, Job
-from catalog.services import chains, jobs
+from catalog.models import Alert, Backup, BackupClient, Job
+from catalog.services import alerts, chains, jobs
 
 BATCH = 500
 
@@ -34,6 +42,15 @@ def _needed() -> Q:
     depended_on = Backup.objects.filter(base_id=OuterRef("pk"), status=BackupStatus.AVAILABLE)
     planned_on = Job.objects.filter(base_id=OuterRef("pk"), state__in=JobState.open())
     return Q(Exists(depended_on)) | Q(Exists(planned_on))
+
+
+def _under_suspicion() -> Q:
+    """Points of a client with a suspicious stored point (unacknowledged) taken after them: they may be
+    the last clean copies, and wait until someone acknowledges it (docs/anomalies.md)."""
+    later_suspicious = Backup.objects.filter(
+        client_id=OuterRef("client_id"), taken_at__gt=OuterRef("taken_at")
+    ).suspicious()
+    return Q(Exists(later_suspicious))
 
 
 def expire_due(*, now: datetime | None = None, batch: int = BATCH) -> int:
@@ -65,21 +82,28 @@ def _expire_leaves(now: datetime, batch: int) -> list[Backup]:
         .select_related("client__agent")
         .filter(status=BackupStatus.AVAILABLE, expires_at__lte=now, legal_hold=False)
         .exclude(_needed())
+        .exclude(_under_suspicion())
         .order_by("expires_at")[:batch]
     )
     if due:
         # Asked again, now that the rows are locked: on PostgreSQL the read above saw the work of
         # others as of its start, and a claim planning on one of these points (it locks the point)
         # or a report recording an incremental on it may have committed since. A fresh read sees
-        # them; the locks now held make any later one wait for this sweep, then plan a full.
+        # them; the locks now held make any later one wait for this sweep, then plan a full. So for
+        # a suspicious point recorded (or an acknowledgement withdrawn) since.
         needed = set(
             Backup.objects.filter(pk__in=[backup.pk for backup in due])
-            .filter(_needed())
+            .filter(_needed() | _under_suspicion())
             .values_list("pk", flat=True)
         )
         due = [backup for backup in due if backup.pk not in needed]
     Backup.objects.filter(pk__in=[backup.pk for backup in due]).update(status=BackupStatus.EXPIRED)
     return due
+
+
+def _removable(backup: Backup) -> bool:
+    """Whether an agent can remove the point: its client's agent exists and is not revoked."""
+    return backup.client.agent_id is not None and backup.client.agent.revoked_at is None
 
 
 def _queue_removals(backups: list[Backup], now: datetime) -> int:
@@ -96,10 +120,61 @@ def _queue_removals(backups: list[Backup], now: datetime) -> int:
         # A client whose agent is gone or revoked (its host retired) cannot remove its data: it
         # stays expired for a person to see, instead of a job no agent will ever claim.
         for backup in backups
-        if backup.client.agent_id is not None and backup.client.agent.revoked_at is None
+        if _removable(backup)
     ]
     Job.objects.bulk_create(jobs)
     return len(jobs)
+
+
+def unremovable_key(client_id: int) -> str:
+    """One alert per client whose expired points nobody can remove (raised once: nothing resolves it)."""
+    return f"expired_not_removed:client:{client_id}"
+
+
+def _alert_unremovable() -> None:
+    """Expired points of clients whose agent was revoked (the host retired): no agent will remove them.
+    One alert per client, naming how many, where, and what to do (docs/agent.md, Decommissioning).
+    The key makes it one per client, open or resolved.
+    """
+    expired = Backup.objects.filter(client_id=OuterRef("pk"), status=BackupStatus.EXPIRED)
+    clients = {
+        client.pk: client
+        for client in BackupClient.objects.filter(agent__revoked_at__isnull=False).filter(Exists(expired))
+    }
+    if not clients:
+        return
+    keys = {client_id: unremovable_key(client_id) for client_id in clients}
+    alerted = set(Alert.objects.filter(key__in=keys.values()).values_list("key", flat=True))
+    for client_id, client in clients.items():
+        if keys[client_id] in alerted:
+            continue
+        points = list(
+            Backup.objects.filter(client_id=client_id, status=BackupStatus.EXPIRED)
+            .select_related("storage_target")
+            .only("location", "storage_target__name", "storage_target__location")
+        )
+        if not points:
+            continue
+        by_target: dict = {}
+        for point in points:
+            by_target.setdefault(point.storage_target, []).append(point.location)
+        where = " and ".join(
+            f"{target.name} at {posixpath.join(target.location, _folder(locations))}"
+            for target, locations in sorted(by_target.items(), key=lambda item: item[0].name)
+        )
+        alerts.raise_alert(
+            kind=AlertKind.EXPIRED_NOT_REMOVED,
+            severity=AlertSeverity.WARNING,
+            key=keys[client_id],
+            message=(
+                f"{len(points)} expired recovery points of {client} remain on {where}; its agent was "
+                "revoked when the host was retired: remove them by hand (docs/agent.md, "
+                "Decommissioning) or re-enrol the host"
+            ),
+            application_id=client.application_id,
+            client_id=client_id,
+            agent_id=client.agent_id,
+        )
 
 
 def _requeue_stalled_removals(now: datetime) -> int:
@@ -107,10 +182,16 @@ def _requeue_stalled_removals(now: datetime) -> int:
     open_removals = Job.objects.filter(kind=JobKind.EXPIRE, state__in=JobState.open()).values("backup_id")
     stalled = list(
         Backup.objects.select_related("client__agent")
-        .filter(status=BackupStatus.EXPIRED, legal_hold=False)
+        .filter(status=BackupStatus.EXPIRED, legal_hold=False, client__agent__revoked_at__isnull=True)
         .exclude(pk__in=open_removals)[:BATCH]
     )
+    _alert_unremovable()
     return _queue_removals(stalled, now)
+
+
+def _folder(locations: list[str]) -> str:
+    """The folder holding every one of ``locations`` (paths relative to the target's root)."""
+    return posixpath.commonpath(locations) if len(locations) > 1 else posixpath.dirname(locations[0])
 
 
 def hold(backup_id: int, *, by, reason: str) -> Backup:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.core.cache import cache
 from django.db.models import Count, Min, Q
 from django.utils import timezone
@@ -32,7 +33,8 @@ from catalog.choices import (
     JobKind,
     JobState,
 )
-from catalog.models import Agent, Alert, Backup, BackupClient, Job, StorageTarget, agent_silent_cutoff
+from catalog.metrics import restore_test_failed, restore_test_passed
+from catalog.models import Agent, Alert, Backup, BackupClient, Job, StorageTarget
 from catalog.protection import with_rpo
 from catalog.services import capacity
 from requests_app.choices import RequestStatus
@@ -56,6 +58,8 @@ def full_in_days(now: datetime) -> list[tuple[str, float]]:
     The forecast reads every stored backup (seconds on a large catalog: docs/performance.md) and moves
     by the day, so a scrape reuses it for an hour instead of computing it every minute. In Django's
     cache: per process with the default local-memory cache, shared when a shared one is configured.
+    Keyed by the day of ``now``, the day the forecast counts from: a collector asked about another
+    day (a test, the benchmark) never gets a forecast made for a different one.
     """
 
     def compute() -> list[tuple[str, float]]:
@@ -65,7 +69,8 @@ def full_in_days(now: datetime) -> list[tuple[str, float]]:
             if forecast.days_until_full is not None
         ]
 
-    return cache.get_or_set(FORECAST_CACHE_KEY, compute, FORECAST_TTL.total_seconds())
+    key = f"{FORECAST_CACHE_KEY}:{timezone.localdate(now).isoformat()}"
+    return cache.get_or_set(key, compute, FORECAST_TTL.total_seconds())
 
 
 class PortalCollector:
@@ -130,22 +135,26 @@ class PortalCollector:
         )
         tests = gauge(
             "restore_tests_24h",
-            "Restore tests that ended in the last 24 hours, by verdict (passed, failed).",
+            "Restore tests that ended in the last 24 hours, by verdict (passed, failed; a test whose "
+            "agent went away, lease_expired, gives none).",
             ["verdict"],
         )
         verdicts = {"passed": 0, "failed": 0}
+        # The verdicts in the same grouped query, by catalog.metrics' one rule of a failed restore test.
         rows = (
             Job.objects.filter(finished_at__gte=now - FINISHED_WINDOW, state__in=JobState.terminal())
             .order_by()
             .values_list("kind", "state", "error_class")
-            .annotate(n=Count("pk"))
+            .annotate(
+                n=Count("pk"),
+                passed=Count("pk", filter=restore_test_passed()),
+                failed=Count("pk", filter=restore_test_failed()),
+            )
         )
-        for kind, state, error_class, n in rows:
+        for kind, state, error_class, n, passed, failed in rows:
             finished.add_metric([kind, state, error_class], n)
-            if kind == JobKind.RESTORE_TEST and state == JobState.SUCCEEDED:
-                verdicts["passed"] += n
-            elif kind == JobKind.RESTORE_TEST and state == JobState.FAILED:
-                verdicts["failed"] += n
+            verdicts["passed"] += passed
+            verdicts["failed"] += failed
         for verdict, n in verdicts.items():
             tests.add_metric([verdict], n)
         yield from (finished, tests)
@@ -164,25 +173,27 @@ class PortalCollector:
         yield open_jobs
 
         # Waiting since it became due (a retry's backoff is not a backlog); 0 with nothing waiting.
+        # Only jobs whose agent is online, by Agent.status's own rule: a job queued for a powered-off
+        # server waits for its agent, not in a backlog (the agent's silence has its own alert).
+        online = Agent.objects.with_status(AgentStatus.ONLINE, now).values("pk")
         oldest = (
-            Job.objects.filter(state=JobState.QUEUED, not_before__lte=now)
+            Job.objects.filter(state=JobState.QUEUED, not_before__lte=now, agent_id__in=online)
             .order_by()
             .aggregate(oldest=Min("not_before"))["oldest"]
         )
-        age = gauge("jobs_queued_oldest_age_seconds", "How long the longest-waiting due job has waited.")
+        age = gauge(
+            "jobs_queued_oldest_age_seconds",
+            "How long the longest-waiting due job of an online agent has waited.",
+        )
         age.add_metric([], (now - oldest).total_seconds() if oldest else 0)
         yield age
 
     def agents(self, now: datetime) -> Metric:
-        """Agents by ``Agent.status``, counted in SQL with the same rule (``AgentQuerySet.with_status``)."""
-        cutoff = agent_silent_cutoff(now)
-        live = Q(revoked_at__isnull=True)
+        """Agents by ``Agent.status``, in one query through its SQL twin ``AgentQuerySet.with_status``."""
         counts = Agent.objects.order_by().aggregate(
             **{
-                AgentStatus.REVOKED: Count("pk", filter=Q(revoked_at__isnull=False)),
-                AgentStatus.NEVER_SEEN: Count("pk", filter=live & Q(last_seen_at__isnull=True)),
-                AgentStatus.SILENT: Count("pk", filter=live & Q(last_seen_at__lt=cutoff)),
-                AgentStatus.ONLINE: Count("pk", filter=live & Q(last_seen_at__gte=cutoff)),
+                status: Count("pk", filter=Q(pk__in=Agent.objects.with_status(status, now).values("pk")))
+                for status in AgentStatus.values
             }
         )
         family = gauge("agents", "Agents by status (online, silent, never_seen, revoked).", ["status"])
@@ -236,6 +247,12 @@ class PortalCollector:
         for target_name, days in full_in_days(now):
             full_in.add_metric([target_name], days)
         yield full_in
+        ahead = gauge(
+            "capacity_alert_days",
+            "PORTAL_CAPACITY_ALERT_DAYS: a target forecast full within this many days needs capacity.",
+        )
+        ahead.add_metric([], settings.PORTAL_CAPACITY_ALERT_DAYS)
+        yield ahead
 
     def requests(self) -> Metric:
         family = gauge("requests", "Client and restore requests, by kind and status.", ["kind", "status"])

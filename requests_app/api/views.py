@@ -128,6 +128,7 @@ class RequestViewSet(
             request.data.get("external_ref") if isinstance(request.data, dict) else None
         )
         if existing is not None:
+            self._check_same_ask(existing, request.data)
             return self._represent(existing, status.HTTP_200_OK)
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -163,6 +164,9 @@ class RequestViewSet(
         obj = self.get_object()
         services.cancel(self.queryset.model, obj.pk, actor=actor_for(request))
         return self._represent(obj, status.HTTP_200_OK)
+
+    def _check_same_ask(self, existing, data) -> None:
+        """A retried POST answers with the first request; a different ask under its ticket is refused."""
 
     def _existing(self, external_ref: object):
         """This integration's request for ``external_ref``, if it sent one before."""
@@ -208,6 +212,16 @@ class ClientRequestViewSet(RequestViewSet):
     related = ("application", "policy")
     # The token is shown in this one answer: an Idempotency-Key replay must not hold it.
     unreplayable_actions = ("enrolment_token",)
+
+    def _check_same_ask(self, existing: ClientRequest, data) -> None:
+        # One ticket names one request: a retire sent under a protect request's reference (or the
+        # reverse) would otherwise be answered with the other request, and nothing retired.
+        action = data.get("action", ClientAction.PROTECT) if isinstance(data, dict) else None
+        if action != existing.action:
+            raise InvalidRequest(
+                {"external_ref": f"{existing.external_ref} already names client request #{existing.pk}, "
+                 f"which asks to {existing.action}: use another reference for this {action} request."}
+            )  # fmt: skip
 
     def submit(self, actor: Actor, data: dict) -> ClientRequest:
         if data.pop("action") == ClientAction.RETIRE:

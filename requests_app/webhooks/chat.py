@@ -13,7 +13,9 @@ the event and its object, then written in each format:
   request is received") takes it: a ``message`` with one Adaptive Card
   attachment (schema, ``AdaptiveCard`` 1.4, TextBlocks, a FactSet and an
   ``Action.OpenUrl``). The Office 365 connector's MessageCard is retired and
-  Workflows refuse it.
+  Workflows refuse it. TextBlocks and fact values render a subset of Markdown,
+  so everything from users and agents is escaped for it (``teams_escape``):
+  unescaped, a client named ``[click](https://evil)`` would be a link.
 - E-mail: a subject and a plain-text body, sent with Django's mail.
 
 The body is rendered once, at dispatch, and stored in WebhookDelivery.body:
@@ -23,6 +25,7 @@ what the admin shows is exactly what was sent, and every retry sends the same.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -159,6 +162,18 @@ def slack_escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+#: What Adaptive Card Markdown reads as formatting anywhere in a line: a backslash escapes it.
+TEAMS_MARKDOWN = re.compile(r"([\\`*_\[\]])")
+#: ... and at the start of a line: a heading, a list or a quote (``1.`` an ordered list).
+TEAMS_LINE_START = re.compile(r"(?m)^(\s*)([#>+-]|\d+(?=[.)]))")
+
+
+def teams_escape(text: str) -> str:
+    """Text from users and agents as literal text in a TextBlock or fact (Adaptive Card Markdown)."""
+    text = TEAMS_MARKDOWN.sub(r"\\\1", text)
+    return TEAMS_LINE_START.sub(lambda m: m[1] + ("\\" + m[2] if not m[2].isdigit() else m[2] + "\\"), text)
+
+
 def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
@@ -201,14 +216,17 @@ def teams_body(msg: Message) -> dict:
         "body": [
             {
                 "type": "TextBlock",
-                "text": msg.title,
+                "text": teams_escape(msg.title),
                 "weight": "Bolder",
                 "size": "Medium",
                 "color": color,
                 "wrap": True,
             },
-            {"type": "TextBlock", "text": msg.text or " ", "wrap": True},
-            {"type": "FactSet", "facts": [{"title": label, "value": value} for label, value in msg.facts]},
+            {"type": "TextBlock", "text": teams_escape(msg.text) or " ", "wrap": True},
+            {
+                "type": "FactSet",
+                "facts": [{"title": label, "value": teams_escape(value)} for label, value in msg.facts],
+            },
             {"type": "TextBlock", "text": f"{PORTAL} · {_utc(msg.when)}", "isSubtle": True, "size": "Small"},
         ],
         "actions": [{"type": "Action.OpenUrl", "title": BUTTON_TEXT, "url": msg.url}],

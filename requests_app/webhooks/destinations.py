@@ -8,7 +8,12 @@ by tenant and region: *.logic.azure.com, *.environment.api.powerplatform.com …
 any https URL whose host is not a private, loopback or link-local address. The
 host is checked when the channel is saved (a literal address or a local name)
 and again, resolved, before every send (``refusal``), because a name can be
-pointed elsewhere after it was saved.
+pointed elsewhere after it was saved. A name that does not resolve at send time
+is refused too (the send is retried later): letting it through would have urllib
+resolve it again, to whatever the name points at by then. An address that carries
+an IPv4 address inside it (IPv4-mapped, NAT64 ``64:ff9b::/96``, 6to4 ``2002::/16``,
+Teredo) is judged by that IPv4 address as well; typed into a URL, a NAT64 or 6to4
+address is refused outright (nobody types one for a chat service).
 
 ``PORTAL_WEBHOOK_ALLOW_PRIVATE`` (or DEBUG) lifts the network rule, for a
 development set-up and the tests' local receiver. The backup team's own
@@ -70,7 +75,10 @@ def refusal(url: str) -> str:
         port = parts.port or (443 if parts.scheme == "https" else 80)
         infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
     except (OSError, ValueError):
-        return ""  # let the send fail and be retried like any DNS failure
+        # Refused, not let through: urllib would resolve the name again, maybe to somewhere else.
+        return "Refused: the URL's host could not be resolved (tried again at the next attempt)."
+    if not infos:
+        return "Refused: the URL's host could not be resolved (tried again at the next attempt)."
     if any(_is_private_address(info[4][0]) for info in infos):
         return "Refused: the URL's host resolves to a private or local address."
     return ""
@@ -84,13 +92,21 @@ def masked_url(url: str) -> str:
     return f"{parts.scheme}://{parts.hostname or ''}/…{url[-4:]}"
 
 
+#: IPv6 ranges that translate to IPv4 (NAT64, RFC 6052 and 8215; 6to4, RFC 3056): refused as literals.
+TRANSLATED_NETWORKS = tuple(
+    ipaddress.ip_network(net) for net in ("64:ff9b::/96", "64:ff9b:1::/48", "2002::/16")
+)
+
+
 def _is_private_name(host: str) -> bool:
     host = host.strip("[]")
     try:
-        ipaddress.ip_address(host.split("%")[0])
+        address = ipaddress.ip_address(host.split("%")[0])
     except ValueError:
         # A name: local by its suffix, or a single label, which resolves on the local network only.
         return host == "localhost" or host.endswith(LOCAL_SUFFIXES) or "." not in host
+    if isinstance(address, ipaddress.IPv6Address) and any(address in net for net in TRANSLATED_NETWORKS):
+        return True
     return _is_private_address(host)
 
 
@@ -100,5 +116,19 @@ def _is_private_address(value: str) -> bool:
     except ValueError:
         return False  # a name: checked when resolved
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        address = address.ipv4_mapped
-    return not address.is_global or address.is_multicast
+        address = address.ipv4_mapped  # judged as the IPv4 address it is
+    return any(not each.is_global or each.is_multicast for each in (address, *_embedded_ipv4(address)))
+
+
+def _embedded_ipv4(address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address carries: NAT64, 6to4, Teredo (server and client)."""
+    if not isinstance(address, ipaddress.IPv6Address):
+        return []
+    found = []
+    if address.sixtofour:
+        found.append(address.sixtofour)
+    if address.teredo:
+        found += list(address.teredo)
+    if any(address in net for net in TRANSLATED_NETWORKS[:2]):
+        found.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+    return found

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from backup_agent import PROTOCOL_VERSION
+from backup_agent import PROTOCOL_VERSION, upgrade
 from backup_agent.client import PortalClient
 from backup_agent.runner import BACKOFF_CAP, backoff_delay
 from backup_agent.spool import Spool
@@ -263,3 +263,46 @@ def test_a_finished_job_whose_report_is_still_spooled_is_listed_as_ours(portal: 
 
     [poll] = portal.calls("poll")
     assert poll["running"] == [78]  # not re-queued by the portal while its report waits
+
+
+def test_the_job_lock_is_held_from_the_claim_until_the_report_is_sent(
+    portal: FakePortal, storage_root: Path, spool_dir: Path
+):
+    """`backup-agent upgrade` (jobs.lock, exclusive) never restarts the agent with a report in flight."""
+    job = command_job(storage_root, ["echo", "hello"])
+    portal.queued = [job]
+    agent = agent_for(portal.url, spool_dir, job)
+    state = agent.config.state_path
+    seen: list[str] = []
+
+    def upgrade_now() -> str:
+        try:
+            with upgrade.idle(state, wait=False):
+                return "upgraded"
+        except upgrade.JobRunning:
+            return "refused"
+
+    send_report = agent.send_report
+
+    def sending(*args, **kwargs):
+        seen.append(upgrade_now())  # the job's tools are done; its report is not sent yet
+        return send_report(*args, **kwargs)
+
+    agent.send_report = sending  # type: ignore[method-assign]
+    started = threading.Event()
+    execute = agent.executor.execute
+
+    def executing(*args, **kwargs):
+        started.wait(5)
+        return execute(*args, **kwargs)
+
+    agent.executor.execute = executing  # type: ignore[method-assign]
+    [raw] = agent.poll()[0]
+    thread = agent.start_job(raw)
+    seen.append(upgrade_now())  # claimed, not yet executed
+    started.set()
+    thread.join(30)
+
+    assert seen == ["refused", "refused"]
+    assert portal.completes(job["id"])[0]["status"] == "succeeded"
+    assert upgrade_now() == "upgraded"  # released once the report is acknowledged

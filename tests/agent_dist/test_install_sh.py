@@ -104,7 +104,7 @@ def saved_script(portal: str, tmp_path: Path, **changes: str) -> Path:
         ["curl", "-fsSL", f"{portal}/agent/install.sh"], capture_output=True, text=True, check=True
     ).stdout
     for name, value in changes.items():
-        text, count = re.subn(rf"^{name}=.*$", f"{name}={value}", text, flags=re.MULTILINE)
+        text, count = re.subn(rf"^(\s*){name}=.*$", rf"\g<1>{name}={value}", text, flags=re.MULTILINE)
         assert count == 1, name
     script = tmp_path / "install.sh"
     script.write_text(text)
@@ -292,3 +292,38 @@ def test_a_service_that_does_not_start_is_rolled_back(portal, root, enrolment, t
     assert (root / "etc/backup-agent/config.json").is_file()
     assert not (root / "usr/local/lib/backup-agent").exists()
     assert not (root / "etc/systemd").exists()
+
+
+@pytest.mark.parametrize(
+    "flag", ["--spool-dir /srv", "--spool-dir=/var/spool", "--state-dir /srv", "--spool /srv"]
+)
+def test_the_spool_and_state_folders_are_the_installers_own(portal, root, enrolment, flag):
+    """`backup-agent uninstall` removes install.sh's state folder: one elsewhere (/srv) is refused here."""
+    request, token = enrolment
+    before = snapshot(root)
+
+    done = run(f"{as_root(install_command(request, token))} {flag}", root)
+
+    assert done.returncode != 0
+    assert "--spool-dir and --state-dir are set by this installer" in done.stderr
+    assert flag.split()[0].split("=")[0] in done.stderr and "leave it out" in done.stderr
+    assert snapshot(root) == before
+    assert ClientRequest.objects.get(pk=request.pk).status == RequestStatus.APPROVED
+
+
+def test_a_download_cut_short_runs_nothing(portal, root, enrolment, tmp_path):
+    """`curl | sh` of a truncated install.sh: the body is one function, so sh sees a syntax error first."""
+    request, token = enrolment
+    text = saved_script(portal, tmp_path).read_text()
+    assert text.rstrip().endswith('\nmain "$@"')
+    # Cut in the middle of main(): after the enrolment, before the installation.
+    cut = tmp_path / "cut.sh"
+    cut.write_text(text[: text.index("# --- Install ---")])
+    before = snapshot(root)
+
+    done = run(f"sh {cut} {args_of(install_command(request, token))}", root)
+
+    assert done.returncode != 0 and "Syntax error" in done.stderr
+    assert done.stdout == ""  # not even "downloading ..."
+    assert snapshot(root) == before
+    assert ClientRequest.objects.get(pk=request.pk).status == RequestStatus.APPROVED

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import pytest
 
 import backup_agent
 from agent_dist import build
+from backup_agent import upgrade
 from tests.agent_dist.conftest import require
 
 VERSION = backup_agent.__version__
@@ -112,6 +114,8 @@ def test_the_deb_is_a_debian_package_of_the_zipapp(dist, tmp_path):
     unit = (root / "lib/systemd/system/backup-agent.service").read_text()
     assert "ExecStart=/usr/bin/backup-agent run" in unit and "User=root" in unit
     assert "Environment=BACKUP_AGENT_CONFIG=/etc/backup-agent/config.json" in unit
+    # An automatic upgrade's exit 75 restarts the agent and is no failure of the unit.
+    assert "RestartForceExitStatus=75\n" in unit and "SuccessExitStatus=75\n" in unit
 
 
 def test_the_maintainer_scripts_make_the_0700_folder_and_the_user_and_undo_them(dist, tmp_path):
@@ -119,9 +123,9 @@ def test_the_maintainer_scripts_make_the_0700_folder_and_the_user_and_undo_them(
     dpkg_deb("--control", str(dist["deb"]), str(control))
     postinst = (control / "postinst").read_text()
     postrm = (control / "postrm").read_text()
-    assert "chmod 0700 /etc/backup-agent" in postinst
+    assert "CONFIG_DIR=/etc/backup-agent\n" in postinst and 'chmod 0700 "$CONFIG_DIR"' in postinst
     assert "adduser --system" in postinst and "getent passwd backup-agent" in postinst
-    assert "rm -rf /etc/backup-agent /var/lib/backup-agent" in postrm and "deluser --system" in postrm
+    assert 'rm -rf "$CONFIG_DIR" "$STATE_DIR"' in postrm and "deluser --system" in postrm
     # The purge branch only: `remove` keeps the config for a reinstall.
     purge = postrm.split("purge)")[1].split(";;")[0]
     remove = postrm.split("remove)")[1].split(";;")[0]
@@ -151,3 +155,99 @@ def test_the_build_script_writes_dist_agent(tmp_path):
             f"backup-agent_{VERSION}_all.deb",
         ]
     )
+
+
+# --- the maintainer scripts, run with their folders pointed into a temporary root ---------------------
+
+
+@pytest.fixture
+def scripts(dist, tmp_path):
+    """The .deb's postinst and postrm, their folders under tmp_path, a fake systemctl (and getent)."""
+    control = tmp_path / "control"
+    dpkg_deb("--control", str(dist["deb"]), str(control))
+    folders = {
+        "CONFIG_DIR": tmp_path / "etc/backup-agent",
+        "STATE_DIR": tmp_path / "var/lib/backup-agent",
+        "SYSTEMD_RUN_DIR": tmp_path / "run/systemd/system",
+    }
+    folders["SYSTEMD_RUN_DIR"].mkdir(parents=True)
+    bin_dir, calls = tmp_path / "bin", tmp_path / "calls"
+    bin_dir.mkdir()
+    fakes = {
+        "systemctl": f'echo "systemctl $*" >> {calls}',
+        "systemd-run": f'echo "systemd-run $*" >> {calls}',
+        "getent": "exit 0",  # the backup-agent user exists: none is made on this machine
+    }
+    for tool, body in fakes.items():
+        (bin_dir / tool).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / tool).chmod(0o755)
+
+    def run(script: str, *args: str, job_wait: int = 1, **env: str) -> subprocess.CompletedProcess:
+        text = (control / script).read_text()
+        for name, value in {**folders, "JOB_WAIT": job_wait}.items():
+            text, count = re.subn(rf"^{name}=.*$", f"{name}={value}", text, flags=re.MULTILINE)
+            assert count <= 1, name
+        copy = tmp_path / script
+        copy.write_text(text)
+        environ = {"PATH": f"{bin_dir}:/usr/sbin:/usr/bin:/sbin:/bin", **env}
+        return subprocess.run(
+            ["sh", str(copy), *args], capture_output=True, text=True, env=environ, timeout=60
+        )
+
+    def systemctl_calls() -> list[str]:
+        return calls.read_text().splitlines() if calls.exists() else []
+
+    run.folders, run.calls = folders, systemctl_calls
+    return run
+
+
+def test_the_postinst_of_an_upgrade_restarts_the_agent_only_between_jobs(scripts):
+    state = scripts.folders["STATE_DIR"]
+    state.mkdir(parents=True)
+    with upgrade.job_running(state):  # the running agent, in the middle of a job
+        done = scripts("postinst", "configure", "4.0.0")
+    assert done.returncode == 0, done.stderr
+    assert "a job is still running after 1s" in done.stderr and "as soon as the running jobs" in done.stderr
+    # Not restarted now: a transient unit restarts it once the job lock is free.
+    assert scripts.calls() == [
+        "systemctl daemon-reload",
+        "systemd-run --quiet --collect --unit=backup-agent-upgrade-restart "
+        f"flock -x {state}/jobs.lock systemctl try-restart backup-agent.service",
+    ]
+
+    done = scripts("postinst", "configure", "4.0.0")  # no job: restarted at once
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert scripts.calls()[-1] == "systemctl try-restart backup-agent.service"
+
+
+def test_the_postinst_under_backup_agent_upgrade_restarts_at_once(scripts):
+    """`backup-agent upgrade` holds jobs.lock itself around dpkg -i: the postinst must not wait for it."""
+    state = scripts.folders["STATE_DIR"]
+    with upgrade.idle(state, wait=False):
+        done = scripts("postinst", "configure", "4.0.0", job_wait=30, BACKUP_AGENT_JOB_LOCK_HELD="1")
+    assert done.returncode == 0, done.stderr
+    assert scripts.calls() == ["systemctl daemon-reload", "systemctl try-restart backup-agent.service"]
+
+
+def test_purge_keeps_unsent_reports_and_says_so(scripts):
+    config, state = scripts.folders["CONFIG_DIR"], scripts.folders["STATE_DIR"]
+    spool = state / "spool"
+    spool.mkdir(parents=True)
+    config.mkdir(parents=True)
+    (config / "config.json").write_text("{}")
+    (state / "instance-id").write_text("x\n")
+    for name in ("12.json", "13.json", "14.bad", ".15.json.tmp-0a1b2c3d"):
+        (spool / name).write_text("{}")
+
+    done = scripts("postrm", "purge")
+
+    assert done.returncode == 0, done.stderr
+    assert f"3 unsent job report(s) kept in {spool}" in done.stderr
+    assert sorted(p.name for p in state.iterdir()) == ["spool"] and (spool / "12.json").is_file()
+    assert not config.exists()
+
+    for path in spool.iterdir():
+        path.unlink()
+    done = scripts("postrm", "purge")
+    assert done.returncode == 0 and done.stderr == ""
+    assert not state.exists()

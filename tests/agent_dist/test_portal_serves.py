@@ -78,6 +78,8 @@ def test_install_sh_passes_shellcheck_and_names_this_portal(client, settings, tm
     assert "PORTAL=https://backup.example.com\n" in text
     assert f"AGENT_VERSION={VERSION}\n" in text
     assert "ExecStart=/usr/local/bin/backup-agent run" in text  # the unit, embedded
+    assert "RestartForceExitStatus=75\n" in text and "SuccessExitStatus=75\n" in text
+    assert text.rstrip().endswith('\nmain "$@"')  # one function: a truncated download runs nothing
     path = tmp_path / "install.sh"
     path.write_text(text)
     checked = subprocess.run([require("shellcheck"), "-s", "sh", str(path)], capture_output=True, text=True)
@@ -85,10 +87,40 @@ def test_install_sh_passes_shellcheck_and_names_this_portal(client, settings, tm
     subprocess.run(["dash", "-n", str(path)], check=True)
 
 
-def test_install_sh_refuses_an_unsafe_base_url(client, settings):
-    settings.PORTAL_BASE_URL = "https://backup.example.com/'; rm -rf /; '"
-    with pytest.raises(ValueError, match="not a plain http"):
-        client.get("/agent/install.sh")
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://backup.example.com/'; rm -rf /; '",
+        # `$` in a regex matches before a final newline: a newline ends install.sh's comment lines.
+        "https://backup.example.com\n",
+        "https://backup.example.com\nrm -rf /\n",
+    ],
+)
+def test_install_sh_refuses_an_unsafe_base_url(client, settings, caplog, url):
+    settings.PORTAL_BASE_URL = url
+    served = client.get("/agent/install.sh")
+    assert served.status_code == 500 and b"#!/bin/sh" not in served.content
+    assert b"configuration is invalid" in served.content
+    assert "install.sh is not served: PORTAL_BASE_URL" in caplog.text and "not a plain http" in caplog.text
+
+
+def test_install_sh_refuses_a_version_or_sha256_leaving_its_quotes(client, settings, monkeypatch, caplog):
+    settings.PORTAL_BASE_URL = "https://backup.example.com"
+    app = artifacts.zipapp()
+    for version, sha256 in (("4.0.0'\nrm -rf /", app.sha256), (app.version, app.sha256 + "\n")):
+        monkeypatch.setattr(artifacts, "zipapp", lambda v=version, s=sha256: artifacts.Zipapp(app.path, s, v))
+        served = client.get("/agent/install.sh")
+        assert served.status_code == 500 and b"#!/bin/sh" not in served.content
+    assert "cannot go into install.sh" in caplog.text
+
+
+def test_the_whole_deb_has_a_published_sha256(client):
+    require("dpkg-deb")
+    deb = body_of(client.get(f"/agent/backup-agent_{VERSION}_all.deb"))
+    published = client.get("/agent/backup-agent.deb.sha256")
+    assert published.status_code == 200
+    expected = f"{hashlib.sha256(deb).hexdigest()}  backup-agent_{VERSION}_all.deb\n"
+    assert published.content.decode() == expected
 
 
 def client_request(owner, app, policy):

@@ -14,6 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from backup_agent import uninstall as uninstall_module
+from backup_agent.config import Config, write_private
+from backup_agent.uninstall import Layout
 from catalog.choices import JobState
 from catalog.models import Agent, Job
 from catalog.services import jobs
@@ -183,3 +186,59 @@ def test_a_server_without_the_agent_has_nothing_to_remove(root, portal):
 
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("nothing left to remove")
+
+
+# --- a spool folder the config names outside install.sh's layout (enrol --spool-dir) -----------------
+
+
+NO_SYSTEMD = {"BACKUP_AGENT_NO_SYSTEMD": "1"}
+
+
+def enrolled_by_hand(tmp_path: Path, spool_dir: Path) -> Layout:
+    """install.sh's layout under a prefix, its config naming ``spool_dir`` (and its state) elsewhere."""
+    layout = Layout(str(tmp_path / "root"))
+    layout.state_dir.mkdir(parents=True)
+    (layout.state_dir / "instance-id").write_text("x\n")
+    write_private(
+        layout.config_dir / "config.json",
+        Config(server="http://127.0.0.1:9", agent_token="t", hostname="h", spool_dir=str(spool_dir)),
+    )
+    return layout
+
+
+def test_a_spool_folder_elsewhere_loses_only_the_spools_own_files(tmp_path):
+    shared = tmp_path / "srv"  # what `--spool-dir /srv` would have named
+    (shared / "app").mkdir(parents=True)
+    (shared / "app" / "data.db").write_text("the application's data")
+    (shared / "notes.json").write_text("{}")  # a .json, but not a report's name
+    report = {"job_id": 12, "spooled_at": 1.0, "report": {"status": "failed"}}
+    (shared / "12.json").write_text(json.dumps(report))  # an unsent report
+    (shared / "13.bad").write_text("?")  # one parked as unreadable
+    (shared / ".14.json.tmp-0a1b2c3d").write_text("")  # one being written
+    layout = enrolled_by_hand(tmp_path, shared)
+
+    dry = uninstall_module.uninstall(layout=layout, dry_run=True, environ=NO_SYSTEMD)
+    assert f"remove {shared}\n" not in "\n".join(dry.lines) + "\n"
+    assert f"remove the spool's own files in {shared}" in "\n".join(dry.lines)
+
+    done = uninstall_module.uninstall(layout=layout, discard_spool=True, environ=NO_SYSTEMD)
+
+    assert done.exit_code == 0, done.lines
+    assert "dropped 1 unsent report(s) (--discard-spool)" in done.lines
+    assert sorted(p.name for p in shared.iterdir()) == ["app", "notes.json"]
+    assert (shared / "app" / "data.db").read_text() == "the application's data"
+    assert f"note: {shared} holds other files than the spool's: it is kept" in done.lines
+    assert not layout.state_dir.exists() and not layout.config_dir.exists()  # install.sh's own: whole
+
+
+def test_a_spool_folder_elsewhere_holding_only_the_spool_is_removed(tmp_path):
+    spool = tmp_path / "var-spool" / "backup-agent"
+    spool.mkdir(parents=True)
+    (spool / "7.bad").write_text("?")
+    layout = enrolled_by_hand(tmp_path, spool)
+
+    done = uninstall_module.uninstall(layout=layout, environ=NO_SYSTEMD)
+
+    assert done.exit_code == 0, done.lines
+    assert not spool.exists() and (tmp_path / "var-spool").is_dir()
+    assert f"removed {spool}" in done.lines

@@ -110,12 +110,13 @@ def host(tmp_path, portal):
             self.config.write_text(json.dumps(config))
             self.config.chmod(0o600)
 
-        def run(self, *args: str, wait: bool = True, timeout: float = 120):
+        def run(self, *args: str, wait: bool = True, timeout: float = 120, **extra: str):
             env = {
                 "PATH": f"{self.systemd_bin}:{SYSTEM_PATH}",
                 "LANG": "C.UTF-8",
                 "BACKUP_AGENT_SYSTEMD_RUN_DIR": str(self.systemd_run),
                 "BACKUP_AGENT_CONFIG": str(self.config),
+                **extra,
             }
             command = [str(self.bin), *args]
             if not wait:
@@ -239,6 +240,53 @@ def test_a_wheel_install_is_left_to_pip(tmp_path, capsys, caplog):
     assert "installed by pip or pipx" in caplog.text and "pip install --upgrade backup-agent" in caplog.text
 
 
+def test_there_is_no_upgrade_without_a_restart(tmp_path, capsys):
+    """A running agent on a replaced zipapp breaks at its next import: `upgrade` always restarts it."""
+    from backup_agent import cli
+
+    with pytest.raises(SystemExit) as refused:
+        cli.main(["upgrade", "--no-restart", "--config", str(tmp_path / "config.json")])
+    assert refused.value.code == 2 and "--no-restart" in capsys.readouterr().err
+
+
+class PortalFiles:
+    """A PortalClient stand-in: download(path) answers from a dict."""
+
+    server = "https://backup.example.com"
+
+    def __init__(self, files: dict[str, bytes]) -> None:
+        self.files = files
+        self.asked: list[str] = []
+
+    def download(self, path: str, limit: int) -> bytes:
+        self.asked.append(path)
+        return self.files[path]
+
+
+def test_the_whole_deb_is_verified_before_dpkg_sees_it(monkeypatch):
+    """Its maintainer scripts run as root: the package's own SHA-256, not only its zipapp's."""
+    from backup_agent.config import Config
+
+    monkeypatch.setattr(upgrade.shutil, "which", lambda tool: f"/usr/bin/{tool}")
+    ran = []
+    monkeypatch.setattr(upgrade.subprocess, "run", lambda *a, **kw: ran.append(a) or pytest.fail("ran"))
+    deb = b"!<arch>\ndebian-binary   a tampered package"
+    client = PortalFiles({
+        upgrade.SHA256_PATH: b"ab" * 32 + b"  backup-agent.pyz\n",
+        upgrade.DEB_SHA256_PATH: b"cd" * 32 + b"  backup-agent_4.0.1_all.deb\n",
+        upgrade.DEB_PATH: deb,
+    })  # fmt: skip
+    config = Config(server=client.server, agent_token="t", hostname="h")
+
+    with pytest.raises(upgrade.UpgradeError) as refused:
+        upgrade.upgrade(config, target=Path(upgrade.DEB_PYZ), client=client)
+
+    assert f"the package's SHA-256 is {hashlib.sha256(deb).hexdigest()}" in str(refused.value)
+    message = str(refused.value)
+    assert "the portal publishes " + "cd" * 32 in message and "nothing changed" in message
+    assert ran == [] and upgrade.DEB_SHA256_PATH in client.asked
+
+
 def test_the_debian_package_is_not_upgraded_from_inside_the_service():
     from backup_agent.config import Config
 
@@ -272,7 +320,18 @@ def test_automatic_upgrade_between_jobs_then_exit_for_systemd(host, served, buil
     assert host.version() == f"backup-agent {CURRENT}"
 
     Agent.objects.filter(pk=agent.pk).update(auto_upgrade=True)
-    running = host.run("run", wait=False)
+    # Started by hand, not by systemd (which would restart it): it says what to run, once, and stays.
+    by_hand = host.run("run", wait=False)
+    time.sleep(5)  # a few polls (poll_after 1)
+    by_hand.terminate()
+    out, err = by_hand.communicate(timeout=60)
+    assert by_hand.returncode == 0, err
+    assert err.count(f"the portal offers backup-agent {NEWER}") == 1, err
+    assert "does not run as the systemd service" in err and "sudo backup-agent upgrade" in err
+    assert host.version() == f"backup-agent {CURRENT}"
+
+    # As the service: systemd sets INVOCATION_ID.
+    running = host.run("run", wait=False, INVOCATION_ID="0123456789abcdef")
     try:
         out, err = running.communicate(timeout=90)
     finally:
@@ -281,8 +340,11 @@ def test_automatic_upgrade_between_jobs_then_exit_for_systemd(host, served, buil
     assert f"the portal offers backup-agent {NEWER}" in err and f"upgraded to backup-agent {NEWER}" in err
     assert hashlib.sha256(host.pyz.read_bytes()).hexdigest() == sha
     assert host.version() == f"backup-agent {NEWER}"
-    assert host.restarts() == []  # systemd restarts it (Restart=on-failure): no systemctl from inside
+    assert host.restarts() == []  # systemd restarts it (RestartForceExitStatus=75): no systemctl from inside
     assert host.leftovers() == []
+    # Straight after the swap: nothing ran on the replaced zipapp but the way out.
+    after = err.split(f"upgraded to backup-agent {NEWER}", 1)[1]
+    assert "Traceback" not in err and "ERROR" not in after, err
 
 
 def test_an_unsupported_agent_logs_the_portal_message(host, served, builds, enrolled, portal, monkeypatch):

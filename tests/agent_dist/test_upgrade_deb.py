@@ -55,12 +55,16 @@ def serve_deb(settings, tmp_path, live_server):
     folder.mkdir()
     settings.PORTAL_AGENT_DIST_DIR = folder
 
-    def serve(built: dict[str, Path], version: str, *, published: str | None = None) -> None:
+    def serve(
+        built: dict[str, Path], version: str, *, published: str | None = None, published_deb: str = ""
+    ) -> None:
         shutil.copyfile(built["pyz"], folder / build.PYZ_NAME)
         shutil.copyfile(built["deb"], folder / build.deb_name(version))
         sha = published or build.sha256_of(built["pyz"])
         manifest = {"source": artifacts.source_digest(), "version": version}
         manifest.update(pyz_sha256=sha, deb_for=sha)
+        if published_deb:
+            manifest["deb_sha256"] = published_deb  # otherwise computed from the file (artifacts)
         (folder / artifacts.MANIFEST).write_text(json.dumps(manifest))
 
     return serve
@@ -91,6 +95,11 @@ def test_the_package_upgrades_with_dpkg_verified(package, debs, serve_deb, live_
     refused = agent("upgrade")
     assert refused.returncode == 1 and "the portal publishes " + "0" * 64 in refused.stderr
     assert package_version() == CURRENT
+    # Its zipapp is the published one, but the package as a whole is not (maintainer scripts run as root).
+    serve_deb(debs[NEWER], NEWER, published_deb="0" * 64)
+    refused = agent("upgrade")
+    assert refused.returncode == 1 and "the package's SHA-256 is" in refused.stderr
+    assert "the portal publishes " + "0" * 64 in refused.stderr and package_version() == CURRENT
 
     serve_deb(debs[NEWER], NEWER)
     done = agent("upgrade")

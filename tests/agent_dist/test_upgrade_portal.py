@@ -7,6 +7,7 @@ only when outdated; the switch is the team's alone; the runner takes the offer b
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import Permission
@@ -15,6 +16,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 import backup_agent
+from backup_agent import runner as runner_module
 from backup_agent import upgrade
 from backup_agent.runner import Agent as Runner
 from catalog import agent_versions
@@ -34,7 +36,10 @@ def test_versions_compare_as_numbers():
     assert agent_versions.parse("4.0") == agent_versions.parse("4.0.0") == (4,)
     assert agent_versions.parse("4.1.0rc1") == (4, 1) and agent_versions.parse("") == ()
     assert agent_versions.is_older("3.2.0", "4.0.0") and not agent_versions.is_older("4.0.0", "4.0")
-    assert agent_versions.is_outdated("") and not agent_versions.is_outdated(SHIPPED)
+    assert not agent_versions.is_outdated(SHIPPED)
+    # Never polled: no version to judge, nothing to upgrade; reported but unreadable: older.
+    assert not agent_versions.is_outdated("") and agent_versions.status("", 4) == agent_versions.UNKNOWN
+    assert agent_versions.is_outdated("garbage")
     assert agent_versions.shipped_version() == SHIPPED
     # The agent's own comparison (it cannot import the portal) says the same.
     for version in ("4.0.10", "4.0", "4.1.0rc1", "", "3.2.0"):
@@ -108,6 +113,7 @@ def test_the_runner_upgrades_only_between_jobs(tmp_path, monkeypatch):
         return upgrade.Result(tmp_path / "backup-agent.pyz", SHIPPED, "4.0.1", replaced=True)
 
     monkeypatch.setattr(upgrade, "upgrade", fake_upgrade)
+    monkeypatch.setattr(upgrade, "automatic_blocker", lambda: None)  # install.sh's zipapp, under systemd
     runner = Runner(
         config(spool_dir=str(tmp_path / "spool"), state_dir=str(tmp_path / "state")), client=OfferingClient()
     )
@@ -117,7 +123,7 @@ def test_the_runner_upgrades_only_between_jobs(tmp_path, monkeypatch):
     del runner._running[41]
     assert runner.upgrade_if_offered() is True
     # The unit restarts it: no systemctl from inside.
-    assert calls == [{"restart": False, "automatic": True, "client": None}]
+    assert calls == [{"automatic": True, "client": None}]
     assert runner.exit_code == upgrade.RESTART_EXIT and runner.stop_event.is_set()
 
 
@@ -151,6 +157,7 @@ def test_a_failed_automatic_upgrade_is_tried_again_later_not_at_every_poll(tmp_p
         raise upgrade.UpgradeError("the download's SHA-256 is wrong; nothing changed")
 
     monkeypatch.setattr(upgrade, "upgrade", failing)
+    monkeypatch.setattr(upgrade, "automatic_blocker", lambda: None)
     runner = Runner(
         config(spool_dir=str(tmp_path / "spool"), state_dir=str(tmp_path / "state")), client=OfferingClient()
     )
@@ -161,6 +168,49 @@ def test_a_failed_automatic_upgrade_is_tried_again_later_not_at_every_poll(tmp_p
     now[0] += 60
     assert runner.upgrade_if_offered() is False
     assert len(attempts) == 1 and runner.exit_code == 0 and not runner.stop_event.is_set()
+
+
+@pytest.mark.parametrize(
+    ("target", "environ", "says"),
+    [
+        # Started by hand (or by another service manager): exit 75 would just stop it.
+        ("zipapp", {}, "does not run as the systemd service"),
+        # The Debian package: dpkg upgrades it, from outside the service.
+        (upgrade.DEB_PYZ, {"INVOCATION_ID": "abc"}, "run `sudo backup-agent upgrade`"),
+    ],
+)
+def test_an_agent_unable_to_upgrade_itself_says_so_once(tmp_path, monkeypatch, caplog, target, environ, says):
+    pyz = tmp_path / "backup-agent.pyz"
+    pyz.write_bytes(b"")
+    path = pyz if target == "zipapp" else Path(target)
+    monkeypatch.setattr(upgrade, "running_zipapp", lambda: path)
+    for name in ("INVOCATION_ID", upgrade.NO_SYSTEMD_ENV):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(upgrade, "upgrade", lambda *a, **kw: pytest.fail("no upgrade from inside"))
+    runner = Runner(
+        config(spool_dir=str(tmp_path / "spool"), state_dir=str(tmp_path / "state")), client=OfferingClient()
+    )
+    now = [100.0]
+    runner.clock = lambda: now[0]
+    runner.poll()
+    for _ in range(3):  # every poll offers it, for hours
+        assert runner.upgrade_if_offered() is False
+        now[0] += 2 * runner_module.UPGRADE_RETRY
+    notices = [r for r in caplog.records if "the portal offers backup-agent 4.0.1" in r.getMessage()]
+    assert len(notices) == 1 and notices[0].levelname == "WARNING" and says in notices[0].getMessage()
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+    assert runner.exit_code == 0 and not runner.stop_event.is_set()
+
+
+def test_only_the_systemd_service_upgrades_itself(tmp_path, monkeypatch):
+    pyz = tmp_path / "backup-agent.pyz"
+    pyz.write_bytes(b"")
+    assert upgrade.automatic_blocker(pyz, {"INVOCATION_ID": "abc"}) is None
+    assert "does not run as the systemd service" in upgrade.automatic_blocker(pyz, {})
+    no_systemd = {"INVOCATION_ID": "abc", upgrade.NO_SYSTEMD_ENV: "1"}
+    assert "does not run as the systemd service" in upgrade.automatic_blocker(pyz, no_systemd)
 
 
 # --- shown: admin, client page, switch ------------------------------------------------------------
@@ -232,6 +282,7 @@ def test_the_metrics_count_agents_by_version_status(db, monkeypatch):
     factories.AgentFactory(version="3.2.0", protocol=3)
     factories.AgentFactory(version="3.2.0", protocol=3)
     factories.AgentFactory(version="1.0.0", protocol=1, revoked_at=timezone.now())  # not counted
+    factories.AgentFactory(version="", protocol=1, last_seen_at=None)  # enrolment issued, never polled
 
     def families():
         return {f.name: {tuple(s.labels.values()): s.value for s in f.samples}
@@ -239,9 +290,9 @@ def test_the_metrics_count_agents_by_version_status(db, monkeypatch):
 
     found = families()
     by_version = found["backup_portal_agents_by_version"]
-    assert by_version == {("current",): 1, ("outdated",): 2, ("unsupported",): 0}
+    assert by_version == {("current",): 1, ("outdated",): 2, ("unsupported",): 0, ("unknown",): 1}
     assert found["backup_portal_agent_shipped_version_info"] == {(SHIPPED,): 1}
     monkeypatch.setattr(Agent, "OLDEST_PROTOCOL", 4)
     assert families()["backup_portal_agents_by_version"] == {
-        ("current",): 1, ("outdated",): 0, ("unsupported",): 2
+        ("current",): 1, ("outdated",): 0, ("unsupported",): 2, ("unknown",): 1
     }  # fmt: skip

@@ -21,6 +21,7 @@ from catalog.services import anomalies, jobs
 from catalog.services.anomalies import changes_between
 from tests import factories
 from tests.helpers import agent_client, run_at_once
+from tests.identity.totp import mark_oidc_amr
 from tests.index_files import complete, give_file_list, upload, write_files_index
 
 GB = 1 << 30
@@ -218,11 +219,11 @@ def test_a_suspicious_point_is_left_out_of_the_next_baseline(client_):
     assert anomaly_alerts().count() == 1  # one page per client while it is open
     assert anomalies.last_known_clean(client_) == points[-1]
     owner = client_.application.owners.get()
-    assert anomalies.acknowledge(shrunk, by=owner, note="moved the archive away")
+    assert anomalies.acknowledge(shrunk, by=owner, note="moved the archive away", mfa=True)
     assert anomaly_alerts().get().resolved_at is None  # Tuesday's point is still suspicious
-    assert anomalies.acknowledge(after, by=owner, note="moved the archive away")
+    assert anomalies.acknowledge(after, by=owner, note="moved the archive away", mfa=True)
     assert anomaly_alerts().get().resolved_at is not None
-    assert not anomalies.acknowledge(after, by=owner, note="twice")
+    assert not anomalies.acknowledge(after, by=owner, note="twice", mfa=True)
 
 
 # --- acknowledgement: the one-off import --------------------------------------------------------
@@ -234,6 +235,7 @@ def test_one_off_import_acknowledged_by_the_owner_becomes_the_new_normal(client,
     imported = take(client_, tree, 20, size=int(40 * GB), start=start)
     assert imported.anomaly["rules"] == ["unusual_size"]
     client.force_login(owner)
+    mark_oidc_amr(client)  # acknowledging needs MFA, as approving does (test_anomaly_issue17.py)
 
     page = client.get(reverse("catalog:client", args=[client_.pk]))
     assert f'data-suspicious="{imported.pk}"' in page.content.decode()
@@ -407,6 +409,7 @@ def test_the_backup_team_sees_the_flag_filters_and_acknowledges_in_the_admin(
     assert list(listed.context["cl"].result_list) == [flagged]
     page = team_client.get(reverse("admin:catalog_backup_change", args=[flagged.pk])).content.decode()
     assert "290 of 300 files changed" in page and "Suspicious" in page
+    mark_oidc_amr(team_client)
 
     response = team_client.post(
         changelist, {"action": "acknowledge_anomaly", "_selected_action": [flagged.pk, clean.pk]}, follow=True

@@ -167,3 +167,24 @@ def test_a_full_is_judged_against_the_fulls_before_it_however_many_incrementals_
     verdict = anomaly.judge(shrunk_full, points)
     assert verdict.comparisons["size_bytes"].points == 8  # every full of the 56 days, not 4 of the last 30
     assert [f.rule for f in verdict.findings] == ["shrink_size"]
+
+
+def test_a_quiet_days_small_incremental_is_not_a_shrinkage():
+    """Issue #17: an incremental's size is the day's change, not the data held. Weekly fulls of
+    100 GB and daily incrementals of about 2 GB, then a quiet day's 50 MB incremental: no alert.
+    A full that shrinks the same way still fires."""
+    rng = random.Random(12)
+    points = []
+    for n in range(56):
+        full = n % 7 == 0
+        level, size = ("full", 100 * GB) if full else ("incremental", 2 * GB)
+        points.append(Point(n, day(n), level, noisy(rng, size, 0.1), 50_000, 100, noisy(rng, 600, 0.2), 50))
+    quiet = Point(99, day(57), "incremental", 50 << 20, 50_000, 5, 40, 3)
+    verdict = anomaly.judge(quiet, points)
+    assert verdict.judged and verdict.comparisons["size_bytes"].z <= -anomaly.Z_THRESHOLD
+    assert verdict.findings == []
+    shrunk_full = Point(100, day(56), "full", 10 * GB, 50_000, 100, 600, 50)
+    assert [f.rule for f in anomaly.judge(shrunk_full, points).findings] == ["shrink_size"]
+    # unusual_size still judges both levels: a 40 GB incremental after 2 GB ones is worth a look.
+    huge = Point(101, day(57), "incremental", 40 * GB, 50_000, 100, 600, 50)
+    assert [f.rule for f in anomaly.judge(huge, points).findings] == ["unusual_size"]

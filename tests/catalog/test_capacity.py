@@ -112,7 +112,41 @@ def test_linearly_growing_arrivals_fill_on_the_closed_form_day():
     assert result.used_bytes == pytest.approx(held(0))
     expected = next(d for d in range(1, 400) if held(d) >= 4 * TB)
     assert expected == 32
-    assert abs(result.days_until_full - expected) <= 1
+    assert result.days_until_full == expected  # exact: the weekly averages of a line lie on it
+    assert result.full_on == TODAY + timedelta(days=32)
+    assert result.arrival_level_bytes_per_day == pytest.approx(100 * GB + 2 * GB * -4)  # days −7…−1
+
+
+def test_a_step_change_in_arrivals_is_a_new_level_not_growth():
+    """A second client onboarded 20 days ago (day −19) doubled arrivals: 200 GB/day kept 30 days levels
+    off at 6 TB. Held now: 30 × 100 GB of the first client + 20 × 100 GB of the second = 5 TB; the first
+    one's oldest leave from day 1, so + 100 GB a day until day 10, then flat at 6 TB. A 7 TB target is
+    never full (a line through the step would have it full within weeks)."""
+    storage = target(7 * TB)
+    history(client_on(storage), 40)
+    onboarded = client_on(storage)
+    for day in range(-19, 1):
+        backup(onboarded, day, 100 * GB)
+
+    result = capacity.forecast(storage, now=NOW)
+
+    assert result.used_bytes == 5 * TB
+    assert result.arrival_level_bytes_per_day == pytest.approx(200 * GB)
+    assert result.arrival_trend_bytes_per_day == 0
+    assert (result.full_on, result.days_until_full) == (None, None)
+    assert result.horizon_bytes == 6 * TB
+    assert result.arriving_bytes_per_day == pytest.approx(200 * GB)
+
+
+def test_growth_after_a_step_is_still_growth():
+    """The trend needs both halves of the window to rise alike: a line does, a step does not."""
+    line = [(float(x), 100.0 + 2.0 * x) for x in range(-28, 0)]
+    step = [(float(x), 100.0 if x < -14 else 200.0) for x in range(-28, 0)]
+    bent = [(float(x), 100.0 + (0.5 if x < -14 else 5.0) * x) for x in range(-28, 0)]
+
+    assert capacity.trend(line) == 2.0
+    assert capacity.trend(step) == 0.0
+    assert capacity.trend(bent) == 0.0  # halves disagree more than TREND_AGREEMENT: no slope trusted
 
 
 def test_a_weekly_full_with_daily_incrementals_is_read_at_its_weekly_average():

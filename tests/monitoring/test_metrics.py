@@ -40,6 +40,7 @@ GAUGES = {
     "backup_portal_storage_used_bytes": {"target"},
     "backup_portal_storage_capacity_bytes": {"target"},
     "backup_portal_storage_full_in_days": {"target"},
+    "backup_portal_capacity_alert_days": set(),
     "backup_portal_requests": {"kind", "status"},
     "backup_portal_alerts_open": {"kind", "severity"},
     "backup_portal_suspicious_backups": set(),
@@ -189,6 +190,74 @@ def test_suspicious_backups_and_the_capacity_forecast(client, metrics_token, est
     full_in = samples(found["backup_portal_storage_full_in_days"])
     assert 0 < full_in[(("target", "filling"),)] < 60
     assert (("target", estate["mine"].client.policy.storage_target.name),) not in full_in  # not filling
+
+
+def test_a_lease_expired_restore_test_gives_no_verdict(client, metrics_token, estate):
+    """The portal's rule (catalog.metrics.restore_test_failed): the agent went away, no verdict."""
+    c = estate["mine"].client
+    finished_job(c, JobState.FAILED, kind=JobKind.RESTORE_TEST, error_class=ErrorClass.LEASE_EXPIRED)
+    finished_job(c, JobState.FAILED, kind=JobKind.RESTORE_TEST, error_class=ErrorClass.LEASE_EXPIRED)
+    finished_job(c, JobState.SUCCEEDED, kind=JobKind.RESTORE_TEST)
+
+    found = families(scrape(client))
+
+    assert samples(found["backup_portal_restore_tests_24h"]) == {
+        (("verdict", "passed"),): 1, (("verdict", "failed"),): 0,
+    }  # fmt: skip
+    finished = samples(found["backup_portal_jobs_finished_24h"])
+    assert finished[(("error_class", "lease_expired"), ("kind", "restore_test"), ("state", "failed"))] == 2
+
+
+def test_the_queue_backlog_counts_only_jobs_of_online_agents(client, metrics_token, estate):
+    """A job queued for a powered-off server waits for its agent: BackupAgentSilent's business."""
+    now = timezone.now()
+    silent = factories.AgentFactory(hostname="off.example.com", last_seen_at=now - timedelta(hours=3))
+    never = factories.AgentFactory(hostname="unborn.example.com", last_seen_at=None)
+    revoked = factories.AgentFactory(hostname="gone.example.com", last_seen_at=now, revoked_at=now)
+    for agent in (silent, never, revoked):
+        off = factories.BackupClientFactory(application=estate["mine"].client.application, agent=agent)
+        factories.JobFactory(client=off, state=JobState.QUEUED, not_before=now - timedelta(hours=2))
+
+    age = "backup_portal_jobs_queued_oldest_age_seconds"
+    assert samples(families(scrape(client))[age])[()] == 0
+
+    mine = estate["mine"].client
+    factories.JobFactory(client=mine, state=JobState.QUEUED, not_before=now - timedelta(minutes=5))
+    assert samples(families(scrape(client))[age])[()] == pytest.approx(300, abs=30)
+
+
+def test_the_capacity_alert_days_are_the_portal_setting(client, metrics_token, estate, settings):
+    settings.PORTAL_CAPACITY_ALERT_DAYS = 45
+    assert samples(families(scrape(client))["backup_portal_capacity_alert_days"]) == {(): 45}
+
+
+def test_the_forecast_cache_answers_for_the_day_asked(estate, fresh_cache):
+    """A collector given another ``now`` (a test, the benchmark) gets that day's forecast."""
+    from catalog.services import capacity
+    from portal.metrics.collector import full_in_days
+
+    tb = 10**12
+    target = factories.StorageTargetFactory(name="filling", capacity_bytes=int(2.45 * tb))
+    filling = factories.BackupClientFactory(
+        application=estate["mine"].client.application,
+        policy=factories.ProtectionPolicyFactory(storage_target=target),
+    )
+    now = timezone.now()
+    for day in range(21):  # 100 GB a day kept 30 days, for 20 days and today: full in 4 days
+        taken = now - timedelta(days=day)
+        factories.BackupFactory(
+            client=filling, taken_at=taken, expires_at=taken + timedelta(days=30),
+            size_bytes=10**11, stored_size_bytes=10**11,
+        )  # fmt: skip
+
+    def direct(moment):
+        return [(f.target_name, f.days_until_full) for f in capacity.forecast_all(now=moment)
+                if f.days_until_full is not None]  # fmt: skip
+
+    later = now + timedelta(days=40)  # everything stored has expired by then: not filling
+    assert dict(full_in_days(now))["filling"] == dict(direct(now))["filling"]
+    assert full_in_days(later) == direct(later)
+    assert full_in_days(later) != full_in_days(now)
 
 
 def test_latency_routes_are_url_names_not_paths(client, metrics_token, estate, owner):

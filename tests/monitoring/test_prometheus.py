@@ -147,7 +147,7 @@ def test_every_rule_has_a_severity_and_annotations():
         "BackupAnomalyDetected",
     } <= names  # fmt: skip
     for rule in rules:
-        assert rule["labels"]["severity"] in {"warning", "critical"}, rule["alert"]
+        assert rule["labels"]["severity"] in {"info", "warning", "critical"}, rule["alert"]
         assert rule["annotations"]["summary"] and rule["annotations"]["description"], rule["alert"]
 
 
@@ -219,3 +219,24 @@ def test_a_suspicious_backup_fires_the_anomaly_rule(prometheus, scraped, mine):
         "BackupAnomalyDetected to fire", lambda: firing(prometheus, "BackupAnomalyDetected")
     )
     assert fired[0]["labels"]["severity"] == "critical"
+
+
+def test_the_restore_test_rule_follows_the_portals_open_alert(prometheus, scraped, mine):
+    """It fires while the portal's restore_test_failed alert is open and clears when a later test passes
+    (the portal resolves it then), not 24 hours after the failure."""
+    from catalog.choices import AlertKind, AlertSeverity
+
+    alert = factories.AlertFactory(
+        client=mine.client, kind=AlertKind.RESTORE_TEST_FAILED, severity=AlertSeverity.CRITICAL
+    )
+    fired = prometheus.wait_for(
+        "BackupRestoreTestFailed to fire", lambda: firing(prometheus, "BackupRestoreTestFailed")
+    )
+    assert fired[0]["labels"]["severity"] == "critical"
+    assert fired[0]["value"] in ("1", "1e+00")
+
+    alert.resolved_at = timezone.now()
+    alert.save(update_fields=["resolved_at"])
+    prometheus.wait_for(
+        "BackupRestoreTestFailed to clear", lambda: not firing(prometheus, "BackupRestoreTestFailed")
+    )

@@ -85,3 +85,19 @@ def test_what_each_action_requires(owner, app):
     assert retire.status_code == 400 and retire.json()["errors"] == {"client": ["This field is required."]}
     assert protect.status_code == 400
     assert set(protect.json()["errors"]) == {"application", "plugin", "options", "policy"}
+
+
+def test_a_retire_under_a_protect_requests_ticket_is_refused_not_answered_with_the_other(owner, mine):
+    owner_api = key_client(owner)
+    protect = ClientRequest.objects.create(
+        application=mine.client.application, hostname="db9.example.com", name="db9", plugin="files",
+        options={"paths": ["/srv"]}, policy=mine.client.policy, requester=owner,
+        api_key=owner.api_keys.get(), external_ref="CHG9",
+    )  # fmt: skip
+
+    response = owner_api.post(URL, retire(mine.client, external_ref="CHG9"), format="json")
+
+    assert response.status_code == 400, response.json()
+    assert f"client request #{protect.pk}" in str(response.json())
+    assert BackupClient.objects.get(pk=mine.client.pk).status == ClientStatus.ACTIVE
+    assert ClientRequest.objects.count() == 1

@@ -218,3 +218,31 @@ def test_a_retire_request_says_so_in_its_title(owner, app):
     msg = chat.message(Event.CLIENT_REQUEST_CHANGED, request, previous=None, status=RequestStatus.SUBMITTED)
 
     assert msg.title == f"Retire request #{request.pk} for web on web1.example.com: submitted"
+
+
+def test_teams_escapes_markdown_in_what_users_and_agents_wrote(app):
+    """Adaptive Card TextBlocks and facts render Markdown: a hostile name must stay literal text."""
+    hostile = "[click](https://evil)"
+    agent = factories.AgentFactory(hostname="*bold*_x_.example.com", applications=[app])
+    client = factories.BackupClientFactory(application=app, agent=agent, name=hostile)
+    alert = factories.AlertFactory(
+        client=client, agent=agent, kind=AlertKind.JOB_FAILED, severity=AlertSeverity.WARNING,
+        message="# Heading\n- item `code` [x](https://evil)",
+    )  # fmt: skip
+
+    card = check_teams_shape(rendered(WebhookFormat.TEAMS, chat.message(Event.ALERT_RAISED, alert)))
+
+    _, text, facts, _ = card["body"]
+    values = {fact["title"]: fact["value"] for fact in facts["facts"]}
+    assert values["Client"] == r"\[click\](https://evil)"
+    assert values["Server"] == r"\*bold\*\_x\_.example.com"
+    assert text["text"] == "\\# Heading\n\\- item \\`code\\` \\[x\\](https://evil)"
+    assert "[click](" not in json.dumps(card)
+    # Slack's escaping is its own: the name is not backslashed there.
+    slack = rendered(WebhookFormat.SLACK, chat.message(Event.ALERT_RAISED, alert))
+    assert hostile in json.dumps(slack)
+
+
+def test_teams_escape_leaves_plain_text_alone():
+    assert chat.teams_escape("Critical: Job failed in Orders") == "Critical: Job failed in Orders"
+    assert chat.teams_escape("1. first\n  > quoted") == "1\\. first\n  \\> quoted"

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import socket
 from datetime import timedelta
 
 import pytest
 from django.core import mail
+from django.core.exceptions import ValidationError
 from django.urls import reverse
 from django.utils import timezone
 
@@ -261,3 +263,48 @@ def test_a_public_name_that_resolves_inside_is_refused_at_send_time(settings, mo
     settings.PORTAL_WEBHOOK_ALLOW_PRIVATE = True
     answer["address"] = "127.0.0.1"
     assert destinations.refusal(slack_url) == ""
+
+
+def test_a_name_that_does_not_resolve_is_refused_not_sent(settings, monkeypatch):
+    """Letting it through would have urllib resolve it again, to wherever it points by then."""
+    settings.PORTAL_WEBHOOK_ALLOW_PRIVATE = False
+
+    def fail(host, port, **kwargs):
+        raise socket.gaierror("temporary failure in name resolution")
+
+    monkeypatch.setattr(destinations.socket, "getaddrinfo", fail)
+    assert destinations.refusal("https://hooks.slack.com/services/T0/B0/x").startswith("Refused")
+    monkeypatch.setattr(destinations.socket, "getaddrinfo", lambda host, port, **kwargs: [])
+    assert destinations.refusal("https://hooks.slack.com/services/T0/B0/x").startswith("Refused")
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "64:ff9b::a00:7",  # NAT64 of 10.0.0.7
+        "64:ff9b::a9fe:a9fe",  # NAT64 of 169.254.169.254
+        "2002:a00:7::1",  # 6to4 of 10.0.0.7
+        "2002:7f00:1::1",  # 6to4 of 127.0.0.1
+        "::ffff:192.168.1.1",
+    ],
+)
+def test_an_address_carrying_a_private_ipv4_is_refused(settings, monkeypatch, address):
+    settings.PORTAL_WEBHOOK_ALLOW_PRIVATE = False
+    monkeypatch.setattr(
+        destinations.socket, "getaddrinfo", lambda host, port, **kwargs: [(10, 1, 6, "", (address, port))]
+    )
+    assert destinations.refusal("https://example.webhook.office.com/x").startswith("Refused")
+    assert destinations.refusal(f"https://[{address}]/x").startswith("Refused")
+
+
+@pytest.mark.parametrize("address", ["64:ff9b::808:808", "2002:808:808::1"])
+def test_nat64_and_6to4_literals_are_refused_even_of_a_public_address(settings, monkeypatch, address):
+    settings.PORTAL_WEBHOOK_ALLOW_PRIVATE = False
+    monkeypatch.setattr(
+        destinations.socket, "getaddrinfo", lambda host, port, **kwargs: [(10, 1, 6, "", (address, port))]
+    )
+    assert destinations.refusal(f"https://[{address}]/x").startswith("Refused")
+    # Resolved from a name (a DNS64 network), one carrying a public IPv4 address is a public address.
+    assert destinations.refusal("https://example.webhook.office.com/x") == ""
+    with pytest.raises(ValidationError):
+        destinations.validate(f"https://[{address}]/x", WebhookFormat.TEAMS)
