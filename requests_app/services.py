@@ -234,17 +234,21 @@ def _create_client_request(actor: Actor, *, hostname: str, **fields) -> ClientRe
             plugin=fields["plugin"],
             host_conflict=hosts.conflict(hostname, fields["application"]),
         )
-        request = ClientRequest.objects.create(
-            hostname=hostname,
-            requester=actor.user,
-            api_key=actor.api_key,
-            needs_approval=decision.needs_approval,
-            approval_rule=decision.reason,
-            **fields,
-        )
-        _changed(request, actor, "submitted", "")
-        if not decision.needs_approval:
-            _approve(request, Actor.system(), message=decision.reason)
+        return _file_client_request(actor, decision, hostname=hostname, **fields)
+
+
+def _file_client_request(actor: Actor, decision, **fields) -> ClientRequest:
+    """Record a protect or retire request as submitted, and approve it at once where the rule says so."""
+    request = ClientRequest.objects.create(
+        requester=actor.user,
+        api_key=actor.api_key,
+        needs_approval=decision.needs_approval,
+        approval_rule=decision.reason,
+        **fields,
+    )
+    _changed(request, actor, "submitted", "")
+    if not decision.needs_approval:
+        _approve(request, Actor.system(), message=decision.reason)
     return request
 
 
@@ -266,7 +270,9 @@ def submit_retire(
     decision = rules.retire_decision(client=client)
     try:
         with transaction.atomic():
-            request = ClientRequest.objects.create(
+            request = _file_client_request(
+                actor,
+                decision,
                 action=ClientAction.RETIRE,
                 client=client,
                 application_id=client.application_id,
@@ -277,14 +283,7 @@ def submit_retire(
                 policy_id=client.policy_id,
                 justification=justification,
                 external_ref=external_ref,
-                requester=actor.user,
-                api_key=actor.api_key,
-                needs_approval=decision.needs_approval,
-                approval_rule=decision.reason,
             )
-            _changed(request, actor, "submitted", "")
-            if not decision.needs_approval:
-                _approve(request, Actor.system(), message=decision.reason)
     except IntegrityError as exc:
         # Two submissions raced past the check above; clientrequest_one_open_retire kept one.
         raise InvalidRequest({"client": f"A request to retire {client} is already open."}) from exc

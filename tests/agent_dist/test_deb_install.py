@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import backup_agent
-from catalog.choices import BackupStatus, Plugin
+from catalog.choices import BackupStatus, JobState, Plugin
 from catalog.models import Backup, StorageTarget
 from catalog.services import jobs
 from requests_app import services
@@ -120,6 +120,22 @@ def test_dpkg_installs_the_agent_and_purge_removes_everything(
     assert ran.returncode == 0, ran.stderr[-3000:]
     backup = Backup.objects.get(job=job)
     assert backup.status == BackupStatus.AVAILABLE and backup.size_bytes > 0
+
+    # ... and restores it, into a new folder its allow-list lets it write (under the backed-up path).
+    target = source / "restored"
+    restore = jobs.queue_restore(backup, agent=client.agent, target_location=str(target), overwrite=False)
+    ran = subprocess.run(
+        ["/usr/bin/backup-agent", "run", "--once"],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin"},
+        timeout=120,
+    )
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    restore.refresh_from_db()
+    assert restore.state == JobState.SUCCEEDED, restore.error
+    restored = [path for path in target.rglob("app.conf") if path.is_file()]
+    assert [path.read_text() for path in restored] == ["answer = 42\n"]
 
     # remove keeps the config and the state (a reinstall picks them up) ...
     assert dpkg("--remove", "backup-agent").returncode == 0
