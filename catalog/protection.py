@@ -63,6 +63,17 @@ def meets_rpo_q() -> Q:
     return Q(last_good_at__isnull=False, last_good_at__gte=F("rpo_cutoff"))
 
 
+def awaiting_first_backup_q() -> Q:
+    """For a ``with_rpo`` queryset: no good backup yet, and younger than its RPO (the first scheduled
+    backup may not have come round): not protected, but not a breach either."""
+    return Q(last_good_at__isnull=True, created_at__gte=F("rpo_cutoff"))
+
+
+def rpo_breached_q() -> Q:
+    """For a ``with_rpo`` queryset: the RPO alert's rule (the portal's watch and Prometheus' rule)."""
+    return Q(rpo_met=False) & ~awaiting_first_backup_q()
+
+
 def with_rpo(queryset: models.QuerySet, now: datetime) -> models.QuerySet:
     """Clients with ``last_good_at``, ``rpo_cutoff`` and ``rpo_met`` (False when never backed up)."""
     return queryset.annotate(

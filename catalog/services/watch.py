@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from django.db.models import F, Sum
+from django.db.models import Sum
 from django.utils import timezone
 
 from catalog import protection
@@ -34,7 +34,7 @@ def watch_rpo(*, now: datetime | None = None) -> int:
     raised = 0
     breached = (
         protection.with_rpo(BackupClient.objects.filter(status=ClientStatus.ACTIVE), now)
-        .filter(rpo_met=False, created_at__lt=F("rpo_cutoff"))
+        .filter(protection.rpo_breached_q())
         .exclude(pk__in=_open_alert_clients(AlertKind.RPO_BREACHED))
         .select_related("application", "policy")
     )

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db.models import Count, Min, Q
+from django.db.models import BooleanField, Case, Count, Min, Q, Value, When
 from django.utils import timezone
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
@@ -35,7 +35,7 @@ from catalog.choices import (
 )
 from catalog.metrics import restore_test_failed, restore_test_passed
 from catalog.models import Agent, Alert, Backup, BackupClient, Job, StorageTarget
-from catalog.protection import with_rpo
+from catalog.protection import awaiting_first_backup_q, with_rpo
 from catalog.services import capacity
 from requests_app.choices import RequestStatus
 from requests_app.models import ClientRequest, RestoreRequest
@@ -107,19 +107,29 @@ class PortalCollector:
         rpo = gauge("client_rpo_seconds", "The client's policy RPO: the oldest acceptable last good backup.",
                     CLIENT_LABELS)  # fmt: skip
         met = gauge("client_rpo_met", "1 when the last good backup is within the RPO, else 0.", CLIENT_LABELS)
+        awaiting = gauge(
+            "client_awaiting_first_backup",
+            "1 for a client with no good backup yet that is younger than its RPO (not a breach yet); "
+            "absent for every other client.",
+            CLIENT_LABELS,
+        )
         rows = (
             with_rpo(BackupClient.objects.filter(status=ClientStatus.ACTIVE), now)
+            .annotate(awaiting=Case(When(awaiting_first_backup_q(), then=Value(True)), default=Value(False),
+                                    output_field=BooleanField()))  # fmt: skip
             .order_by()
             .values_list("application__slug", "name", "policy__name", "policy__rpo_hours", "last_good_at",
-                         "rpo_met")  # fmt: skip
+                         "rpo_met", "awaiting")  # fmt: skip
         )
-        for slug, name, policy, rpo_hours, last_good_at, rpo_met in rows:
+        for slug, name, policy, rpo_hours, last_good_at, rpo_met, is_awaiting in rows:
             labels = [slug, name, policy]
             if last_good_at is not None:
                 last_good.add_metric(labels, last_good_at.timestamp())
             rpo.add_metric(labels, rpo_hours * 3600)
             met.add_metric(labels, 1 if rpo_met else 0)
-        yield from (last_good, rpo, met)
+            if is_awaiting:
+                awaiting.add_metric(labels, 1)
+        yield from (last_good, rpo, met, awaiting)
 
         by_status = gauge("clients", "Clients by status.", ["status"])
         counts = dict(BackupClient.objects.order_by().values_list("status").annotate(n=Count("pk")))

@@ -18,6 +18,7 @@ from catalog.choices import (
     JobKind,
     JobState,
 )
+from catalog.models import BackupClient
 from requests_app.choices import RequestStatus
 from tests import factories
 from tests.monitoring.conftest import TOKEN, families, samples, scrape
@@ -29,6 +30,7 @@ GAUGES = {
     "backup_portal_client_last_good_backup_timestamp_seconds": CLIENT_LABELS,
     "backup_portal_client_rpo_seconds": CLIENT_LABELS,
     "backup_portal_client_rpo_met": CLIENT_LABELS,
+    "backup_portal_client_awaiting_first_backup": CLIENT_LABELS,
     "backup_portal_clients": {"status"},
     "backup_portal_jobs_finished_24h": {"kind", "state", "error_class"},
     "backup_portal_restore_tests_24h": {"verdict"},
@@ -102,6 +104,14 @@ def test_rpo_per_client(client, metrics_token, estate):
     assert met[key(late)] == 0
     assert met[key(fresh)] == 0  # never backed up: not protected
     assert len(met) == 4  # mine, theirs, late, fresh: the retired client is not watched
+    # ... but younger than its RPO: waiting for its first backup, which the RPO alert leaves alone.
+    assert samples(found["backup_portal_client_awaiting_first_backup"]) == {key(fresh): 1}
+    BackupClient.objects.filter(pk=fresh.pk).update(
+        created_at=timezone.now() - timedelta(hours=fresh.policy.rpo_hours + 1)
+    )
+    found = families(scrape(client))
+    assert samples(found["backup_portal_client_rpo_met"])[key(fresh)] == 0
+    assert samples(found["backup_portal_client_awaiting_first_backup"]) == {}  # now a breach
     assert samples(found["backup_portal_client_rpo_seconds"])[key(mine)] == mine.policy.rpo_hours * 3600
     last_good = samples(found["backup_portal_client_last_good_backup_timestamp_seconds"])
     assert last_good[key(mine)] == pytest.approx(estate["mine"].backup.taken_at.timestamp())
