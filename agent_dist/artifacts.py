@@ -9,10 +9,12 @@ a file lock keeps them from doing the work twice, and every file is replaced ato
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,6 +59,14 @@ def _write_manifest(folder: Path, manifest: dict) -> None:
     os.replace(tmp, folder / MANIFEST)
 
 
+@contextlib.contextmanager
+def _built_alone(folder: Path) -> Iterator[None]:
+    """One worker at a time builds into ``folder`` (the others wait, then find it built)."""
+    with (folder / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def _current(manifest: dict, folder: Path, digest: str) -> bool:
     return (
         manifest.get("source") == digest
@@ -72,8 +82,7 @@ def zipapp() -> Zipapp:
     manifest = _read_manifest(folder)
     if not _current(manifest, folder, digest):
         folder.mkdir(parents=True, exist_ok=True)
-        with (folder / ".lock").open("w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with _built_alone(folder):
             manifest = _read_manifest(folder)
             if not _current(manifest, folder, digest):  # another worker may have built it meanwhile
                 log.info("building the agent zipapp in %s", folder)
@@ -96,8 +105,7 @@ def deb_with_sha256() -> tuple[Path, str]:
     path = folder / build.deb_name(app.version)
     if manifest.get("deb_for") == app.sha256 and path.is_file() and manifest.get("deb_sha256"):
         return path, manifest["deb_sha256"]
-    with (folder / ".lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with _built_alone(folder):
         manifest = _read_manifest(folder)
         if manifest.get("deb_for") != app.sha256 or not path.is_file():
             log.info("building the agent .deb in %s", folder)

@@ -26,22 +26,20 @@ import tomllib
 import zipfile
 from pathlib import Path
 
+# Where the installers put the zipapp (install.sh: under /usr/local; the .deb: under /usr).
+from backup_agent.layout import DEB_BIN, DEB_PYZ, LOCAL_BIN, PYZ_NAME, UNIT_NAME
+
 REPO = Path(__file__).resolve().parents[1]
 PYPROJECT = REPO / "packaging" / "agent" / "pyproject.toml"
 DEBIAN_DIR = REPO / "packaging" / "agent" / "debian"
 UNIT_FILE = REPO / "deploy" / "systemd" / "backup-agent.service"
 
-PYZ_NAME = "backup-agent.pyz"
 SHEBANG = b"#!/usr/bin/env python3\n"
 ZIPAPP_MAIN = "# -*- coding: utf-8 -*-\nimport sys\n\nfrom backup_agent.cli import main\n\nsys.exit(main())\n"
 # Bumped when what the builds put into the artifacts changes (not only backup_agent's source).
 RECIPE = "1"
 # 2024-01-01T00:00:00Z: zip timestamps cannot go before 1980, and a fixed date keeps builds identical.
 DEFAULT_EPOCH = 1704067200
-# Where the installers put the zipapp (install.sh: under /usr/local; the .deb: under /usr).
-LOCAL_BIN = "/usr/local/bin/backup-agent"
-DEB_BIN = "/usr/bin/backup-agent"
-DEB_PYZ = "/usr/lib/backup-agent/backup-agent.pyz"
 
 
 class BuildError(RuntimeError):
@@ -223,7 +221,7 @@ def build_deb(outdir: Path, pyz: Path, src: Path | None = None) -> Path:
         root = Path(tmp) / "root"
         files: dict[str, tuple[bytes, int]] = {
             DEB_PYZ.lstrip("/"): (pyz.read_bytes(), 0o755),
-            "lib/systemd/system/backup-agent.service": (unit_text(DEB_BIN).encode(), 0o644),
+            f"lib/systemd/system/{UNIT_NAME}": (unit_text(DEB_BIN).encode(), 0o644),
             "usr/share/doc/backup-agent/copyright": ((DEBIAN_DIR / "copyright").read_bytes(), 0o644),
             "usr/share/doc/backup-agent/README": ((DEBIAN_DIR / "README").read_bytes(), 0o644),
         }

@@ -37,55 +37,14 @@ from pathlib import Path
 
 from backup_agent.config import CONFIG_ENV, Config, load
 from backup_agent.errors import ConfigError
+from backup_agent.layout import LOCAL_BIN, LOCAL_LINK_TARGET, UNIT_NAME, Layout, layout_from_env
+from backup_agent.layout import systemctl as layout_systemctl
 from backup_agent.spool import Spool
 
-UNIT_NAME = "backup-agent.service"
 #: How install.sh's unit starts the agent (deploy/systemd/backup-agent.service); the .deb's runs /usr/bin.
-UNIT_EXEC = "ExecStart=/usr/local/bin/backup-agent run"
-LINK_TARGET = "../lib/backup-agent/backup-agent.pyz"
+UNIT_EXEC = f"ExecStart={LOCAL_BIN} run"
 #: The files backup_agent/spool.py writes: a report, one parked as unreadable, a report being written.
 SPOOL_FILE = re.compile(r"\d+\.json|\d+\.bad|\.\d+\.json\.tmp-[0-9a-f]+")
-
-
-@dataclass(frozen=True)
-class Layout:
-    """install.sh's paths under ``prefix`` (BACKUP_AGENT_PREFIX; empty for /)."""
-
-    prefix: str = ""
-
-    def _at(self, path: str) -> Path:
-        return Path(self.prefix + path)
-
-    @property
-    def lib_dir(self) -> Path:
-        return self._at("/usr/local/lib/backup-agent")
-
-    @property
-    def pyz(self) -> Path:
-        return self.lib_dir / "backup-agent.pyz"
-
-    @property
-    def bin(self) -> Path:
-        return self._at("/usr/local/bin/backup-agent")
-
-    @property
-    def unit(self) -> Path:
-        return self._at(f"/etc/systemd/system/{UNIT_NAME}")
-
-    @property
-    def config_dir(self) -> Path:
-        return self._at("/etc/backup-agent")
-
-    @property
-    def state_dir(self) -> Path:
-        return self._at("/var/lib/backup-agent")
-
-    @property
-    def deb_markers(self) -> tuple[Path, ...]:
-        return (
-            self._at("/var/lib/dpkg/info/backup-agent.list"),
-            self._at("/usr/lib/backup-agent/backup-agent.pyz"),
-        )
 
 
 @dataclass
@@ -101,11 +60,6 @@ class Outcome:
 
 class UninstallError(Exception):
     """Refused: not root, or installed some other way (the message says what to do)."""
-
-
-def layout_from_env(environ: dict[str, str] | None = None) -> Layout:
-    env = os.environ if environ is None else environ
-    return Layout(env.get("BACKUP_AGENT_PREFIX", "").rstrip("/"))
 
 
 def uninstall(
@@ -228,7 +182,7 @@ def _ours_unit(path: Path) -> bool:
 
 
 def _ours_link(path: Path) -> bool:
-    return path.is_symlink() and os.readlink(path) == LINK_TARGET
+    return path.is_symlink() and os.readlink(path) == LOCAL_LINK_TARGET
 
 
 def _outermost(paths: list[Path]) -> list[Path]:
@@ -250,16 +204,8 @@ def _touches_storage(path: Path, storage: list[Path]) -> bool:
     return False
 
 
-def _systemctl(env: dict[str, str]) -> str | None:
-    """systemctl's path when systemd runs here (as install.sh decides), else None."""
-    if env.get("BACKUP_AGENT_NO_SYSTEMD", "0") == "1":
-        return None
-    run_dir = Path(env.get("BACKUP_AGENT_SYSTEMD_RUN_DIR") or "/run/systemd/system")
-    return shutil.which("systemctl", path=env.get("PATH")) if run_dir.is_dir() else None
-
-
 def _stop_service(unit: Path, env: dict[str, str], out: Outcome) -> None:
-    systemctl = _systemctl(env)
+    systemctl = layout_systemctl(env)
     if systemctl:
         done = subprocess.run(  # noqa: S603 - a fixed command
             [systemctl, "disable", "--now", UNIT_NAME], env=env, capture_output=True, text=True, check=False

@@ -42,6 +42,7 @@ from backup_agent import __version__
 from backup_agent.client import PortalClient
 from backup_agent.config import Config
 from backup_agent.errors import PortalError, PortalUnreachable
+from backup_agent.layout import DEB_PYZ, DPKG_LIST, NO_SYSTEMD_ENV, SYSTEMD_RUN_DIR, UNIT_NAME, systemctl
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +51,8 @@ DEB_PATH = "/agent/backup-agent.deb"
 SHA256_PATH = PYZ_PATH + ".sha256"
 DEB_SHA256_PATH = DEB_PATH + ".sha256"
 MAX_DOWNLOAD = 64 * 1024 * 1024
-SERVICE = "backup-agent.service"
+SERVICE = UNIT_NAME
 JOB_LOCK = "jobs.lock"
-# Where the Debian package puts the zipapp, and dpkg's list of the package's files.
-DEB_PYZ = "/usr/lib/backup-agent/backup-agent.pyz"
-DPKG_LIST = "/var/lib/dpkg/info/backup-agent.list"
 # The exit status of `backup-agent run` after an automatic upgrade (EX_TEMPFAIL: "try again"): the
 # unit's RestartForceExitStatus=75 starts the new version, SuccessExitStatus=75 keeps it from
 # counting as a failure (deploy/systemd/backup-agent.service).
@@ -63,10 +61,6 @@ RESTART_EXIT = 75
 INVOCATION_ENV = "INVOCATION_ID"
 # Told to the package's postinst by `_upgrade_deb`: this process holds jobs.lock around `dpkg -i`.
 LOCK_HELD_ENV = "BACKUP_AGENT_JOB_LOCK_HELD"
-# As install.sh: BACKUP_AGENT_NO_SYSTEMD=1 calls no systemctl; BACKUP_AGENT_SYSTEMD_RUN_DIR replaces
-# /run/systemd/system, the sign that systemd is running (tests, containers).
-NO_SYSTEMD_ENV = "BACKUP_AGENT_NO_SYSTEMD"
-SYSTEMD_RUN_DIR_ENV = "BACKUP_AGENT_SYSTEMD_RUN_DIR"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _VERSION = re.compile(r"^backup-agent (\S+)$")
 WAIT_STEP = 0.5
@@ -219,20 +213,13 @@ def idle(state_dir: Path, *, wait: bool, log_wait: Callable[[], None] | None = N
 # --- the upgrade -------------------------------------------------------------------
 
 
-def systemd_running() -> bool:
-    if os.environ.get(NO_SYSTEMD_ENV) == "1":
-        return False
-    run_dir = os.environ.get(SYSTEMD_RUN_DIR_ENV) or "/run/systemd/system"
-    return os.path.isdir(run_dir) and shutil.which("systemctl") is not None
-
-
 def restart_service() -> bool:
     """`systemctl try-restart backup-agent` (restarts it only if it runs); False without systemd."""
-    if not systemd_running():
+    found = systemctl()
+    if found is None:
         return False
-    systemctl = shutil.which("systemctl") or "systemctl"
     done = subprocess.run(  # noqa: S603 - a fixed command
-        [systemctl, "try-restart", SERVICE], capture_output=True, text=True, timeout=120, check=False
+        [found, "try-restart", SERVICE], capture_output=True, text=True, timeout=120, check=False
     )
     if done.returncode != 0:
         raise UpgradeError(
@@ -248,6 +235,23 @@ def _expected_sha256(client: PortalClient, path: str = SHA256_PATH) -> str:
     if not _SHA256.fullmatch(value):
         raise UpgradeError(f"{client.server}{path} holds no SHA-256; nothing changed")
     return value
+
+
+def _download_verified(
+    client: PortalClient, path: str, sha256_path: str, what: str, whose: str
+) -> tuple[bytes, str]:
+    """``path`` from the portal and its SHA-256, once it is the one the portal publishes (``sha256_path``)."""
+    try:
+        expected = _expected_sha256(client, sha256_path)
+        data = client.download(path, MAX_DOWNLOAD)
+    except (PortalError, PortalUnreachable) as exc:
+        raise UpgradeError(f"cannot download {what} from the portal: {exc}; nothing changed") from None
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != expected:
+        raise UpgradeError(
+            f"{whose} SHA-256 is {actual}, the portal publishes {expected}: refusing it; nothing changed"
+        )
+    return data, actual
 
 
 def _version_of(candidate: Path) -> str:
@@ -277,6 +281,10 @@ def _fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _log_waiting() -> None:
+    log.info("a job is running: upgrading as soon as it is done (--when-idle)")
 
 
 def upgrade(
@@ -310,17 +318,7 @@ def upgrade(
                 "running service: run `sudo backup-agent upgrade` on this server"
             )
         return _upgrade_deb(config, client, force=force, when_idle=when_idle)
-    try:
-        expected = _expected_sha256(client)
-        data = client.download(PYZ_PATH, MAX_DOWNLOAD)
-    except (PortalError, PortalUnreachable) as exc:
-        raise UpgradeError(f"cannot download the agent from the portal: {exc}; nothing changed") from None
-    actual = hashlib.sha256(data).hexdigest()
-    if actual != expected:
-        raise UpgradeError(
-            f"the download's SHA-256 is {actual}, the portal publishes {expected}: "
-            "refusing it; nothing changed"
-        )
+    data, actual = _download_verified(client, PYZ_PATH, SHA256_PATH, "the agent", "the download's")
     folder = target.parent
     candidate = folder / f".{target.name}.upgrade-{os.getpid()}"
     try:
@@ -342,10 +340,7 @@ def upgrade(
         if not check_version(new, force=force):
             return Result(target, __version__, new, replaced=False)
 
-        def waiting() -> None:
-            log.info("a job is running: upgrading as soon as it is done (--when-idle)")
-
-        with idle(config.state_path, wait=when_idle, log_wait=waiting):
+        with idle(config.state_path, wait=when_idle, log_wait=_log_waiting):
             os.replace(candidate, target)
             _fsync_dir(folder)
             log.info("backup-agent %s replaced by %s in %s (SHA-256 %s)", __version__, new, target, actual)
@@ -400,17 +395,10 @@ def _upgrade_deb(config: Config, client: PortalClient, *, force: bool, when_idle
         raise UpgradeError("this agent belongs to the Debian package, but dpkg is not on the PATH")
     try:
         expected = _expected_sha256(client)
-        expected_deb = _expected_sha256(client, DEB_SHA256_PATH)
-        data = client.download(DEB_PATH, MAX_DOWNLOAD)
     except (PortalError, PortalUnreachable) as exc:
         raise UpgradeError(f"cannot download the package from the portal: {exc}; nothing changed") from None
-    actual_deb = hashlib.sha256(data).hexdigest()
-    if actual_deb != expected_deb:
-        # The whole package: its maintainer scripts run as root, not only the zipapp inside it.
-        raise UpgradeError(
-            f"the package's SHA-256 is {actual_deb}, the portal publishes {expected_deb}: "
-            "refusing it; nothing changed"
-        )
+    # The whole package: its maintainer scripts run as root, not only the zipapp inside it.
+    data, _ = _download_verified(client, DEB_PATH, DEB_SHA256_PATH, "the package", "the package's")
     with tempfile.TemporaryDirectory(prefix="backup-agent-upgrade-") as tmp:
         deb = Path(tmp) / "backup-agent.deb"
         deb.write_bytes(data)
@@ -426,10 +414,7 @@ def _upgrade_deb(config: Config, client: PortalClient, *, force: bool, when_idle
         if not check_version(new, force=force):
             return Result(Path(DEB_PYZ), __version__, new, replaced=False)
 
-        def waiting() -> None:
-            log.info("a job is running: upgrading as soon as it is done (--when-idle)")
-
-        with idle(config.state_path, wait=when_idle, log_wait=waiting):
+        with idle(config.state_path, wait=when_idle, log_wait=_log_waiting):
             # The postinst restarts the service once jobs.lock is free: this process holds it.
             env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive", LOCK_HELD_ENV: "1"}
             done = subprocess.run(  # noqa: S603 - Debian's tool on the verified package
@@ -439,5 +424,5 @@ def _upgrade_deb(config: Config, client: PortalClient, *, force: bool, when_idle
             raise UpgradeError(f"dpkg -i failed: {(done.stderr or done.stdout).strip()[-800:]}")
     log.info("backup-agent %s replaced by %s with dpkg (SHA-256 %s)", __version__, new, actual)
     # The package's postinst restarted the service if systemd runs it.
-    restarted = os.path.isdir("/run/systemd/system")
+    restarted = os.path.isdir(SYSTEMD_RUN_DIR)
     return Result(Path(DEB_PYZ), __version__, new, replaced=True, restarted=restarted)

@@ -15,6 +15,7 @@ Rules every ModelAdmin here follows:
 from __future__ import annotations
 
 import functools
+import operator
 import shlex
 
 from django import forms
@@ -316,11 +317,12 @@ class AgentVersionFilter(admin.SimpleListFilter):
         if wanted not in agent_versions.STATUSES:
             return queryset
         pairs = set(queryset.order_by().values_list("version", "protocol").distinct())
-        match = Q(pk__in=[])
-        for version, protocol in pairs:
-            if agent_versions.status(version, protocol) == wanted:
-                match |= Q(version=version, protocol=protocol)
-        return queryset.filter(match)
+        matching = (
+            Q(version=version, protocol=protocol)
+            for version, protocol in pairs
+            if agent_versions.status(version, protocol) == wanted
+        )
+        return queryset.filter(functools.reduce(operator.or_, matching, Q(pk__in=[])))
 
 
 class AgentEventInline(BackupTeamViewMixin, NoAddMixin, NoChangeMixin, NoDeleteMixin, admin.TabularInline):

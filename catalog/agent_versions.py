@@ -26,8 +26,6 @@ UNKNOWN = "unknown"
 STATUSES = (CURRENT, OUTDATED, UNSUPPORTED, UNKNOWN)
 
 _LEADING = re.compile(r"\d+(?:\.\d+)*")
-
-
 _VERSION_LINE = re.compile(r'^__version__\s*=\s*"([^"]+)"', re.MULTILINE)
 
 

@@ -177,6 +177,12 @@ class JobQuerySet(TenantQuerySet):
     application_path = "client__application"
 
 
+#: Stored: on the target, whether still current or expired and not yet removed (what fills a target).
+STORED = Q(status__in=(BackupStatus.AVAILABLE, BackupStatus.EXPIRED))
+#: Unusual for its client (catalog/anomaly.py) and not acknowledged yet.
+FLAGGED = Q(anomaly__has_key="rules", anomaly_acknowledged_at__isnull=True)
+
+
 class BackupQuerySet(TenantQuerySet):
     application_path = "client__application"
 
@@ -202,7 +208,11 @@ class BackupQuerySet(TenantQuerySet):
         """Points the anomaly check found unusual (catalog/anomaly.py) that nobody acknowledged yet,
         whatever became of them: what a question about one point asks (is it, or a point before it,
         suspicious? the restore page; a retired client's points can still be restored)."""
-        return self.filter(anomaly__has_key="rules", anomaly_acknowledged_at__isnull=True)
+        return self.filter(FLAGGED)
+
+    def stored(self):
+        """Points on their target: available or expired, not yet removed."""
+        return self.filter(STORED)
 
     def suspicious(self):
         """Flagged points still stored (available or expired) of clients not retired: what is open and
@@ -210,13 +220,13 @@ class BackupQuerySet(TenantQuerySet):
         point, or a retired client's, is history: it does not count for ever."""
         return (
             self.flagged()
-            .filter(status__in=(BackupStatus.AVAILABLE, BackupStatus.EXPIRED))
+            .stored()
             .exclude(client__status=ClientStatus.RETIRED)
         )
 
     def not_suspicious(self):
         """Every other point: nothing unusual, not checked yet, or acknowledged as expected."""
-        return self.exclude(anomaly__has_key="rules", anomaly_acknowledged_at__isnull=True)
+        return self.exclude(FLAGGED)
 
 
 class EnrolmentTokenQuerySet(TenantQuerySet):
@@ -870,7 +880,7 @@ class Backup(models.Model):
             models.Index(
                 fields=["client", "-taken_at"],
                 name="backup_suspicious_idx",
-                condition=Q(anomaly__has_key="rules", anomaly_acknowledged_at__isnull=True),
+                condition=FLAGGED,
             ),
             # The anomaly check's safety net (catalog.tasks.check_anomalies): points not checked yet.
             models.Index(

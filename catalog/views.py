@@ -34,6 +34,7 @@ from catalog.filtersets import BackupFilterSet
 from catalog.models import Agent, Alert, Application, Backup, BackupClient, Job
 from catalog.services import alerts as alert_service
 from catalog.services import anomalies, file_lists
+from catalog.services import clients as client_service
 from catalog.tables import AgentTable, BackupTable, ClientTable
 from core.errors import MfaRequired
 from identity import mfa as identity_mfa
@@ -124,6 +125,7 @@ def client_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "catalog/client_detail.html",
         {
             "client": client,
+            "retirable": client.status in client_service.RETIRABLE,
             "suspicious": suspicious,
             "last_known_clean": anomalies.clean_before(client.pk, suspicious[0]) if suspicious else None,
             "options": describe_options(client.options),

@@ -35,6 +35,7 @@ from django.db.models.functions import Coalesce, Least, TruncDate
 from django.utils import timezone
 
 from catalog.choices import AlertKind, BackupStatus, ErrorClass, JobKind, JobState, JobTrigger
+from catalog.metrics import restore_test_failed
 from catalog.models import Agent, Alert, Backup, BackupClient, Job
 from catalog.services import capacity
 from reports.base import GB, BuiltReport, percent
@@ -266,8 +267,8 @@ def _lines_and_kinds(scope: Scope, finished) -> tuple[list[Line], list[KindRow]]
         "failed": Count("pk", filter=failed),
         "cancelled": Count("pk", filter=Q(state=JobState.CANCELLED)),
         "retries_recovered": Count("pk", filter=Q(trigger=JobTrigger.RETRY, state=JobState.SUCCEEDED)),
-        # A failure whose agent vanished says nothing about the backup (catalog.metrics' rule for tests).
-        "verdicts_failed": Count("pk", filter=failed & ~Q(error_class=ErrorClass.LEASE_EXPIRED)),
+        # A failure whose agent vanished says nothing about the backup: catalog.metrics' rule for tests.
+        "restore_tests_failed": Count("pk", filter=restore_test_failed()),
         **{f"class_{ec}": Count("pk", filter=failed & Q(error_class=ec)) for ec in ErrorClass.values},
     }
     rows = finished.order_by().values("client_id", "kind").annotate(**counts)
@@ -309,7 +310,7 @@ def _line(client: dict, rows: list[dict]) -> Line:
             line.backups_failed += row["failed"]
         elif row["kind"] == JobKind.RESTORE_TEST:
             line.restore_tests_run += row["run"]
-            line.restore_tests_failed += row["verdicts_failed"]
+            line.restore_tests_failed += row["restore_tests_failed"]
         elif row["kind"] == JobKind.RESTORE:
             line.restores_run += row["run"]
         for error_class in ErrorClass.values:

@@ -318,19 +318,11 @@ class ClientRequestAdmin(RequestAdmin):
 
     @admin.display(description="what")
     def summary(self, obj):
-        if obj.is_retire:
-            # Read twice before approving: it ends the client's backups and may revoke the host's agent.
-            return format_html(
-                '{} {}/{} on {}<br><span class="quiet">{} · {}</span>',
-                RETIRES,
-                obj.application.slug,
-                obj.name,
-                obj.hostname,
-                obj.get_plugin_display(),
-                obj.policy.name,
-            )
+        # A retire is marked, to be read twice before approving: it ends the client's backups and may
+        # revoke the host's agent.
         return format_html(
-            '{}/{} on {}<br><span class="quiet">{} · {}</span>',
+            '{}{}/{} on {}<br><span class="quiet">{} · {}</span>',
+            format_html("{} ", RETIRES) if obj.is_retire else "",
             obj.application.slug,
             obj.name,
             obj.hostname,

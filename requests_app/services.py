@@ -252,6 +252,15 @@ def _file_client_request(actor: Actor, decision, **fields) -> ClientRequest:
     return request
 
 
+def retire_refusal(client: BackupClient) -> str:
+    """Why ``client`` cannot be retired in its state, or "" if it can."""
+    if client.status == ClientStatus.PENDING_ENROLMENT:
+        return f"{client} is still waiting for its agent: cancel the request that asked for it."
+    if client.status not in clients.RETIRABLE:
+        return f"{client} is already {client.get_status_display().lower()}."
+    return ""
+
+
 def submit_retire(
     *, actor: Actor, client: BackupClient, justification: str = "", external_ref: str = ""
 ) -> ClientRequest:
@@ -259,12 +268,8 @@ def submit_retire(
 
     Approved like a new client, by the backup team (``rules.retire_decision``); see ``_retire``.
     """
-    if client.status == ClientStatus.PENDING_ENROLMENT:
-        raise InvalidRequest(
-            {"client": f"{client} is still waiting for its agent: cancel the request that asked for it."}
-        )
-    if client.status not in clients.RETIRABLE:
-        raise InvalidRequest({"client": f"{client} is already {client.get_status_display().lower()}."})
+    if why := retire_refusal(client):
+        raise InvalidRequest({"client": why})
     if ClientRequest.objects.open().filter(action=ClientAction.RETIRE, client=client).exists():
         raise InvalidRequest({"client": f"A request to retire {client} is already open."})
     decision = rules.retire_decision(client=client)

@@ -29,7 +29,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from agent_dist import artifacts as agent_artifacts
 from catalog import formatting
-from catalog.choices import BackupStatus, ClientStatus
+from catalog.choices import BackupStatus
 from catalog.models import Application, Backup, BackupClient
 from catalog.protection import annotate_applications, count_of
 from catalog.services import anomalies, clients
@@ -224,12 +224,8 @@ def retire_form(request: HttpRequest, pk: int) -> HttpResponse:
     if open_request is not None:
         messages.info(request, f"{open_request} is already open.")
         return redirect(open_request)
-    if client.status not in clients.RETIRABLE:
-        if client.status == ClientStatus.PENDING_ENROLMENT:
-            why = "still waits for its agent: cancel the request that asked for it instead."
-        else:
-            why = f"is {client.get_status_display().lower()} already."
-        messages.error(request, f"{client} {why}")
+    if why := services.retire_refusal(client):
+        messages.error(request, why)
         return redirect("catalog:client", pk=client.pk)
     form = RetireForm(request.POST if request.method == "POST" else None, client=client)
     if form.is_bound and form.is_valid():

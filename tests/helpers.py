@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -32,15 +33,27 @@ def agent_client(agent) -> tuple[APIClient, str]:
     return api, token
 
 
-def wait_for(predicate: Callable[[], object], *, timeout: float = 30, what: str = "condition") -> object:
+def wait_for(
+    predicate: Callable[[], object], *, timeout: float = 30, what: str = "condition", interval: float = 0.1
+) -> object:
     """Poll ``predicate`` until it is true (and return its value); fail the test after ``timeout``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
-        time.sleep(0.1)
+        time.sleep(interval)
     pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def stop_process(process: subprocess.Popen, timeout: float = 10) -> None:
+    """End a server a test started: SIGTERM, then SIGKILL if it has not exited within ``timeout``."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def run_at_once(work: list[Callable[[], object]]) -> list[object]:

@@ -69,3 +69,7 @@ def client_key(kind: str, client_id: int) -> str:
 
 def agent_key(kind: str, agent_id: int) -> str:
     return f"{kind}:agent:{agent_id}"
+
+
+def target_key(kind: str, target_id: int) -> str:
+    return f"{kind}:target:{target_id}"

@@ -13,7 +13,7 @@ of growing forever; only a growing arrival rate, or retention longer than the ho
 it climbing.
 
 - **Used now**: the stored size of the backups available or expired (not yet removed), the
-  rule of ``watch.watch_storage``.
+  rule of ``BackupQuerySet.stored`` (``watch.watch_storage`` reads it too).
 - **Leaving**: an available backup leaves on the day of its expiry, or of the latest expiry of
   the later points of its chain, whichever is later (a base waits for its dependents:
   ``retention``); never if it or a later point of its chain is under legal hold. Expired
@@ -62,7 +62,7 @@ from django.db.models.functions import Coalesce, Greatest, TruncDate
 from django.utils import timezone
 
 from catalog.choices import AlertKind, AlertSeverity, BackupStatus
-from catalog.models import Alert, Backup, StorageTarget
+from catalog.models import STORED, Alert, Backup, StorageTarget
 from catalog.services import alerts
 
 #: Days of the arrivals trend: one point a day, the average of the 7 days ending that day. Averaging
@@ -210,7 +210,7 @@ def _forecasts(targets, now: datetime | None, *, every: bool = False) -> list[Fo
 
     # 2. One pass over the backups stored now or taken in the window, grouped by target, the day they
     # leave and whether held (what is stored) and by the day taken (what arrived; holds ignored there).
-    is_stored = Q(status__in=(BackupStatus.AVAILABLE, BackupStatus.EXPIRED))
+    is_stored = STORED
     in_window = Q(taken_at__gte=day_start, taken_at__lt=today_start)
     rows = (
         backups.filter(is_stored | in_window)
@@ -395,7 +395,7 @@ def describe_rates(result: Forecast) -> str:
 
 
 def alert_key(target_id: int) -> str:
-    return f"{AlertKind.STORAGE_FULL_SOON}:target:{target_id}"
+    return alerts.target_key(AlertKind.STORAGE_FULL_SOON, target_id)
 
 
 def watch_capacity(*, now: datetime | None = None) -> int:

@@ -128,7 +128,7 @@ def _queue_removals(backups: list[Backup], now: datetime) -> int:
 
 def unremovable_key(client_id: int) -> str:
     """One alert per client whose expired points nobody can remove (raised once: nothing resolves it)."""
-    return f"expired_not_removed:client:{client_id}"
+    return alerts.client_key(AlertKind.EXPIRED_NOT_REMOVED, client_id)
 
 
 def _alert_unremovable() -> None:
@@ -139,20 +139,25 @@ def _alert_unremovable() -> None:
     expired = Backup.objects.filter(client_id=OuterRef("pk"), status=BackupStatus.EXPIRED)
     clients = {
         client.pk: client
-        for client in BackupClient.objects.filter(agent__revoked_at__isnull=False).filter(Exists(expired))
+        for client in BackupClient.objects.filter(agent__revoked_at__isnull=False)
+        .filter(Exists(expired))
+        .select_related("application")  # str(client) names it in the message
     }
     if not clients:
         return
     keys = {client_id: unremovable_key(client_id) for client_id in clients}
     alerted = set(Alert.objects.filter(key__in=keys.values()).values_list("key", flat=True))
-    for client_id, client in clients.items():
-        if keys[client_id] in alerted:
-            continue
-        points = list(
-            Backup.objects.filter(client_id=client_id, status=BackupStatus.EXPIRED)
-            .select_related("storage_target")
-            .only("location", "storage_target__name", "storage_target__location")
-        )
+    pending = [client_id for client_id in clients if keys[client_id] not in alerted]
+    # Every pending client's expired points in one query, grouped here by client.
+    points_of: dict[int, list[Backup]] = {}
+    for point in (
+        Backup.objects.filter(client_id__in=pending, status=BackupStatus.EXPIRED)
+        .select_related("storage_target")
+        .only("client_id", "location", "storage_target__name", "storage_target__location")
+    ):
+        points_of.setdefault(point.client_id, []).append(point)
+    for client_id in pending:
+        client, points = clients[client_id], points_of.get(client_id)
         if not points:
             continue
         by_target: dict = {}

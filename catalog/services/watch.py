@@ -12,7 +12,7 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from catalog import protection
-from catalog.choices import AlertKind, AlertSeverity, BackupStatus, ClientStatus, JobKind, JobState
+from catalog.choices import AlertKind, AlertSeverity, ClientStatus, JobKind, JobState
 from catalog.formatting import human_age
 from catalog.models import Alert, Backup, BackupClient, Job, ProtectionPolicy, StorageTarget
 from catalog.services import alerts
@@ -80,7 +80,7 @@ def watch_restore_tests(*, now: datetime | None = None) -> int:
 def watch_storage(*, now: datetime | None = None) -> int:
     """Recount what each target holds; alert once above 85 % full, close the alert below it."""
     held = (
-        Backup.objects.filter(status__in=(BackupStatus.AVAILABLE, BackupStatus.EXPIRED))
+        Backup.objects.stored()
         .values("storage_target_id")
         .annotate(total=Sum("stored_size_bytes"))
     )
@@ -89,7 +89,7 @@ def watch_storage(*, now: datetime | None = None) -> int:
     for target in StorageTarget.objects.all():
         target.used_bytes = used.get(target.pk, 0)
         StorageTarget.objects.filter(pk=target.pk).update(used_bytes=target.used_bytes)
-        key = f"{AlertKind.STORAGE_NEARLY_FULL}:target:{target.pk}"
+        key = alerts.target_key(AlertKind.STORAGE_NEARLY_FULL, target.pk)
         if target.used_fraction < STORAGE_NEARLY_FULL:
             alerts.resolve_alerts(key)
             continue

@@ -3,8 +3,9 @@
 Every figure comes from the database when Prometheus asks, so any gunicorn worker
 answers the same (docs/monitoring.md); the one exception is the capacity forecast,
 which moves by the day and is reused for an hour (``full_in_days``). The number of
-queries is fixed (15), whatever the number of clients, jobs or agents; the per-client
-series are one query (``catalog.protection.with_rpo``, the dashboard's own RPO rule).
+queries is fixed (12, and the forecast's own once an hour), whatever the number of
+clients, jobs or agents; the per-client series are one query (``catalog.protection.with_rpo``,
+the dashboard's own RPO rule).
 
 Series stay bounded: labels are clients (one workload each, the size of the estate),
 storage targets, and the catalog's own enumerations (kinds, states, error classes,

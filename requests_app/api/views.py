@@ -140,6 +140,7 @@ class RequestViewSet(
             existing = self._existing(serializer.validated_data["external_ref"])
             if existing is None:
                 raise
+            self._check_same_ask(existing, request.data)
             return self._represent(existing, status.HTTP_200_OK)
         return self._represent(created, status.HTTP_201_CREATED)
 

@@ -83,7 +83,7 @@ class ChannelForm(forms.ModelForm):
         count = WebhookSubscription.objects.filter(application=self.application).count()
         if count >= MAX_CHANNELS_PER_APPLICATION:
             raise ValidationError(f"An application has at most {MAX_CHANNELS_PER_APPLICATION} channels.")
-        # Before the model's clean() (in _post_clean), which checks events and destinations again.
+        # Before the model's clean() (in _post_clean), which checks the events and the URL's scheme again.
         chosen = cleaned.get("topics", ())
         self.instance.event_types = [event for topic in TOPICS if topic in chosen for event in TOPICS[topic]]
         self.instance.secret = self.instance.secret or signing.new_secret()

@@ -203,10 +203,9 @@ def send(delivery: WebhookDelivery, now: datetime | None = None) -> Outcome:
         ),
     }
     started = time.monotonic()
-    refused = subscription.application_id and destinations.refusal(subscription.url)
     if urlsplit(subscription.url).scheme not in SCHEMES:
         status_code, error = None, "Refused: only http and https URLs are called."
-    elif refused:
+    elif subscription.application_id and (refused := destinations.refusal(subscription.url)):
         status_code, error = None, refused
     else:
         status_code, error = _post(subscription.url, body, headers)

@@ -18,6 +18,7 @@ channel's is its format's rendering (chat.py), made once per format.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import uuid
@@ -163,13 +164,15 @@ def _entitled(audience: list[WebhookSubscription], model: type[models.Model], pk
     """
     seen: dict[int, bool] = {}
     entitled = []
-    owner_application: list[int | None] = []  # looked up once, and only if a channel asks
+
+    @functools.cache
+    def owner_application() -> int | None:  # looked up once, and only if a channel asks
+        path = model.objects.all().application_path
+        return model.objects.filter(pk=pk).values_list(path, flat=True).first()
+
     for sub in audience:
         if sub.application_id is not None:
-            if not owner_application:
-                path = model.objects.all().application_path
-                owner_application.append(model.objects.filter(pk=pk).values_list(path, flat=True).first())
-            if owner_application[0] == sub.application_id:
+            if owner_application() == sub.application_id:
                 entitled.append(sub)
             continue
         if sub.api_key_id is None:

@@ -246,17 +246,21 @@ def fake_systemctl(tmp_path: Path, *, fail_on: str = "") -> tuple[Path, Path]:
     return bin_dir, run_dir
 
 
-def test_with_systemd_the_unit_is_installed_enabled_and_started(portal, root, enrolment, tmp_path):
+def install_with_systemd(enrolment, root: Path, tmp_path: Path, *, fail_on: str = ""):
+    """install.sh as root where systemd runs (fake_systemctl's), with the enrolment's token."""
     request, token = enrolment
-    bin_dir, run_dir = fake_systemctl(tmp_path)
-
-    done = run(
+    bin_dir, run_dir = fake_systemctl(tmp_path, fail_on=fail_on)
+    return run(
         as_root(install_command(request, token)),
         root,
         path=f"{bin_dir}:{SYSTEM_PATH}",
         BACKUP_AGENT_NO_SYSTEMD="0",
         BACKUP_AGENT_SYSTEMD_RUN_DIR=str(run_dir),
     )
+
+
+def test_with_systemd_the_unit_is_installed_enabled_and_started(portal, root, enrolment, tmp_path):
+    done = install_with_systemd(enrolment, root, tmp_path)
 
     assert done.returncode == 0, done.stderr
     unit = (root / "etc/systemd/system/backup-agent.service").read_text()
@@ -267,17 +271,9 @@ def test_with_systemd_the_unit_is_installed_enabled_and_started(portal, root, en
 
 
 def test_a_service_that_does_not_start_is_rolled_back(portal, root, enrolment, tmp_path):
-    request, token = enrolment
-    bin_dir, run_dir = fake_systemctl(tmp_path, fail_on="enable")
     before = snapshot(root)
 
-    done = run(
-        as_root(install_command(request, token)),
-        root,
-        path=f"{bin_dir}:{SYSTEM_PATH}",
-        BACKUP_AGENT_NO_SYSTEMD="0",
-        BACKUP_AGENT_SYSTEMD_RUN_DIR=str(run_dir),
-    )
+    done = install_with_systemd(enrolment, root, tmp_path, fail_on="enable")
 
     assert done.returncode != 0
     assert "the backup-agent service did not start: journalctl -u backup-agent" in done.stderr

@@ -14,6 +14,8 @@ from datetime import timedelta
 
 import pytest
 from django.contrib.messages import get_messages
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
@@ -267,3 +269,30 @@ def test_expired_points_of_a_revoked_agent_raise_one_alert_per_client(app):
     Alert.objects.filter(pk=alert.pk).update(resolved_at=now)  # even once resolved: raised once
     assert retention.expire_due(now=now) == 0
     assert Alert.objects.filter(key=retention.unremovable_key(retired.pk)).count() == 1
+
+
+def test_unremovable_alerts_read_the_points_of_every_client_at_once(app):
+    """One read of the expired points and no read of a client's application per client, however many."""
+    now = timezone.now()
+    policy = factories.ProtectionPolicyFactory()
+    agent = factories.AgentFactory(applications=[app], revoked_at=now - timedelta(days=1))
+    for n in range(3):
+        retired = factories.BackupClientFactory(
+            application=app, agent=agent, policy=policy, status=ClientStatus.RETIRED, name=f"web0{n}-files"
+        )
+        factories.BackupFactory(
+            client=retired,
+            status=BackupStatus.EXPIRED,
+            taken_at=now - timedelta(days=40),
+            expires_at=now - timedelta(days=5),
+            location=f"{app.slug}/web0{n}-files/job-1",
+        )
+
+    with CaptureQueriesContext(connection) as queries:
+        retention._alert_unremovable()
+
+    # Reads whose first FROM is the points or the applications: the points once, applications never.
+    reads = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("SELECT")]
+    tables = ('"catalog_backup" ', '"catalog_application" ')
+    assert len([sql for sql in reads if sql.split(" FROM ", 1)[-1].startswith(tables)]) == 1
+    assert Alert.objects.filter(kind=AlertKind.EXPIRED_NOT_REMOVED).count() == 3

@@ -143,26 +143,24 @@ def test_a_suspicious_point_left_out_keeps_the_next_one_judged_against_the_clean
     assert fired(results) == {30: ["shrink_size"], 31: ["shrink_size"]}
 
 
+def weekly_fulls(rng: random.Random, days: int, *, full_day: int, spread: float = 0.02) -> list[Point]:
+    """A full of about 100 GB every 7th day (``n % 7 == full_day``), incrementals of about 2 GB between."""
+    points = []
+    for n in range(days):
+        level, size = ("full", 100 * GB) if n % 7 == full_day else ("incremental", 2 * GB)
+        size = noisy(rng, size, spread)  # drawn before ``changed``: the seeded histories depend on it
+        points.append(Point(n, day(n), level, size, 50_000, 100, noisy(rng, 600, 0.2), 50))
+    return points
+
+
 def test_sizes_compare_like_with_like_levels():
     """Weekly fulls of 100 GB and daily incrementals of 2 GB: neither looks odd to the other."""
-    rng = random.Random(10)
-    points = []
-    for n in range(90):
-        full = n % 7 == 6
-        level, size = ("full", 100 * GB) if full else ("incremental", 2 * GB)
-        points.append(
-            Point(n, day(n), level, noisy(rng, size), 50_000, 100, noisy(rng, 600, 0.2), 50)
-        )
+    points = weekly_fulls(random.Random(10), 90, full_day=6)
     assert fired(verdicts(points)) == {}
 
 
 def test_a_full_is_judged_against_the_fulls_before_it_however_many_incrementals_came_between():
-    rng = random.Random(11)
-    points = []
-    for n in range(56):
-        full = n % 7 == 0
-        level, size = ("full", 100 * GB) if full else ("incremental", 2 * GB)
-        points.append(Point(n, day(n), level, noisy(rng, size), 50_000, 100, noisy(rng, 600, 0.2), 50))
+    points = weekly_fulls(random.Random(11), 56, full_day=0)
     shrunk_full = Point(99, day(56), "full", 10 * GB, 50_000, 100, 600, 50)
     verdict = anomaly.judge(shrunk_full, points)
     assert verdict.comparisons["size_bytes"].points == 8  # every full of the 56 days, not 4 of the last 30
@@ -173,12 +171,7 @@ def test_a_quiet_days_small_incremental_is_not_a_shrinkage():
     """Issue #17: an incremental's size is the day's change, not the data held. Weekly fulls of
     100 GB and daily incrementals of about 2 GB, then a quiet day's 50 MB incremental: no alert.
     A full that shrinks the same way still fires."""
-    rng = random.Random(12)
-    points = []
-    for n in range(56):
-        full = n % 7 == 0
-        level, size = ("full", 100 * GB) if full else ("incremental", 2 * GB)
-        points.append(Point(n, day(n), level, noisy(rng, size, 0.1), 50_000, 100, noisy(rng, 600, 0.2), 50))
+    points = weekly_fulls(random.Random(12), 56, full_day=0, spread=0.1)
     quiet = Point(99, day(57), "incremental", 50 << 20, 50_000, 5, 40, 3)
     verdict = anomaly.judge(quiet, points)
     assert verdict.judged and verdict.comparisons["size_bytes"].z <= -anomaly.Z_THRESHOLD

@@ -11,31 +11,16 @@ from django.urls import reverse
 from django.utils import timezone
 
 from tests import factories
+from tests.catalog.capacity_helpers import filling_target
 
 pytestmark = pytest.mark.django_db
 
-GB, TB = 10**9, 10**12
 CHANGELIST = reverse("admin:catalog_storagetarget_changelist")
 
 
-def filling_target(name: str, capacity_bytes: int = int(5.05 * TB)):
-    """100 GB a day for 21 days, kept a year: 2.1 TB, + 100 GB a day (5.05 TB: full in 30 days)."""
-    storage = factories.StorageTargetFactory(name=name, capacity_bytes=capacity_bytes)
-    client = factories.BackupClientFactory(policy=factories.ProtectionPolicyFactory(storage_target=storage))
-    today = timezone.localdate()
-    midnight = timezone.make_aware(timezone.datetime.combine(today, timezone.datetime.min.time()))
-    for day in range(-20, 1):
-        moment = midnight + timedelta(days=day, minutes=1)
-        factories.BackupFactory(
-            client=client, taken_at=moment, expires_at=moment + timedelta(days=365),
-            stored_size_bytes=100 * GB, size_bytes=100 * GB,
-        )  # fmt: skip
-    return storage
-
-
 def test_changelist_shows_full_in(root_client):
-    filling_target("backup-nfs-1")
-    filling_target("roomy", capacity_bytes=10**15)
+    filling_target(name="backup-nfs-1")
+    filling_target(name="roomy", capacity_bytes=10**15)
     factories.StorageTargetFactory(name="new-target")
 
     response = root_client.get(CHANGELIST)
@@ -49,12 +34,12 @@ def test_changelist_shows_full_in(root_client):
 
 
 def test_changelist_costs_the_same_queries_for_1_or_6_targets(root_client):
-    filling_target("t0")
+    filling_target(name="t0")
     root_client.get(CHANGELIST)  # warm the session and content types
     with CaptureQueriesContext(connection) as few:
         assert root_client.get(CHANGELIST).status_code == 200
     for n in range(1, 6):
-        filling_target(f"t{n}")
+        filling_target(name=f"t{n}")
     with CaptureQueriesContext(connection) as many:
         assert root_client.get(CHANGELIST).status_code == 200
 
@@ -62,7 +47,7 @@ def test_changelist_costs_the_same_queries_for_1_or_6_targets(root_client):
 
 
 def test_change_form_says_when_and_why(root_client):
-    storage = filling_target("backup-nfs-1")
+    storage = filling_target(name="backup-nfs-1")
 
     response = root_client.get(reverse("admin:catalog_storagetarget_change", args=[storage.pk]))
 

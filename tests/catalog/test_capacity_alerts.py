@@ -11,26 +11,10 @@ from catalog import tasks
 from catalog.choices import AlertKind, AlertSeverity
 from catalog.models import Alert, StorageTarget
 from catalog.services import capacity
-from tests import factories
+from tests.catalog.capacity_helpers import GB, TB, filling_target
 
 pytestmark = pytest.mark.django_db
 
-GB, TB = 10**9, 10**12
-
-
-def filling_target(capacity_bytes: int) -> StorageTarget:
-    """100 GB a day kept a year, for the last 20 days (and today): 2.1 TB held, + 100 GB a day."""
-    storage = factories.StorageTargetFactory(name="backup-nfs-1", capacity_bytes=capacity_bytes)
-    client = factories.BackupClientFactory(policy=factories.ProtectionPolicyFactory(storage_target=storage))
-    today = timezone.localdate()
-    midnight = timezone.make_aware(timezone.datetime.combine(today, timezone.datetime.min.time()))
-    for day in range(-20, 1):
-        moment = midnight + timedelta(days=day, minutes=1)
-        factories.BackupFactory(
-            client=client, taken_at=moment, expires_at=moment + timedelta(days=365),
-            stored_size_bytes=100 * GB, size_bytes=100 * GB,
-        )  # fmt: skip
-    return storage
 
 
 def open_alerts():
@@ -39,7 +23,7 @@ def open_alerts():
 
 def test_raises_once_with_the_figures_in_words(settings):
     settings.PORTAL_CAPACITY_ALERT_DAYS = 60
-    storage = filling_target(int(5.05 * TB))  # 2.1 + 0.1 d ≥ 5.05 on day 30
+    storage = filling_target(capacity_bytes=int(5.05 * TB))  # 2.1 + 0.1 d ≥ 5.05 on day 30
 
     assert tasks.forecast_capacity() == 1
     assert tasks.forecast_capacity() == 0
@@ -57,7 +41,7 @@ def test_raises_once_with_the_figures_in_words(settings):
 
 def test_not_within_the_alert_days_raises_nothing(settings):
     settings.PORTAL_CAPACITY_ALERT_DAYS = 20
-    filling_target(int(5.05 * TB))
+    filling_target(capacity_bytes=int(5.05 * TB))
 
     assert tasks.forecast_capacity() == 0
     assert open_alerts() == []
@@ -65,7 +49,7 @@ def test_not_within_the_alert_days_raises_nothing(settings):
 
 def test_escalates_to_critical_in_the_last_two_weeks_and_resolves_when_capacity_is_added(settings):
     settings.PORTAL_CAPACITY_ALERT_DAYS = 60
-    storage = filling_target(int(5.05 * TB))
+    storage = filling_target(capacity_bytes=int(5.05 * TB))
     tasks.forecast_capacity()
 
     StorageTarget.objects.filter(pk=storage.pk).update(capacity_bytes=int(3.05 * TB))  # day 10

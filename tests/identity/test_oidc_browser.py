@@ -141,6 +141,15 @@ def tampered_token(monkeypatch):
     return install
 
 
+def assert_refused(browser, live_server, username: str) -> None:
+    """Signing in as ``username`` ends on the login page, with the token refused and nobody signed in."""
+    page = browser.new_page()
+    sign_in(page, live_server.url, username)
+    assert page.url.startswith(f"{live_server.url}/accounts/login/")
+    assert "could not be verified" in page.inner_text(".messages")
+    assert signed_in_user(page) is None
+
+
 def test_an_id_token_with_a_bad_signature_is_refused(browser, live_server, oidc_portal, tampered_token):  # noqa: F811
     oidc_portal.set_person("mallory", groups=["shop-owners"])
 
@@ -149,11 +158,7 @@ def test_an_id_token_with_a_bad_signature_is_refused(browser, live_server, oidc_
         return ".".join([head, body, ("A" if signature[0] != "A" else "B") + signature[1:]])
 
     tampered_token(flip_signature)
-    page = browser.new_page()
-    sign_in(page, live_server.url, "mallory")
-    assert page.url.startswith(f"{live_server.url}/accounts/login/")
-    assert "could not be verified" in page.inner_text(".messages")
-    assert signed_in_user(page) is None
+    assert_refused(browser, live_server, "mallory")
     assert not User.objects.filter(username="mallory").exists()
 
 
@@ -168,11 +173,7 @@ def test_an_expired_id_token_is_refused(browser, live_server, oidc_portal, tampe
         return jwt.encode(claims, oidc_portal.key, algorithm="RS256", headers=header)
 
     tampered_token(expire)
-    page = browser.new_page()
-    sign_in(page, live_server.url, "oscar")
-    assert page.url.startswith(f"{live_server.url}/accounts/login/")
-    assert "could not be verified" in page.inner_text(".messages")
-    assert signed_in_user(page) is None
+    assert_refused(browser, live_server, "oscar")
 
 
 def test_recheck_follows_the_provider(browser, live_server, oidc_portal, apps, settings):  # noqa: F811

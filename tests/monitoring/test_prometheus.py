@@ -12,7 +12,6 @@ import re
 import shutil
 import socket
 import subprocess
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ import pytest
 from django.utils import timezone
 
 from tests import factories
+from tests.helpers import stop_process, wait_for
 from tests.monitoring.conftest import TOKEN
 
 REPO = Path(__file__).resolve().parents[2]
@@ -59,13 +59,7 @@ class Prometheus:
             return json.loads(exc.read())
 
     def wait_for(self, what: str, check, timeout: float = 45) -> object:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = check()
-            if found:
-                return found
-            time.sleep(0.5)
-        pytest.fail(f"Prometheus: timed out waiting for {what}")
+        return wait_for(check, timeout=timeout, what=f"Prometheus: {what}", interval=0.5)
 
 
 @pytest.fixture(scope="module")
@@ -105,23 +99,20 @@ scrape_configs:
         stderr=subprocess.STDOUT,
     )
     server = Prometheus(f"http://127.0.0.1:{port}")
+    def ready() -> bool:
+        try:
+            with urllib.request.urlopen(f"{server.url}/-/ready", timeout=2):  # noqa: S310
+                return True
+        except OSError:
+            if process.poll() is not None:
+                pytest.fail("Prometheus exited:\n" + (root / "prometheus.log").read_text()[-3000:])
+            return False
+
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"{server.url}/-/ready", timeout=2):  # noqa: S310
-                    break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail("Prometheus did not start:\n" + (root / "prometheus.log").read_text()[-3000:])
-                time.sleep(0.2)
+        wait_for(ready, timeout=30, what="Prometheus to start", interval=0.2)
         yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_process(process)
         log.close()
 
 

@@ -196,6 +196,20 @@ def test_only_an_active_or_paused_client_can_be_retired(owner, app):
         services.submit_retire(actor=Actor.person(owner), client=retired)
 
 
+def test_the_form_sends_a_client_that_cannot_be_retired_back_to_its_page(owner_client, app):
+    pending = factories.BackupClientFactory(
+        application=app, agent=None, status=ClientStatus.PENDING_ENROLMENT
+    )
+    retired = factories.BackupClientFactory(application=app, status=ClientStatus.RETIRED)
+
+    for client, why in ((pending, "cancel the request that asked for it"), (retired, "already retired")):
+        page = owner_client.get(retire_url(client), follow=True)
+        assert page.redirect_chain[0][0] == reverse("catalog:client", args=[client.pk])
+        assert why in page.text
+        assert submit(owner_client, client).status_code == 302
+    assert not ClientRequest.objects.filter(action=ClientAction.RETIRE).exists()
+
+
 def test_webhooks_announce_each_transition(owner, backup_admin, mine, django_capture_on_commit_callbacks):
     WebhookSubscription.objects.create(
         name="ITSM",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from django.db import IntegrityError
 
 from catalog.choices import ClientStatus
 from catalog.models import BackupClient
@@ -101,3 +102,27 @@ def test_a_retire_under_a_protect_requests_ticket_is_refused_not_answered_with_t
     assert f"client request #{protect.pk}" in str(response.json())
     assert BackupClient.objects.get(pk=mine.client.pk).status == ClientStatus.ACTIVE
     assert ClientRequest.objects.count() == 1
+
+
+def test_a_retire_losing_the_race_to_a_protect_request_under_its_ticket_is_refused(owner, mine, monkeypatch):
+    """The ticket was free when checked; a protect request under it committed before the retire's insert."""
+    from requests_app import services
+
+    owner_api = key_client(owner)
+    key = owner.api_keys.get()
+
+    def racing_protect(**_):
+        protect = ClientRequest.objects.create(
+            application=mine.client.application, hostname="db9.example.com", name="db9", plugin="files",
+            options={"paths": ["/srv"]}, policy=mine.client.policy, requester=owner, api_key=key,
+            external_ref="CHG10",
+        )  # fmt: skip
+        raise IntegrityError(f"clientrequest_unique_ref_per_integration (#{protect.pk})")
+
+    monkeypatch.setattr(services, "submit_retire", racing_protect)
+
+    response = owner_api.post(URL, retire(mine.client, external_ref="CHG10"), format="json")
+
+    assert response.status_code == 400, response.json()
+    assert "which asks to protect" in str(response.json())
+    assert BackupClient.objects.get(pk=mine.client.pk).status == ClientStatus.ACTIVE

@@ -179,7 +179,9 @@ def test_changes_need_the_csrf_token(owner, app):
     browser.force_login(owner)
     assert browser.post(page(), form()).status_code == 403
     assert browser.post(reverse("requests:channel-delete", args=["orders", channel.pk])).status_code == 403
+    assert browser.post(reverse("requests:channel-test", args=["orders", channel.pk])).status_code == 403
     assert WebhookSubscription.objects.count() == 1
+    assert not WebhookDelivery.objects.exists()
 
 
 def test_send_a_test_message_posts_to_the_channel(
@@ -233,7 +235,8 @@ def admin_url(view: str, *args) -> str:
     return reverse(f"admin:requests_app_webhooksubscription_{view}", args=args)
 
 
-def test_the_admin_adds_an_application_channel_and_never_shows_its_url_again(team_client, app):
+def admin_form_data(app, **overrides) -> dict:
+    """The admin's add form for a Slack channel of ``app`` that hears alerts."""
     data = {
         "name": "#orders",
         "format": "slack",
@@ -245,6 +248,11 @@ def test_the_admin_adds_an_application_channel_and_never_shows_its_url_again(tea
         "active": "on",
         "new_secret": "a-secret-typed-by-the-admin-0123",
     }
+    return {**data, **overrides}
+
+
+def test_the_admin_adds_an_application_channel_and_never_shows_its_url_again(team_client, app):
+    data = admin_form_data(app)
     assert team_client.post(admin_url("add"), data).status_code == 302
     channel = WebhookSubscription.objects.get()
     assert (channel.application, channel.format) == (app, WebhookFormat.SLACK)
@@ -259,19 +267,8 @@ def test_the_admin_adds_an_application_channel_and_never_shows_its_url_again(tea
 
 
 def test_the_admin_refuses_a_chat_channel_of_job_events_and_a_hostile_url(team_client, app):
-    data = {
-        "name": "#orders",
-        "format": "slack",
-        "application": app.pk,
-        "url": SLACK_URL,
-        "email_to": "",
-        "api_key": "",
-        "events": [Event.JOB_CHANGED],
-        "active": "on",
-        "new_secret": "a-secret-typed-by-the-admin-0123",
-    }
-    response = team_client.post(admin_url("add"), data)
+    response = team_client.post(admin_url("add"), admin_form_data(app, events=[Event.JOB_CHANGED]))
     assert response.status_code == 200 and "alerts and request changes only" in response.text
-    response = team_client.post(admin_url("add"), {**data, "events": [Event.ALERT_RAISED], "url": "https://10.0.0.1/x"})
+    response = team_client.post(admin_url("add"), admin_form_data(app, url="https://10.0.0.1/x"))
     assert response.status_code == 200 and "private or local network" in response.text
     assert not WebhookSubscription.objects.exists()
