@@ -40,6 +40,10 @@ ENROL_FLAGS = {
     "storage": "--allow-storage",
 }
 EDIT_FLAGS = {key: f"--{FLAGS[key]}" for key in KEYS}
+AUTO_UPGRADE_HELP = (
+    "let the agent install the portal's newer agent by itself when the backup team switches automatic "
+    "upgrades on (checked against the portal's SHA-256, between jobs, as the systemd service)"
+)
 ALLOW_HELP = {
     "paths": "files: backups may read this path; in-place restores may write under it",
     "restore_roots": "files: restores may write new copies into this folder",
@@ -69,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     enrol.add_argument("--ca-file", default=None, help="CA bundle to trust for the portal's certificate")
     enrol.add_argument("--force", action="store_true", help="replace an existing config file")
+    enrol.add_argument("--allow-auto-upgrade", action="store_true", help=AUTO_UPGRADE_HELP)
     _allow_args(enrol, ENROL_FLAGS)
     _config_arg(enrol)
 
@@ -81,9 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     allow = commands.add_parser("allow", help="add entries to this server's allow-list")
     _allow_args(allow, EDIT_FLAGS)
+    allow.add_argument("--auto-upgrade", action="store_true", help=AUTO_UPGRADE_HELP)
     _config_arg(allow)
     deny = commands.add_parser("deny", help="remove entries from this server's allow-list")
     _allow_args(deny, EDIT_FLAGS)
+    deny.add_argument("--auto-upgrade", action="store_true", help="no automatic upgrades any more")
     _config_arg(deny)
     policy = commands.add_parser("policy", help="show what the portal may ask of this server")
     policy.add_argument("--json", action="store_true", help="print the allow-list as JSON")
@@ -198,6 +205,7 @@ def cmd_enrol(args: argparse.Namespace) -> int:
         poll_after=int(answer.get("poll_after") or 30),
         ca_file=args.ca_file,
         allow=allow,
+        auto_upgrade=args.allow_auto_upgrade,
     )
     write_private(path, config)
     print(f"enrolled {config.hostname} as agent {config.agent_id}; config written to {path}")
@@ -300,7 +308,11 @@ def _edit_allow_list(args: argparse.Namespace, *, add: bool) -> int:
     path = config_path(args.config)
     config = load(path)
     change = _allow_list_from(args, EDIT_FLAGS)
-    if change.is_empty():
+    auto_upgrade = config.auto_upgrade
+    if args.auto_upgrade:
+        auto_upgrade = add
+        print(f"automatic upgrades {'allowed' if add else 'not allowed'} on this server")
+    if change.is_empty() and not args.auto_upgrade:
         log.error("name at least one entry, e.g. --path /srv/app (see --help)")
         return 2
     if add:
@@ -316,7 +328,7 @@ def _edit_allow_list(args: argparse.Namespace, *, add: bool) -> int:
                 if entry not in getattr(config.allow, key):
                     print(f"note: {FLAGS[key]} {entry} was not in the allow-list")
         allow = config.allow.removed(change)
-    write_private(path, dataclasses.replace(config, allow=allow))
+    write_private(path, dataclasses.replace(config, allow=allow, auto_upgrade=auto_upgrade))
     print(f"allow-list written to {path}; a running agent applies it from its next job")
     print_allow_list(allow)
     return 0

@@ -57,6 +57,10 @@ class Config:
     # What the portal may ask of this server (backup_agent/allow.py). Set by the
     # server's admin (enrol flags, `backup-agent allow`); missing means nothing.
     allow: AllowList = field(default_factory=AllowList)
+    # Whether the agent may install the portal's newer agent by itself when the portal offers it
+    # (its team's switch). The server's admin decides (`--allow-auto-upgrade`, `backup-agent allow
+    # --auto-upgrade`): a portal taken over must not be able to replace the code that runs as root.
+    auto_upgrade: bool = False
 
     @property
     def state_path(self) -> Path:
@@ -88,6 +92,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "ca_file": (str, type(None)),
     "plugin_env": (dict,),
     "allow": (dict,),
+    "auto_upgrade": (bool,),
 }
 
 
@@ -107,8 +112,8 @@ def parse(data: Any, source: str = "config") -> Config:
         if not data.get(key):
             raise ConfigError(f"{source}: '{key}' is required")
     for key, value in data.items():
-        # bool is an int subclass; "poll_after": true is a mistake, not 1.
-        if isinstance(value, bool) or not isinstance(value, _TYPES[key]):
+        # bool is an int subclass; "poll_after": true is a mistake, not 1 (and "auto_upgrade": 1 one too).
+        if isinstance(value, bool) != (bool in _TYPES[key]) or not isinstance(value, _TYPES[key]):
             raise ConfigError(f"{source}: '{key}' has the wrong type")
     for section, env in data.get("plugin_env", {}).items():
         if not isinstance(env, dict) or not all(

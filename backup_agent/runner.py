@@ -21,7 +21,7 @@ from backup_agent import __version__, plugins, upgrade
 from backup_agent.allow import AllowList
 from backup_agent.archives import ArchiveRecord
 from backup_agent.client import AGENT_CLONED, AGENT_UNSUPPORTED, NOT_IMPLEMENTED, PortalClient
-from backup_agent.config import Config
+from backup_agent.config import Config, ConfigError, load
 from backup_agent.context import JobContext
 from backup_agent.errors import PortalError, PortalUnreachable, RefusedByAgent
 from backup_agent.executor import Executor, index_path, new_context
@@ -85,14 +85,14 @@ def unsupported_retry_delay(rand: Callable[[], float] = random.random) -> float:
 
 
 def job_locations(raw: Any) -> set[str]:
-    """The storage locations a raw job writes (`destination`) or reads (`backup.location`)."""
-    found: set[str] = set()
-    if isinstance(raw, dict):
-        backup = raw.get("backup")
-        for value in (raw.get("destination"), backup.get("location") if isinstance(backup, dict) else None):
-            if isinstance(value, str):
-                found.add(value)
-    return found
+    """The storage locations a raw job writes (`destination`) or reads: its `backup`, an incremental's
+    `base`, a chain restore's `chain` members. None of them may be removed while the job runs."""
+    if not isinstance(raw, dict):
+        return set()
+    chain = raw.get("chain") if isinstance(raw.get("chain"), list) else []
+    read = [raw.get("backup"), raw.get("base"), *chain]
+    values = [raw.get("destination"), *(ref.get("location") for ref in read if isinstance(ref, dict))]
+    return {value for value in values if isinstance(value, str)}
 
 
 class Agent:
@@ -441,19 +441,30 @@ class Agent:
 
     upgrade_offer: dict[str, Any] | None = None
 
+    def auto_upgrade_allowed(self) -> bool:
+        """The server's admin's word as the config file says it now (`backup-agent deny --auto-upgrade`
+        takes effect without a restart, like the allow-list); an unreadable file says no."""
+        if self.executor.config_file is None:
+            return self.config.auto_upgrade
+        try:
+            return load(self.executor.config_file).auto_upgrade
+        except ConfigError:
+            return False
+
     def upgrade_if_offered(self) -> bool:
         """Between jobs, never during one: install the portal's agent when the poll offered it.
 
         True when the agent was replaced: run_forever then stops at once and exits with
         upgrade.RESTART_EXIT, and systemd starts the new one (the unit's RestartForceExitStatus=75).
-        Only as the systemd service, from install.sh's zipapp (upgrade.automatic_blocker): otherwise
-        the offer is logged once per version with what to run instead. A failure is logged and tried
+        Only where the server's admin allowed it (config.auto_upgrade: the portal's switch alone is
+        not enough), as the systemd service, from install.sh's zipapp (upgrade.automatic_blocker):
+        otherwise the offer is logged once per version with what to run instead. A failure is logged and tried
         again after UPGRADE_RETRY.
         """
         offer = self.upgrade_offer
         if offer is None or self.running():
             return False
-        blocker = upgrade.automatic_blocker()
+        blocker = upgrade.automatic_blocker() if self.auto_upgrade_allowed() else upgrade.NOT_ALLOWED_HERE
         if blocker is not None:
             offered = str(offer.get("version") or "?")
             if self._upgrade_noticed != offered:

@@ -114,6 +114,13 @@ def under_systemd(environ: dict[str, str] | None = None) -> bool:
     return bool(env.get(INVOCATION_ENV)) and env.get(NO_SYSTEMD_ENV) != "1"
 
 
+#: Why an agent whose server's admin did not opt in never upgrades itself (config.auto_upgrade).
+NOT_ALLOWED_HERE = (
+    "this server's administrator has not allowed automatic upgrades (`backup-agent allow "
+    "--auto-upgrade` does): run `sudo backup-agent upgrade` on this server"
+)
+
+
 def automatic_blocker(target: Path | None = None, environ: dict[str, str] | None = None) -> str | None:
     """Why the running agent cannot upgrade itself (what to run instead), or None when it can."""
     target = target or running_zipapp()
@@ -373,15 +380,18 @@ def _packaged_zipapp(dpkg_deb: str, deb: Path) -> bytes:
     )
     if done.returncode != 0:
         raise UpgradeError("the portal's .deb cannot be read by dpkg-deb; nothing changed")
-    with tarfile.open(fileobj=io.BytesIO(done.stdout)) as archive:
-        for name in ("." + DEB_PYZ, DEB_PYZ.lstrip("/")):
-            try:
-                member = archive.getmember(name)
-            except KeyError:
-                continue
-            handle = archive.extractfile(member)
-            if handle is not None:
-                return handle.read()
+    try:
+        with tarfile.open(fileobj=io.BytesIO(done.stdout)) as archive:
+            for name in ("." + DEB_PYZ, DEB_PYZ.lstrip("/")):
+                try:
+                    member = archive.getmember(name)
+                except KeyError:
+                    continue
+                handle = archive.extractfile(member)
+                if handle is not None:
+                    return handle.read()
+    except tarfile.TarError:
+        raise UpgradeError("the portal's .deb holds a damaged file system; nothing changed") from None
     raise UpgradeError(f"the portal's .deb holds no {DEB_PYZ}; nothing changed")
 
 
@@ -401,7 +411,10 @@ def _upgrade_deb(config: Config, client: PortalClient, *, force: bool, when_idle
     data, _ = _download_verified(client, DEB_PATH, DEB_SHA256_PATH, "the package", "the package's")
     with tempfile.TemporaryDirectory(prefix="backup-agent-upgrade-") as tmp:
         deb = Path(tmp) / "backup-agent.deb"
-        deb.write_bytes(data)
+        try:
+            deb.write_bytes(data)
+        except OSError as exc:
+            raise UpgradeError(f"cannot write the package to {tmp}: {exc}; nothing changed") from None
         if _deb_field(dpkg_deb, deb, "Package") != "backup-agent":
             raise UpgradeError("the portal's .deb is not the backup-agent package; nothing changed")
         actual = hashlib.sha256(_packaged_zipapp(dpkg_deb, deb)).hexdigest()

@@ -1005,3 +1005,22 @@ def test_an_unreadable_config_refuses_jobs_instead_of_using_a_stale_list(tmp_pat
 
     assert failed(report).startswith("refused by agent: cannot read this server's allow-list")
     assert os.listdir(storage_root) == []
+
+
+def test_automatic_upgrades_are_the_servers_admins_to_allow(tmp_path, capsys):
+    """Off by default; `allow --auto-upgrade` / `deny --auto-upgrade` alone change it; the file is strict."""
+    path = tmp_path / "config.json"
+    write_private(path, Config(server="https://p", agent_token="t", hostname="h"))
+    conf = ["--config", str(path)]
+    assert load(path).auto_upgrade is False
+
+    assert main(["allow", "--auto-upgrade", *conf]) == 0
+    assert load(path).auto_upgrade is True
+    assert main(["deny", "--auto-upgrade", *conf]) == 0
+    assert load(path).auto_upgrade is False
+    assert "automatic upgrades not allowed on this server" in capsys.readouterr().out
+
+    data = json.loads(Config(server="https://p", agent_token="t", hostname="h").to_json())
+    for wrong in (1, "yes", None):
+        with pytest.raises(ConfigError):
+            parse({**data, "auto_upgrade": wrong})

@@ -306,3 +306,18 @@ def test_the_job_lock_is_held_from_the_claim_until_the_report_is_sent(
     assert seen == ["refused", "refused"]
     assert portal.completes(job["id"])[0]["status"] == "succeeded"
     assert upgrade_now() == "upgraded"  # released once the report is acknowledged
+
+
+def test_every_archive_a_running_job_reads_is_busy():
+    """An incremental reads its base, a chain restore every member: removing one mid-job would lose it."""
+    from backup_agent.runner import job_locations
+
+    backup = {"destination": "web/job-9", "base": {"id": 8, "location": "web/job-8"}}
+    restore = {
+        "backup": {"id": 12, "location": "web/job-12"},
+        "chain": [{"id": 10, "location": "web/job-10"}, {"id": 11, "location": "web/job-11"}],
+    }
+
+    assert job_locations(backup) == {"web/job-9", "web/job-8"}
+    assert job_locations(restore) == {"web/job-12", "web/job-10", "web/job-11"}
+    assert job_locations({"chain": "not a list", "base": 7}) == set()

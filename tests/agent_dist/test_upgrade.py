@@ -125,10 +125,10 @@ def host(tmp_path, portal):
                 )
             return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
 
-        def enrol(self, token: str):
+        def enrol(self, token: str, *flags: str):
             return self.run(
                 "enrol", "--server", portal, "--token", token, "--hostname", "app01.example.com",
-                "--spool-dir", str(self.state / "spool"), "--state-dir", str(self.state),
+                "--spool-dir", str(self.state / "spool"), "--state-dir", str(self.state), *flags,
             )  # fmt: skip
 
         def version(self) -> str:
@@ -309,8 +309,9 @@ def enrolled(host, app, monkeypatch):
 def test_automatic_upgrade_between_jobs_then_exit_for_systemd(host, served, builds, enrolled, portal):
     sha = served(builds[NEWER], NEWER)
     host.install(builds[CURRENT])
-    done = host.enrol(enrolled)
+    done = host.enrol(enrolled, "--allow-auto-upgrade")  # the server's admin consents
     assert done.returncode == 0, done.stderr
+    assert json.loads(host.config.read_text())["auto_upgrade"] is True
     agent = Agent.objects.get(hostname="app01.example.com")
     assert agent.version == CURRENT and agent.is_outdated and not agent.auto_upgrade
 
@@ -358,3 +359,17 @@ def test_an_unsupported_agent_logs_the_portal_message(host, served, builds, enro
     assert f"the portal refuses this agent (backup-agent {CURRENT})" in refused.stderr
     assert f"{portal}/agent/install.sh" in refused.stderr and "`backup-agent upgrade`" in refused.stderr
 
+
+
+def test_a_package_with_a_damaged_file_system_is_refused_in_words(tmp_path, monkeypatch):
+    """dpkg-deb hands back something that is not a tar: an UpgradeError, not a traceback."""
+    import subprocess as real_subprocess
+
+    from backup_agent import upgrade
+
+    def fake_run(*args, **kwargs):
+        return real_subprocess.CompletedProcess(args, 0, stdout=b"not a tar archive" * 100, stderr=b"")
+
+    monkeypatch.setattr(upgrade.subprocess, "run", fake_run)
+    with pytest.raises(upgrade.UpgradeError, match="damaged file system; nothing changed"):
+        upgrade._packaged_zipapp("dpkg-deb", tmp_path / "backup-agent.deb")

@@ -115,7 +115,8 @@ def test_the_runner_upgrades_only_between_jobs(tmp_path, monkeypatch):
     monkeypatch.setattr(upgrade, "upgrade", fake_upgrade)
     monkeypatch.setattr(upgrade, "automatic_blocker", lambda: None)  # install.sh's zipapp, under systemd
     runner = Runner(
-        config(spool_dir=str(tmp_path / "spool"), state_dir=str(tmp_path / "state")), client=OfferingClient()
+        config(spool_dir=str(tmp_path / "spool"), state_dir=str(tmp_path / "state"), auto_upgrade=True),
+        client=OfferingClient(),
     )
     runner.poll()
     runner._running[41] = object()  # a job runs: never during one
@@ -125,6 +126,21 @@ def test_the_runner_upgrades_only_between_jobs(tmp_path, monkeypatch):
     # The unit restarts it: no systemctl from inside.
     assert calls == [{"automatic": True, "client": None}]
     assert runner.exit_code == upgrade.RESTART_EXIT and runner.stop_event.is_set()
+
+
+def test_without_the_servers_consent_the_portals_offer_is_not_taken(tmp_path, monkeypatch, caplog):
+    """A portal taken over can switch automatic upgrades on; only the server's admin lets the agent follow."""
+    monkeypatch.setattr(upgrade, "upgrade", lambda *a, **kw: pytest.fail("no upgrade without consent"))
+    monkeypatch.setattr(upgrade, "automatic_blocker", lambda: None)  # install.sh's zipapp, under systemd
+    runner = Runner(
+        config(spool_dir=str(tmp_path / "spool"), state_dir=str(tmp_path / "state")), client=OfferingClient()
+    )
+    runner.poll()
+
+    assert runner.upgrade_if_offered() is False
+    assert runner.upgrade_if_offered() is False
+    assert caplog.text.count("has not allowed automatic upgrades") == 1
+    assert runner.exit_code == 0 and not runner.stop_event.is_set()
 
 
 def test_the_runner_runs_the_jobs_of_the_poll_first(tmp_path, monkeypatch):
@@ -159,7 +175,8 @@ def test_a_failed_automatic_upgrade_is_tried_again_later_not_at_every_poll(tmp_p
     monkeypatch.setattr(upgrade, "upgrade", failing)
     monkeypatch.setattr(upgrade, "automatic_blocker", lambda: None)
     runner = Runner(
-        config(spool_dir=str(tmp_path / "spool"), state_dir=str(tmp_path / "state")), client=OfferingClient()
+        config(spool_dir=str(tmp_path / "spool"), state_dir=str(tmp_path / "state"), auto_upgrade=True),
+        client=OfferingClient(),
     )
     now = [100.0]
     runner.clock = lambda: now[0]
@@ -190,7 +207,8 @@ def test_an_agent_unable_to_upgrade_itself_says_so_once(tmp_path, monkeypatch, c
         monkeypatch.setenv(name, value)
     monkeypatch.setattr(upgrade, "upgrade", lambda *a, **kw: pytest.fail("no upgrade from inside"))
     runner = Runner(
-        config(spool_dir=str(tmp_path / "spool"), state_dir=str(tmp_path / "state")), client=OfferingClient()
+        config(spool_dir=str(tmp_path / "spool"), state_dir=str(tmp_path / "state"), auto_upgrade=True),
+        client=OfferingClient(),
     )
     now = [100.0]
     runner.clock = lambda: now[0]
